@@ -1,0 +1,47 @@
+"""The Faust app, its topics and its table. Configured from `Settings`, nothing hard-coded."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import Settings, get_settings
+from streams.topics import ensure_topics
+
+
+class IntentStreamApp(faust.App):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.app_id, **settings.faust_settings())
+        self.settings = settings
+
+    async def on_first_start(self) -> None:
+        # Source and output topics must exist with the table's partition count before the
+        # consumer subscribes (a broker's auto-create would choose its own count).
+        await ensure_topics(self.settings)
+        await super().on_first_start()
+
+
+settings = get_settings()
+app = IntentStreamApp(settings)
+
+
+def _raw_topic(name: str) -> faust.TopicT:
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+
+events_topic = _raw_topic(settings.events_topic)
+dlq_topic = _raw_topic(settings.dlq_topic)
+scores_topic = _raw_topic(settings.scores_topic)
+
+# user_id -> UserState (streams.sessions); in memory, rebuilt from its compacted changelog.
+sessions_table = app.Table(
+    "sessions",
+    default=None,
+    partitions=settings.partitions,
+    key_type=str,
+    key_serializer="json",
+    value_serializer="json",
+    help="per-user event-time session windows",
+)

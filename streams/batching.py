@@ -1,0 +1,96 @@
+"""One micro-batch of raw messages → dead letters, new user states, sessions to score. Pure.
+
+This is the coalescing point: however many events a user sends within one batch, their
+session is scored once (plus once per session those events closed). The Faust agent does the
+I/O around it; replay and tests call it directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from streams.events import Rejection, ShopEvent, parse_event
+from streams.records import DeadLetter, DeadLetterSource, dead_letter
+from streams.sessions import Outcome, Session, SessionPolicy, UserState, absorb, empty_state
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ToScore:
+    session: Session
+    closed: bool  # a later session closed it: this is its final scoring
+
+
+@dataclass
+class BatchPlan:
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    states: dict[str, UserState] = field(default_factory=dict)  # users whose state changed
+    to_score: list[ToScore] = field(default_factory=list)
+    n_valid: int = 0
+
+
+def copy_state(state: UserState) -> UserState:
+    """Copy deep enough for `absorb` (which replaces lists, never edits event dicts)."""
+    current = state["current"]
+    return {
+        "current": None if current is None else {**current, "events": list(current["events"])},
+        "pending": list(state["pending"]),
+    }
+
+
+def plan_batch(
+    messages: Iterable[RawMessage],
+    load_state: Callable[[str], UserState | None],
+    policy: SessionPolicy,
+    max_event_bytes: int,
+) -> BatchPlan:
+    plan = BatchPlan()
+    for msg in messages:
+        parsed = parse_event(msg.value, msg.key, max_event_bytes)
+        if isinstance(parsed, Rejection):
+            plan.dead_letters.append(_dead_letter(msg, parsed))
+            continue
+        state = plan.states.get(parsed.user_id)
+        if state is None:
+            loaded = load_state(parsed.user_id)
+            state = empty_state() if loaded is None else copy_state(loaded)
+            plan.states[parsed.user_id] = state
+        outcome = absorb(state, parsed, policy)
+        if outcome is Outcome.LATE:
+            plan.dead_letters.append(_dead_letter(msg, _late(parsed, state)))
+            continue
+        plan.n_valid += 1
+    # Every touched user is scored, even on a duplicate: a redelivered event means the batch
+    # that carried it may not have been scored before a crash.
+    for state in plan.states.values():
+        plan.to_score.extend(ToScore(s, closed=True) for s in state["pending"])
+        if state["current"] is not None:
+            plan.to_score.append(ToScore(state["current"], closed=False))
+    return plan
+
+
+def _late(event: ShopEvent, state: UserState) -> Rejection:
+    current = state["current"]
+    start = current["start"] if current else event.ts
+    return Rejection(
+        "late_event",
+        f"event time {event.ts} is too far before the open session (start {start}); "
+        "sessions only reach back by the inactivity gap",
+    )
+
+
+def _dead_letter(msg: RawMessage, rejection: Rejection) -> DeadLetter:
+    source = DeadLetterSource(
+        topic=msg.topic, partition=msg.partition, offset=msg.offset, timestamp=msg.timestamp_ms
+    )
+    return dead_letter(msg.value, msg.key, rejection, source)

@@ -1,0 +1,196 @@
+"""The input contract: one JSON event per message on `shop.events`, keyed by user id.
+
+Pure: raw bytes in, a valid `ShopEvent` or a `Rejection` (reason code + detail) out. No Faust,
+no I/O, so the same function validates live traffic, replays and fuzz tests. The JSON Schema in
+`streams/schemas/shop_event.v1.json` is generated from `ShopEvent` (see `streams.schemas`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+EVENT_TYPES = (
+    "view",
+    "click",
+    "search",
+    "add_to_cart",
+    "remove_from_cart",
+    "purchase",
+    "support_message",
+    "review",
+)
+EventType = Literal[
+    "view",
+    "click",
+    "search",
+    "add_to_cart",
+    "remove_from_cart",
+    "purchase",
+    "support_message",
+    "review",
+]
+ITEM_TYPES = frozenset({"view", "click", "add_to_cart", "remove_from_cart", "purchase"})
+
+# Event time must be plausible: anything outside is a producer bug, not a shopper.
+MIN_TS_MS = 946_684_800_000  # 2000-01-01
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+ShortText = Annotated[str, StringConstraints(max_length=300)]
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    id: Id
+    title: ShortText | None = None
+    category: Annotated[str, StringConstraints(max_length=100)] | None = None
+    price: Annotated[float, Field(ge=0, le=10_000_000)] | None = None
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _finite_price(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("price must be a number")
+        if isinstance(value, int):
+            return float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("price must be finite")
+        return value
+
+
+class ShopEvent(BaseModel):
+    """One shopper action. `ts` is event time (epoch ms or ISO-8601), normalised to epoch ms."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    event_id: Id
+    user_id: Id
+    ts: int = Field(description="event time: epoch milliseconds, or an ISO-8601 string")
+    type: EventType
+    item: Item | None = None
+    query: Annotated[str, StringConstraints(max_length=500)] | None = None
+    text: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    rating: Annotated[int, Field(ge=1, le=5)] | None = None
+    page: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        None, description="page kind for page-level analytics (e.g. product, informational)"
+    )
+    duration_s: Annotated[float, Field(ge=0, le=86_400)] | None = None
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _event_time_ms(cls, value: Any) -> int:
+        return parse_event_time(value)
+
+    @field_validator("duration_s", mode="before")
+    @classmethod
+    def _duration_number(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+    def check_type_fields(self) -> str | None:
+        """The fields each type needs; None when complete, else what is missing."""
+        if self.type in ITEM_TYPES and self.item is None and self.page is None:
+            return f"'{self.type}' needs 'item' (or 'page')"
+        if self.type == "search" and not (self.query and self.query.strip()):
+            return "'search' needs a non-empty 'query'"
+        if self.type in ("support_message", "review") and not (self.text and self.text.strip()):
+            return f"'{self.type}' needs a non-empty 'text'"
+        return None
+
+
+def parse_event_time(value: Any) -> int:
+    """Epoch milliseconds from an int (ms) or an ISO-8601 string; raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("ts must be epoch ms or ISO-8601")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        ms = int(value)
+    elif isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError("ts is not ISO-8601") from exc
+        if parsed.tzinfo is None:  # event time without a zone is read as UTC, never local
+            parsed = parsed.replace(tzinfo=UTC)
+        ms = int(parsed.timestamp() * 1000)
+    else:
+        raise ValueError("ts must be epoch ms or ISO-8601")
+    if not MIN_TS_MS <= ms < MAX_TS_MS:
+        raise ValueError("ts is outside 2000-01-01..2100-01-01 (seconds instead of ms?)")
+    return ms
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an input record cannot be processed; it goes to the DLQ with the raw bytes."""
+
+    reason: str  # stable machine-readable code
+    detail: str  # for humans
+
+
+def parse_event(raw: bytes | None, key: bytes | None, max_bytes: int) -> ShopEvent | Rejection:
+    """Validate one raw message. Never raises: every failure is a `Rejection`."""
+    if raw is None or len(raw) == 0:
+        return Rejection("empty", "message has no value")
+    if len(raw) > max_bytes:
+        return Rejection("too_large", f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("not_json", _short(str(exc)))
+    if not isinstance(doc, dict):
+        return Rejection("not_object", f"top-level JSON is {type(doc).__name__}, not an object")
+    try:
+        event = ShopEvent.model_validate(doc)
+    except ValidationError as exc:
+        return Rejection(_reason_code(exc), _describe(exc))
+    except (ValueError, TypeError, RecursionError) as exc:  # defensive: pydantic internals
+        return Rejection("invalid", _short(repr(exc)))
+    missing = event.check_type_fields()
+    if missing:
+        return Rejection("missing_field", missing)
+    if key is None or key.decode("utf-8", "replace") != event.user_id:
+        # Sessions are partitioned by user: an event on another user's partition would split
+        # that user's session across workers.
+        return Rejection("key_mismatch", "message key must equal user_id")
+    return event
+
+
+def _reason_code(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = first.get("loc", ())
+    if first.get("type") == "missing":
+        return "missing_field"
+    if loc and loc[0] == "type":
+        return "unknown_type"
+    if loc and loc[0] == "ts":
+        return "bad_timestamp"
+    return "invalid_field"
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return _short("; ".join(parts))
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,177 @@
+"""Per-user session windows in event time, and their rendering to one compact text. Pure.
+
+A session is a run of a user's events with no gap longer than `gap_ms` and no longer than
+`max_span_ms` overall (a longer run is split). It keeps its newest `max_events` events for the
+text, while its window bounds and event count cover everything it absorbed. A session that is
+closed by a later event waits in `pending` until it has been scored, so a crash between closing
+and scoring cannot lose it: the worker removes it only after its score is produced.
+
+State is plain JSON-able dicts, because it lives in a changelog-backed table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypedDict
+
+from streams.events import ShopEvent
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    gap_ms: int
+    max_span_ms: int
+    max_events: int
+    max_chars: int
+
+
+class Session(TypedDict):
+    session_id: str
+    user_id: str
+    start: int  # event time of the earliest event, ms
+    end: int  # event time of the latest event, ms
+    n_events: int  # all events absorbed, including those no longer kept in `events`
+    last_event_id: str  # the most recently absorbed event (arrival order)
+    events: list[dict[str, Any]]  # compact events, sorted by (ts, event_id), newest kept
+
+
+class UserState(TypedDict):
+    current: Session | None
+    pending: list[Session]  # closed, not yet scored
+
+
+class Outcome(Enum):
+    APPENDED = "appended"
+    DUPLICATE = "duplicate"  # redelivered: already in the session; rescoring is harmless
+    NEW_SESSION = "new_session"  # closed the previous session (moved to pending)
+    LATE = "late"  # older than the open session allows; not absorbed
+
+
+def empty_state() -> UserState:
+    return {"current": None, "pending": []}
+
+
+def compact_event(event: ShopEvent) -> dict[str, Any]:
+    """The fields a session keeps of an event (no Nones, to keep table records small)."""
+    doc = event.model_dump(exclude_none=True, exclude={"user_id"})
+    return doc
+
+
+def session_id_for(user_id: str, first_event_id: str) -> str:
+    """Stable across redelivery and replay: derived from the event that opened the session."""
+    digest = hashlib.blake2b(f"{user_id}\x00{first_event_id}".encode(), digest_size=8)
+    return digest.hexdigest()
+
+
+def _new_session(event: ShopEvent) -> Session:
+    return {
+        "session_id": session_id_for(event.user_id, event.event_id),
+        "user_id": event.user_id,
+        "start": event.ts,
+        "end": event.ts,
+        "n_events": 1,
+        "last_event_id": event.event_id,
+        "events": [compact_event(event)],
+    }
+
+
+def absorb(state: UserState, event: ShopEvent, policy: SessionPolicy) -> Outcome:
+    """Apply one event to a user's state in place; say what happened."""
+    current = state["current"]
+    if current is None:
+        state["current"] = _new_session(event)
+        return Outcome.APPENDED
+    if any(e["event_id"] == event.event_id for e in current["events"]):
+        return Outcome.DUPLICATE
+    after_gap = event.ts > current["end"] + policy.gap_ms
+    if after_gap or event.ts - current["start"] >= policy.max_span_ms:
+        state["pending"].append(current)
+        state["current"] = _new_session(event)
+        return Outcome.NEW_SESSION
+    before_gap = event.ts < current["start"] - policy.gap_ms
+    if before_gap or current["end"] - event.ts >= policy.max_span_ms:
+        return Outcome.LATE
+    _insert_sorted(current, event, policy.max_events)
+    return Outcome.APPENDED
+
+
+def _insert_sorted(session: Session, event: ShopEvent, max_events: int) -> None:
+    events = session["events"]
+    doc = compact_event(event)
+    sort_key = (doc["ts"], doc["event_id"])
+    i = len(events)
+    while i > 0 and (events[i - 1]["ts"], events[i - 1]["event_id"]) > sort_key:
+        i -= 1
+    events.insert(i, doc)
+    if len(events) > max_events:
+        del events[: len(events) - max_events]  # bounded: keep the newest context
+    session["start"] = min(session["start"], event.ts)
+    session["end"] = max(session["end"], event.ts)
+    session["n_events"] += 1
+    session["last_event_id"] = event.event_id
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+SEPARATOR = " | "
+_WS = re.compile(r"\s+")
+
+
+def _clean(text: str, limit: int) -> str:
+    # One line, no separator look-alikes, bounded: user text must not forge session structure.
+    text = _WS.sub(" ", text.replace("|", "/")).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _item_text(item: dict[str, Any]) -> str:
+    title = _clean(item.get("title") or f"item {item['id']}", 80)
+    extras = []
+    if item.get("category"):
+        extras.append(_clean(item["category"], 40))
+    if item.get("price") is not None:
+        extras.append(f"{item['price']:.2f}")
+    return f"{title} ({', '.join(extras)})" if extras else title
+
+
+def render_event(doc: dict[str, Any]) -> str:
+    kind = doc["type"]
+    if kind == "search":
+        return f"search: {_clean(doc.get('query', ''), 120)}"
+    if kind == "support_message":
+        return f"support: {_clean(doc.get('text', ''), 240)}"
+    if kind == "review":
+        stars = f" {doc['rating']}/5" if doc.get("rating") else ""
+        return f"review{stars}: {_clean(doc.get('text', ''), 240)}"
+    if doc.get("item"):
+        return f"{kind}: {_item_text(doc['item'])}"
+    page = _clean(doc.get("page", "page"), 40)
+    dwell = f" {round(doc['duration_s'])}s" if doc.get("duration_s") is not None else ""
+    return f"{kind}: {page} page{dwell}"
+
+
+def render(session: Session, max_chars: int) -> str:
+    """One compact line, oldest to newest; repeats collapse to `×n`; newest kept when too long."""
+    parts: list[str] = []
+    counts: list[int] = []
+    for doc in session["events"]:
+        text = render_event(doc)
+        if parts and parts[-1] == text:
+            counts[-1] += 1
+        else:
+            parts.append(text)
+            counts.append(1)
+    pieces = [p if n == 1 else f"{p} ×{n}" for p, n in zip(parts, counts, strict=True)]
+    out: list[str] = []
+    length = 0
+    for piece in reversed(pieces):
+        extra = len(piece) + (len(SEPARATOR) if out else 0)
+        if length + extra > max_chars:
+            if not out:  # a single oversized piece: keep its end
+                out.append("…" + piece[-(max_chars - 1) :])
+            break
+        out.append(piece)
+        length += extra
+    return SEPARATOR.join(reversed(out))

@@ -1,0 +1,99 @@
+"""The one configuration object. Only this module reads the environment.
+
+Every knob is an env var `INTENTSTREAM_<NAME>` (or a CLI option that overrides it). Broker
+differences live in `broker_profile`: `kafka` (production, Apache Kafka) or `embedded` (the
+Tansu broker used for the demo and the tests). Nothing else in the code knows which broker it
+talks to; `faust_settings()` is the only place the profile turns into behaviour.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BrokerProfile = Literal["kafka", "embedded"]
+
+# Why each embedded adjustment exists: ../shared/notes/broker.md, summarised in docs/broker.md.
+EMBEDDED_BROKER_OVERRIDES: dict[str, Any] = {
+    # Tansu answers ListOffsets "latest" with the start of the last batch + 1; one record per
+    # batch makes end offsets right, so changelog recovery does not stop early.
+    "producer_max_batch_size": 1,
+    # Tansu holds a new group generation for half the session timeout: keep joins short.
+    "broker_session_timeout": 10,
+    "broker_heartbeat_interval": 1,
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTENTSTREAM_", frozen=True, extra="ignore")
+
+    # --- broker and topics -------------------------------------------------------------------
+    app_id: str = "intentstream"
+    broker_url: str = Field("kafka://127.0.0.1:9092", description="faust broker URL(s)")
+    broker_profile: BrokerProfile = "kafka"
+    partitions: int = Field(4, ge=1, description="partitions of source, output and table topics")
+    replication_factor: int = Field(1, ge=1)
+    events_topic: str = "shop.events"
+    dlq_topic: str = "shop.events.dlq"
+    scores_topic: str = "intent.scores"
+
+    # --- input contract ----------------------------------------------------------------------
+    max_event_bytes: int = Field(16_384, ge=256, description="larger raw events go to the DLQ")
+
+    # --- per-user sessions (event time) ------------------------------------------------------
+    session_gap_s: float = Field(1800, gt=0, description="inactivity gap that closes a session")
+    session_max_span_s: float = Field(4 * 3600, gt=0, description="longest session before a split")
+    session_max_events: int = Field(64, ge=1, description="events kept per session (newest)")
+    session_max_chars: int = Field(1200, ge=64, description="rendered text length (newest kept)")
+
+    # --- micro-batching and scoring ----------------------------------------------------------
+    batch_max_events: int = Field(1000, ge=1, description="events taken per micro-batch")
+    batch_within_s: float = Field(0.5, gt=0, description="longest wait to fill a micro-batch")
+    triton_url: str = "127.0.0.1:8001"
+    triton_model: str = "intent"
+    score_max_batch: int = Field(32, ge=1, description="texts per Triton request")
+    score_timeout_s: float = Field(60.0, gt=0)
+    score_retry_max_s: float = Field(30.0, gt=0, description="cap of the retry backoff")
+
+    # --- local state ---------------------------------------------------------------------------
+    data_dir: Path = Path("var")
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _span_covers_gap(self) -> Settings:
+        if self.session_max_span_s < self.session_gap_s:
+            raise ValueError("session_max_span_s must be >= session_gap_s")
+        return self
+
+    @property
+    def gap_ms(self) -> int:
+        return int(self.session_gap_s * 1000)
+
+    @property
+    def max_span_ms(self) -> int:
+        return int(self.session_max_span_s * 1000)
+
+    def faust_settings(self) -> dict[str, Any]:
+        """Keyword arguments for `faust.App` derived from these settings and the profile."""
+        conf: dict[str, Any] = {
+            "broker": self.broker_url,
+            "store": "memory://",  # tables are rebuilt from their compacted changelog topics
+            "topic_partitions": self.partitions,
+            "topic_replication_factor": self.replication_factor,
+            "datadir": str(self.data_dir / self.app_id),
+            "processing_guarantee": "at_least_once",
+            "consumer_auto_offset_reset": "earliest",
+            "web_enabled": False,
+        }
+        if self.broker_profile == "embedded":
+            conf.update(EMBEDDED_BROKER_OVERRIDES)
+        return conf
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,119 @@
+"""The scoring agent: micro-batches of events → session table → Triton → `intent.scores`.
+
+At-least-once, end to end: a batch's offsets are acked only after its dead letters, table
+updates and scores have been produced (Faust commits only contiguous acked offsets, and
+flushes the producer before committing). A Triton outage stalls the batch with backoff instead
+of dropping it; the consumer's buffer then applies back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import structlog
+from faust.types import EventT, StreamT
+from inference.client import Prediction, ScoringError, TritonScorer
+
+from streams.app import app, dlq_topic, events_topic, scores_topic, sessions_table, settings
+from streams.batching import BatchPlan, RawMessage, plan_batch
+from streams.records import encode, intent_score
+from streams.sessions import SessionPolicy, render
+
+log = structlog.get_logger("intentstream.worker")
+
+POLICY = SessionPolicy(
+    gap_ms=settings.gap_ms,
+    max_span_ms=settings.max_span_ms,
+    max_events=settings.session_max_events,
+    max_chars=settings.session_max_chars,
+)
+
+
+def raw_message(event: EventT) -> RawMessage:
+    msg = event.message
+    ts = msg.timestamp
+    return RawMessage(
+        key=msg.key,
+        value=msg.value,
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        timestamp_ms=int(ts * 1000) if ts is not None else None,
+    )
+
+
+async def score_until_done(
+    scorer: TritonScorer, texts: list[str]
+) -> tuple[list[Prediction], float]:
+    """Score, retrying with capped exponential backoff; never drops the batch."""
+    delay = 0.5
+    attempt = 0
+    while True:
+        attempt += 1
+        started = time.perf_counter()
+        try:
+            predictions = await scorer.score(texts)
+            return predictions, (time.perf_counter() - started) * 1000
+        except ScoringError as exc:
+            log.warning("triton.retry", attempt=attempt, delay_s=delay, error=str(exc)[:300])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.score_retry_max_s)
+
+
+async def produce_all(sends: Sequence) -> None:
+    """Await delivery of every record (send() returns a future of the broker's ack)."""
+    futures = [await s for s in sends]
+    await asyncio.gather(*futures)
+
+
+async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> BatchPlan:
+    plan = plan_batch(
+        (raw_message(e) for e in events), sessions_table.get, POLICY, settings.max_event_bytes
+    )
+    await produce_all(
+        [dlq_topic.send(key=d.source.topic.encode(), value=encode(d)) for d in plan.dead_letters]
+    )
+    for user_id, state in plan.states.items():
+        sessions_table[user_id] = state
+    if plan.to_score:
+        texts = [render(item.session, POLICY.max_chars) for item in plan.to_score]
+        predictions, latency_ms = await score_until_done(scorer, texts)
+        now_ms = int(time.time() * 1000)
+        records = [
+            intent_score(item.session, item.closed, text, pred, latency_ms, now_ms)
+            for item, text, pred in zip(plan.to_score, texts, predictions, strict=True)
+        ]
+        await produce_all(
+            [scores_topic.send(key=r.user_id.encode(), value=encode(r)) for r in records]
+        )
+    # Closed sessions leave the table only once their final score is on the topic.
+    for user_id, state in plan.states.items():
+        if state["pending"]:
+            sessions_table[user_id] = {"current": state["current"], "pending": []}
+    return plan
+
+
+@app.agent(events_topic)
+async def score_sessions(stream: StreamT) -> None:
+    scorer = TritonScorer(
+        settings.triton_url,
+        model_name=settings.triton_model,
+        max_batch=settings.score_max_batch,
+        timeout_s=settings.score_timeout_s,
+    )
+    try:
+        async for batch in stream.noack_take(settings.batch_max_events, settings.batch_within_s):
+            plan = await process_batch(scorer, batch)
+            for event in batch:
+                await stream.ack(event)
+            log.info(
+                "batch.done",
+                events=len(batch),
+                valid=plan.n_valid,
+                dead_letters=len(plan.dead_letters),
+                scored=len(plan.to_score),
+            )
+    finally:
+        await scorer.close()
