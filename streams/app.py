@@ -17,6 +17,7 @@ class IntentStreamApp(faust.App):
         # Source and output topics must exist with the table's partition count before the
         # consumer subscribes (a broker's auto-create would choose its own count).
         await ensure_topics(self.settings)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the leaf
         await super().on_first_start()
 
 
@@ -40,8 +41,6 @@ sessions_table = app.Table(
     "sessions",
     default=None,
     partitions=settings.partitions,
-    key_type=str,
-    key_serializer="json",
-    value_serializer="json",
+    schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
     help="per-user event-time session windows",
 )

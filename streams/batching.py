@@ -37,6 +37,9 @@ class BatchPlan:
     states: dict[str, UserState] = field(default_factory=dict)  # users whose state changed
     to_score: list[ToScore] = field(default_factory=list)
     n_valid: int = 0
+    # user -> index of the user's latest message in the batch: its partition is the one the
+    # user's table changelog entry must go to (co-partitioned with the source topic).
+    last_message: dict[str, int] = field(default_factory=dict)
 
 
 def copy_state(state: UserState) -> UserState:
@@ -55,7 +58,7 @@ def plan_batch(
     max_event_bytes: int,
 ) -> BatchPlan:
     plan = BatchPlan()
-    for msg in messages:
+    for index, msg in enumerate(messages):
         parsed = parse_event(msg.value, msg.key, max_event_bytes)
         if isinstance(parsed, Rejection):
             plan.dead_letters.append(_dead_letter(msg, parsed))
@@ -65,6 +68,7 @@ def plan_batch(
             loaded = load_state(parsed.user_id)
             state = empty_state() if loaded is None else copy_state(loaded)
             plan.states[parsed.user_id] = state
+        plan.last_message[parsed.user_id] = index
         outcome = absorb(state, parsed, policy)
         if outcome is Outcome.LATE:
             plan.dead_letters.append(_dead_letter(msg, _late(parsed, state)))

@@ -9,13 +9,16 @@ of dropping it; the consumer's buffer then applies back-pressure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 
 import structlog
+from faust.streams import _current_event
 from faust.types import EventT, StreamT
-from inference.client import Prediction, ScoringError, TritonScorer
 
+from inference.client import Prediction, ScoringError, TritonScorer
 from streams.app import app, dlq_topic, events_topic, scores_topic, sessions_table, settings
 from streams.batching import BatchPlan, RawMessage, plan_batch
 from streams.records import encode, intent_score
@@ -68,6 +71,30 @@ async def produce_all(sends: Sequence) -> None:
     await asyncio.gather(*futures)
 
 
+@contextlib.contextmanager
+def as_current(event: EventT) -> Iterator[None]:
+    """Make `event` Faust's current event, so a table write goes to its partition's changelog.
+
+    Faust derives the changelog partition from the event being processed; in a micro-batch
+    there is none, so each user's write is tied to that user's latest event.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def write_states(plan: BatchPlan, events: Sequence[EventT], only_pending: bool = False) -> None:
+    for user_id, state in plan.states.items():
+        if only_pending:
+            if not state["pending"]:
+                continue
+            state = {"current": state["current"], "pending": []}
+        with as_current(events[plan.last_message[user_id]]):
+            sessions_table[user_id] = state
+
+
 async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> BatchPlan:
     plan = plan_batch(
         (raw_message(e) for e in events), sessions_table.get, POLICY, settings.max_event_bytes
@@ -75,8 +102,7 @@ async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> Batch
     await produce_all(
         [dlq_topic.send(key=d.source.topic.encode(), value=encode(d)) for d in plan.dead_letters]
     )
-    for user_id, state in plan.states.items():
-        sessions_table[user_id] = state
+    write_states(plan, events)
     if plan.to_score:
         texts = [render(item.session, POLICY.max_chars) for item in plan.to_score]
         predictions, latency_ms = await score_until_done(scorer, texts)
@@ -89,9 +115,7 @@ async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> Batch
             [scores_topic.send(key=r.user_id.encode(), value=encode(r)) for r in records]
         )
     # Closed sessions leave the table only once their final score is on the topic.
-    for user_id, state in plan.states.items():
-        if state["pending"]:
-            sessions_table[user_id] = {"current": state["current"], "pending": []}
+    write_states(plan, events, only_pending=True)
     return plan
 
 
@@ -105,7 +129,15 @@ async def score_sessions(stream: StreamT) -> None:
     )
     try:
         async for batch in stream.noack_take(settings.batch_max_events, settings.batch_within_s):
-            plan = await process_batch(scorer, batch)
+            try:
+                plan = await process_batch(scorer, batch)
+            except Exception as exc:
+                # A bug, not bad input (that is dead-lettered): stop the worker with a non-zero
+                # exit rather than idle with a dead agent. The batch was not acked, so a
+                # restarted worker processes it again.
+                log.exception("batch.failed", events=len(batch))
+                await app.crash(exc)
+                raise
             for event in batch:
                 await stream.ack(event)
             log.info(

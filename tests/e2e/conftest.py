@@ -1,0 +1,78 @@
+"""The real stack for end-to-end tests: one Tansu broker and one tritonserver per session,
+fresh topics, app id and data dir per test, workers as subprocesses stopped by PID."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from inference.tritonserver import TritonServer, tiny_triton_server
+from streams.embedded import EmbeddedBroker
+from tests.e2e.worker_process import WorkerProcess
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running
+    assert running.process is not None and running.process.poll() is not None  # gone
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory) -> Iterator[TritonServer]:
+    with tiny_triton_server(tmp_path_factory.mktemp("triton")) as server:
+        yield server
+    assert not server.is_running()
+
+
+@dataclass
+class Stack:
+    broker: EmbeddedBroker
+    triton: TritonServer
+    workdir: Path
+    name: str
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {"events": f"{self.name}.events", "dlq": f"{self.name}.events.dlq",
+                "scores": f"{self.name}.scores"}
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            "INTENTSTREAM_APP_ID": self.name,
+            "INTENTSTREAM_BROKER_URL": self.broker.url,
+            "INTENTSTREAM_BROKER_PROFILE": "embedded",
+            "INTENTSTREAM_TRITON_URL": self.triton.grpc_url,
+            "INTENTSTREAM_EVENTS_TOPIC": self.topics["events"],
+            "INTENTSTREAM_DLQ_TOPIC": self.topics["dlq"],
+            "INTENTSTREAM_SCORES_TOPIC": self.topics["scores"],
+            "INTENTSTREAM_DATA_DIR": str(self.workdir / "data"),
+            "INTENTSTREAM_BATCH_WITHIN_S": "0.3",
+        }
+        env.update(overrides)
+        return env
+
+    def start_worker(self, **overrides: str) -> WorkerProcess:
+        n = len(self.workers)
+        worker = WorkerProcess(self.env(**overrides), self.workdir / f"worker-{n}.log").start()
+        self.workers.append(worker)
+        return worker
+
+
+@pytest.fixture
+def stack(broker, triton, tmp_path) -> Iterator[Stack]:
+    running = Stack(broker, triton, tmp_path, name=f"e2e{next(_ids)}-{tmp_path.name[-8:]}")
+    yield running
+    for worker in running.workers:
+        worker.stop()
