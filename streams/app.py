@@ -35,6 +35,10 @@ def _raw_topic(name: str) -> faust.TopicT:
 events_topic = _raw_topic(settings.events_topic)
 dlq_topic = _raw_topic(settings.dlq_topic)
 scores_topic = _raw_topic(settings.scores_topic)
+alert_topics = {
+    "intent": _raw_topic(settings.alerts_intent_topic),
+    "churn": _raw_topic(settings.alerts_churn_topic),
+}
 
 # user_id -> UserState (streams.sessions); in memory, rebuilt from its compacted changelog.
 sessions_table = app.Table(
@@ -43,4 +47,13 @@ sessions_table = app.Table(
     partitions=settings.partitions,
     schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
     help="per-user event-time session windows",
+)
+
+# user_id -> AlertState (streams.alerts): last alert per head, for cooldown and dedup.
+alert_state_table = app.Table(
+    "alert_state",
+    default=None,
+    partitions=settings.partitions,
+    schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
+    help="per-user last alert per head",
 )

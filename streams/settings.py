@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.alerts import AlertPolicy
+
 BrokerProfile = Literal["kafka", "embedded"]
 
 # Why each embedded adjustment exists: ../shared/notes/broker.md, summarised in docs/broker.md.
@@ -40,6 +42,8 @@ class Settings(BaseSettings):
     events_topic: str = "shop.events"
     dlq_topic: str = "shop.events.dlq"
     scores_topic: str = "intent.scores"
+    alerts_intent_topic: str = "alerts.intent"
+    alerts_churn_topic: str = "alerts.churn"
 
     # --- input contract ----------------------------------------------------------------------
     max_event_bytes: int = Field(16_384, ge=256, description="larger raw events go to the DLQ")
@@ -59,6 +63,14 @@ class Settings(BaseSettings):
     score_timeout_s: float = Field(60.0, gt=0)
     score_retry_max_s: float = Field(30.0, gt=0, description="cap of the retry backoff")
 
+    # --- alerts (streams/alerts.py) ----------------------------------------------------------
+    alert_intent_threshold: float = Field(0.6, ge=0, le=1, description="p(strong) to alert")
+    alert_churn_threshold: float = Field(0.6, ge=0, le=1, description="p(churn) to alert")
+    alert_cooldown_s: float = Field(6 * 3600, ge=0, description="per user and head, event time")
+    alert_explore_rate: float = Field(0.05, ge=0, le=0.5, description="near-threshold flips")
+    alert_explore_band: float = Field(0.1, ge=0, le=0.5)
+    alert_seed: str = "intentstream"
+
     # --- local state ---------------------------------------------------------------------------
     data_dir: Path = Path("var")
     log_level: str = "info"
@@ -76,6 +88,16 @@ class Settings(BaseSettings):
     @property
     def max_span_ms(self) -> int:
         return int(self.session_max_span_s * 1000)
+
+    def alert_policy(self) -> AlertPolicy:
+        return AlertPolicy(
+            intent_threshold=self.alert_intent_threshold,
+            churn_threshold=self.alert_churn_threshold,
+            cooldown_ms=int(self.alert_cooldown_s * 1000),
+            explore_rate=self.alert_explore_rate,
+            explore_band=self.alert_explore_band,
+            seed=self.alert_seed,
+        )
 
     def faust_settings(self) -> dict[str, Any]:
         """Keyword arguments for `faust.App` derived from these settings and the profile."""

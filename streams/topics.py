@@ -26,7 +26,13 @@ def bootstrap_servers(broker_url: str) -> list[str]:
 
 
 def owned_topics(settings: Settings) -> list[str]:
-    return [settings.events_topic, settings.dlq_topic, settings.scores_topic]
+    return [
+        settings.events_topic,
+        settings.dlq_topic,
+        settings.scores_topic,
+        settings.alerts_intent_topic,
+        settings.alerts_churn_topic,
+    ]
 
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:

@@ -19,9 +19,19 @@ from faust.streams import _current_event
 from faust.types import EventT, StreamT
 
 from inference.client import Prediction, ScoringError, TritonScorer
-from streams.app import app, dlq_topic, events_topic, scores_topic, sessions_table, settings
+from streams.alerts import Alert, AlertState, alerts_for
+from streams.app import (
+    alert_state_table,
+    alert_topics,
+    app,
+    dlq_topic,
+    events_topic,
+    scores_topic,
+    sessions_table,
+    settings,
+)
 from streams.batching import BatchPlan, RawMessage, plan_batch
-from streams.records import encode, intent_score
+from streams.records import IntentScore, encode, intent_score
 from streams.sessions import SessionPolicy, render
 
 log = structlog.get_logger("intentstream.worker")
@@ -32,6 +42,7 @@ POLICY = SessionPolicy(
     max_events=settings.session_max_events,
     max_chars=settings.session_max_chars,
 )
+ALERT_POLICY = settings.alert_policy()
 
 
 def raw_message(event: EventT) -> RawMessage:
@@ -95,6 +106,28 @@ def write_states(plan: BatchPlan, events: Sequence[EventT], only_pending: bool =
             sessions_table[user_id] = state
 
 
+async def raise_alerts(
+    plan: BatchPlan, events: Sequence[EventT], records: Sequence[IntentScore]
+) -> list[Alert]:
+    """Alerts for a batch's scores, in score order; alert state is saved after delivery."""
+    states: dict[str, AlertState] = {}
+    alerts: list[Alert] = []
+    for item, record in zip(plan.to_score, records, strict=True):
+        user = record.user_id
+        state = states[user] if user in states else (alert_state_table.get(user) or {})
+        raised, states[user] = alerts_for(
+            record.model_dump(mode="json"), item.session, state, ALERT_POLICY
+        )
+        alerts.extend(raised)
+    await produce_all(
+        [alert_topics[a.head].send(key=a.user_id.encode(), value=encode(a)) for a in alerts]
+    )
+    for user in {a.user_id for a in alerts}:
+        with as_current(events[plan.last_message[user]]):
+            alert_state_table[user] = states[user]
+    return alerts
+
+
 async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> BatchPlan:
     plan = plan_batch(
         (raw_message(e) for e in events), sessions_table.get, POLICY, settings.max_event_bytes
@@ -114,6 +147,7 @@ async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> Batch
         await produce_all(
             [scores_topic.send(key=r.user_id.encode(), value=encode(r)) for r in records]
         )
+        await raise_alerts(plan, events, records)
     # Closed sessions leave the table only once their final score is on the topic.
     write_states(plan, events, only_pending=True)
     return plan

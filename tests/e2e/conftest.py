@@ -46,7 +46,8 @@ class Stack:
     @property
     def topics(self) -> dict[str, str]:
         return {"events": f"{self.name}.events", "dlq": f"{self.name}.events.dlq",
-                "scores": f"{self.name}.scores"}
+                "scores": f"{self.name}.scores", "alerts_intent": f"{self.name}.alerts.intent",
+                "alerts_churn": f"{self.name}.alerts.churn"}
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {
@@ -57,6 +58,8 @@ class Stack:
             "INTENTSTREAM_EVENTS_TOPIC": self.topics["events"],
             "INTENTSTREAM_DLQ_TOPIC": self.topics["dlq"],
             "INTENTSTREAM_SCORES_TOPIC": self.topics["scores"],
+            "INTENTSTREAM_ALERTS_INTENT_TOPIC": self.topics["alerts_intent"],
+            "INTENTSTREAM_ALERTS_CHURN_TOPIC": self.topics["alerts_churn"],
             "INTENTSTREAM_DATA_DIR": str(self.workdir / "data"),
             "INTENTSTREAM_BATCH_WITHIN_S": "0.3",
         }

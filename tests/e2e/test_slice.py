@@ -91,7 +91,9 @@ def test_sigkill_mid_stream_then_restart_loses_no_event(stack):
     expected = events_per_user(traffic.valid)
     half = len(traffic.records) // 2
     # Small micro-batches: the first half takes many batches, so the kill lands mid-stream.
-    small = {"INTENTSTREAM_BATCH_MAX_EVENTS": "50"}
+    # Low thresholds: many alerts, so a duplicate after the restart would show.
+    small = {"INTENTSTREAM_BATCH_MAX_EVENTS": "50", "INTENTSTREAM_ALERT_INTENT_THRESHOLD": "0.05",
+             "INTENTSTREAM_ALERT_CHURN_THRESHOLD": "0.05"}
     worker = stack.start_worker(**small)
     run(produce(stack.bootstrap, stack.topics["events"], traffic.records[:half]))
     # Wait until the worker is demonstrably mid-stream (some users scored), then kill -9.
@@ -116,4 +118,20 @@ def test_sigkill_mid_stream_then_restart_loses_no_event(stack):
     # Session state came back from the changelog and replayed events were not double counted:
     # each user's latest score covers exactly all of their events.
     assert missing == {}, restarted.log_tail()
+    # No duplicate alert: each user's test traffic spans under an hour of event time, inside
+    # the cooldown, so every (user, head) gets at most one alert id — however often the
+    # redelivered batches were scored again.
+    alerts = run(read_until(stack.bootstrap, [stack.topics["alerts_intent"],
+                                             stack.topics["alerts_churn"]],
+                            lambda s: False, timeout_s=5))
+    ids_by_trigger: dict[tuple[str, str], set[str]] = defaultdict(set)
+    n_records = 0
+    for records in alerts.values():
+        for rec in records:
+            doc = orjson.loads(rec.value)
+            ids_by_trigger[(doc["user_id"], doc["head"])].add(doc["alert_id"])
+            n_records += 1
+    print(f"[sigkill] {n_records} alert records, {len(ids_by_trigger)} (user, head) triggers")
+    assert len(ids_by_trigger) >= 100
+    assert {k: v for k, v in ids_by_trigger.items() if len(v) > 1} == {}
     assert restarted.alive
