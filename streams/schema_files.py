@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from streams.alerts import Alert
 from streams.events import ShopEvent
 from streams.records import DeadLetter, IntentScore
 
@@ -20,6 +21,7 @@ PUBLISHED: dict[str, tuple[type[BaseModel], str]] = {
     "shop_event.v1.json": (ShopEvent, "shop.events"),
     "dead_letter.v1.json": (DeadLetter, "shop.events.dlq"),
     "intent_score.v1.json": (IntentScore, "intent.scores"),
+    "alert.v1.json": (Alert, "alerts.intent, alerts.churn"),
 }
 
 
