@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     alert_explore_band: float = Field(0.1, ge=0, le=0.5)
     alert_seed: str = "intentstream"
 
+    # --- feedback sidecar (a second Faust app) ----------------------------------------------
+    feedback_app_id: str = "intentstream-feedback"
+    alert_responses_topic: str = "alerts.responses"
+    feedback_topic: str = "feedback.examples"
+    feedback_db: Path = Field(Path("var/feedback.sqlite"), description="labelled examples store")
+    label_horizon_h: float = Field(24.0, gt=0, description="purchase within this after window")
+    churn_days: float = Field(7.0, gt=0, description="silence this long after window = churn")
+    watermark_lateness_s: float = Field(60.0, ge=0, description="event-time slack for timers")
+
     # --- local state ---------------------------------------------------------------------------
     data_dir: Path = Path("var")
     log_level: str = "info"
