@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.alerts import AlertPolicy
+from streams.sessions import SessionPolicy
 
 BrokerProfile = Literal["kafka", "embedded"]
 
@@ -97,6 +98,14 @@ class Settings(BaseSettings):
     @property
     def max_span_ms(self) -> int:
         return int(self.session_max_span_s * 1000)
+
+    def session_policy(self) -> SessionPolicy:
+        return SessionPolicy(
+            gap_ms=self.gap_ms,
+            max_span_ms=self.max_span_ms,
+            max_events=self.session_max_events,
+            max_chars=self.session_max_chars,
+        )
 
     def alert_policy(self) -> AlertPolicy:
         return AlertPolicy(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import weakref
 from collections.abc import Iterator, Sequence
 
@@ -18,8 +17,8 @@ import structlog
 from faust.streams import _current_event
 from faust.types import EventT, StreamT
 
-from inference.client import Prediction, ScoringError, TritonScorer
-from streams.alerts import Alert, AlertState, alerts_for
+from inference.client import TritonScorer
+from streams.alerts import Alert
 from streams.app import (
     alert_state_table,
     alert_topics,
@@ -31,17 +30,12 @@ from streams.app import (
     settings,
 )
 from streams.batching import BatchPlan, RawMessage, plan_batch
-from streams.records import IntentScore, encode, intent_score
-from streams.sessions import SessionPolicy, render
+from streams.records import IntentScore, encode
+from streams.scoring import decide_alerts, score_plan
 
 log = structlog.get_logger("intentstream.worker")
 
-POLICY = SessionPolicy(
-    gap_ms=settings.gap_ms,
-    max_span_ms=settings.max_span_ms,
-    max_events=settings.session_max_events,
-    max_chars=settings.session_max_chars,
-)
+POLICY = settings.session_policy()
 ALERT_POLICY = settings.alert_policy()
 
 
@@ -56,24 +50,6 @@ def raw_message(event: EventT) -> RawMessage:
         offset=msg.offset,
         timestamp_ms=int(ts * 1000) if ts is not None else None,
     )
-
-
-async def score_until_done(
-    scorer: TritonScorer, texts: list[str]
-) -> tuple[list[Prediction], float]:
-    """Score, retrying with capped exponential backoff; never drops the batch."""
-    delay = 0.5
-    attempt = 0
-    while True:
-        attempt += 1
-        started = time.perf_counter()
-        try:
-            predictions = await scorer.score(texts)
-            return predictions, (time.perf_counter() - started) * 1000
-        except ScoringError as exc:
-            log.warning("triton.retry", attempt=attempt, delay_s=delay, error=str(exc)[:300])
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, settings.score_retry_max_s)
 
 
 async def produce_all(sends: Sequence) -> None:
@@ -109,22 +85,14 @@ def write_states(plan: BatchPlan, events: Sequence[EventT], only_pending: bool =
 async def raise_alerts(
     plan: BatchPlan, events: Sequence[EventT], records: Sequence[IntentScore]
 ) -> list[Alert]:
-    """Alerts for a batch's scores, in score order; alert state is saved after delivery."""
-    states: dict[str, AlertState] = {}
-    alerts: list[Alert] = []
-    for item, record in zip(plan.to_score, records, strict=True):
-        user = record.user_id
-        state = states[user] if user in states else (alert_state_table.get(user) or {})
-        raised, states[user] = alerts_for(
-            record.model_dump(mode="json"), item.session, state, ALERT_POLICY
-        )
-        alerts.extend(raised)
+    """Alerts for a batch's scores; alert state is saved only after delivery."""
+    alerts, changed = decide_alerts(plan, records, alert_state_table.get, ALERT_POLICY)
     await produce_all(
         [alert_topics[a.head].send(key=a.user_id.encode(), value=encode(a)) for a in alerts]
     )
-    for user in {a.user_id for a in alerts}:
+    for user, state in changed.items():
         with as_current(events[plan.last_message[user]]):
-            alert_state_table[user] = states[user]
+            alert_state_table[user] = state
     return alerts
 
 
@@ -136,14 +104,10 @@ async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> Batch
         [dlq_topic.send(key=d.source.topic.encode(), value=encode(d)) for d in plan.dead_letters]
     )
     write_states(plan, events)
-    if plan.to_score:
-        texts = [render(item.session, POLICY.max_chars) for item in plan.to_score]
-        predictions, latency_ms = await score_until_done(scorer, texts)
-        now_ms = int(time.time() * 1000)
-        records = [
-            intent_score(item.session, item.closed, text, pred, latency_ms, now_ms)
-            for item, text, pred in zip(plan.to_score, texts, predictions, strict=True)
-        ]
+    records = await score_plan(
+        scorer, plan, POLICY.max_chars, settings.score_retry_max_s
+    )
+    if records:
         await produce_all(
             [scores_topic.send(key=r.user_id.encode(), value=encode(r)) for r in records]
         )
