@@ -1,0 +1,183 @@
+"""Assemble the GPU model repository served by Triton's NGC image (stdlib only).
+
+`triton_models/` is the repository the CPU demo serves: `intent` → `tokenizer` (python backend)
+→ `intent_bert` (python backend, torch). On a GPU server the network runs in Triton's
+onnxruntime backend instead, so the deploy repository holds:
+
+    <dest>/intent/config.pbtxt            the ensemble, its network step calling intent_bert_onnx
+    <dest>/intent/1/                      (an ensemble needs a version directory, empty)
+    <dest>/tokenizer/config.pbtxt         unchanged
+    <dest>/tokenizer/<N>/                 model.py + artifacts/, as written by inference.export
+    <dest>/intent_bert_onnx/config.pbtxt  unchanged: onnxruntime_onnx, KIND_GPU
+    <dest>/intent_bert_onnx/<N>/          model.onnx, as written by inference.onnx
+
+The python `intent_bert` is left out: the NGC image has no torch, and clients never name it.
+Run it again after exporting a new version: versions already in <dest> are never touched (one
+may be serving), new ones are copied into a hidden directory and renamed into place, so a
+running Triton (which skips non-numeric entries) never sees half a version. Then ask Triton to
+load `intent_bert_onnx` (docker/OPS.md, "Rolling a model version").
+
+    python docker/triton/assemble_repository.py --source triton_models --dest DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+ENSEMBLE = "intent"
+TOKENIZER = "tokenizer"
+CPU_NETWORK = "intent_bert"
+GPU_NETWORK = "intent_bert_onnx"
+CONFIG = "config.pbtxt"
+ENSEMBLE_VERSION = "1"
+# What a version directory must hold before it is worth serving.
+REQUIRED_FILES = {TOKENIZER: ("model.py", "artifacts"), GPU_NETWORK: ("model.onnx",)}
+HEADER = (
+    "# Assembled by docker/triton/assemble_repository.py from triton_models/intent: "
+    f"the network step calls {GPU_NETWORK} (onnxruntime, GPU).\n"
+)
+
+_STEP_NETWORK = re.compile(r'(model_name:\s*)"' + CPU_NETWORK + '"')
+_MODEL_NAME = re.compile(r'model_name:\s*"([^"]+)"')
+_MAP_KEY = re.compile(r'(?:input|output)_map\s*\{\s*key:\s*"([^"]+)"')
+_TENSOR_NAME = re.compile(r'\bname:\s*"([^"]+)"')
+
+
+class AssemblyError(Exception):
+    """The source repository cannot be turned into a GPU deploy repository."""
+
+
+def versions(model_dir: Path) -> list[str]:
+    """Numbered version directories, ascending (hidden staging directories are not versions)."""
+    if not model_dir.is_dir():
+        return []
+    found = [p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted(found, key=int)
+
+
+def gpu_ensemble_config(ensemble: str, network: str) -> str:
+    """The ensemble config with its network step calling `intent_bert_onnx`.
+
+    `network` is the onnx model's config: every tensor the step maps must exist there, so a
+    drifted onnx config fails here rather than at load time on the GPU server.
+    """
+    rewritten, count = _STEP_NETWORK.subn(rf'\1"{GPU_NETWORK}"', ensemble)
+    if count != 1:
+        raise AssemblyError(
+            f"expected exactly one ensemble step calling {CPU_NETWORK!r}, found {count}"
+        )
+    # A step's map keys are tensors of the model it calls: they follow its model_name.
+    steps = _MODEL_NAME.split(rewritten)[1:]  # [name, text up to the next step, name, ...]
+    mapped = {
+        key
+        for name, text in zip(steps[::2], steps[1::2], strict=True)
+        if name == GPU_NETWORK
+        for key in _MAP_KEY.findall(text)
+    }
+    missing = sorted(mapped - set(_TENSOR_NAME.findall(network)))
+    if missing:
+        raise AssemblyError(f"{GPU_NETWORK} config lacks tensors the ensemble maps: {missing}")
+    return HEADER + rewritten
+
+
+def assemble(source: Path, dest: Path) -> dict[str, list[str]]:
+    """Write or update the deploy repository; return what was copied and what was kept."""
+    source, dest = Path(source), Path(dest)
+    # Read and check everything before writing anything.
+    configs = {name: _read(source / name / CONFIG) for name in (ENSEMBLE, *REQUIRED_FILES)}
+    configs[ENSEMBLE] = gpu_ensemble_config(configs[ENSEMBLE], configs[GPU_NETWORK])
+    plan = {
+        name: _servable_versions(source / name, files) for name, files in REQUIRED_FILES.items()
+    }
+
+    report: dict[str, list[str]] = {"copied": [], "kept": []}
+    for name, numbers in plan.items():
+        model_dir = dest / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        _write_text(model_dir / CONFIG, configs[name])
+        for number in numbers:
+            target = model_dir / number
+            if target.exists():
+                report["kept"].append(f"{name}/{number}")
+                continue
+            _copy_atomically(source / name / number, target)
+            report["copied"].append(f"{name}/{number}")
+    (dest / ENSEMBLE / ENSEMBLE_VERSION).mkdir(parents=True, exist_ok=True)
+    _write_text(dest / ENSEMBLE / CONFIG, configs[ENSEMBLE])
+    return report
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise AssemblyError(f"cannot read {path}: is the source triton_models/?") from error
+
+
+def _servable_versions(model_dir: Path, required: Sequence[str]) -> list[str]:
+    numbers = versions(model_dir)
+    if not numbers:
+        raise AssemblyError(
+            f"{model_dir} has no version: export one first "
+            "(python -m inference.export / python -m inference.onnx)"
+        )
+    for number in numbers:
+        absent = [f for f in required if not (model_dir / number / f).exists()]
+        if absent:
+            raise AssemblyError(f"{model_dir / number} lacks {', '.join(absent)}")
+    return numbers
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace a file in one rename, so a reading server never sees it half written."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temp, 0o644)  # mkstemp's 0600 would hide it from a server run as another user
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _copy_atomically(version: Path, target: Path) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{target.name}-", dir=target.parent))
+    try:
+        filled = staging / "v"
+        shutil.copytree(version, filled, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        filled.chmod(0o755)
+        filled.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="assemble_repository.py",
+        description="Assemble the GPU Triton model repository (onnxruntime) from triton_models/.",
+    )
+    parser.add_argument("--source", type=Path, required=True, help="triton_models/ with versions")
+    parser.add_argument("--dest", type=Path, required=True, help="deploy repository to update")
+    args = parser.parse_args(argv)
+    try:
+        report = assemble(args.source, args.dest)
+    except (AssemblyError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"dest": str(args.dest), **report}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
