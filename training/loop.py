@@ -1,0 +1,213 @@
+"""Fine-tuning mechanics for IntentBert: token batches, the optimisation loop, prediction.
+
+Batches are grouped by length (shuffled, then sorted within pools of a few batches) and padded
+to their own longest text: on CPU, padding is most of the cost of short session texts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from inference.model import HeadOutputs, IntentBert
+
+POOL_BATCHES = 20  # batches per length-sorting pool
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[
+    list[int]
+]:
+    """Token ids per text, truncated like the served tokenizer (left side, keeping the newest)."""
+    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+
+def pad(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """One epoch of index batches: random, but each batch holds texts of similar length."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    pool = batch_size * POOL_BATCHES
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """Label indices per head, row-aligned with the token lists."""
+
+    strength: torch.Tensor  # long [n]
+    intent_type: torch.Tensor  # long [n]
+    churn: torch.Tensor  # float [n], 0/1
+
+    def rows(self, index: Sequence[int]) -> Targets:
+        i = torch.as_tensor(index, dtype=torch.long)
+        return Targets(self.strength[i], self.intent_type[i], self.churn[i])
+
+
+LossFn = Callable[[HeadOutputs, Targets], torch.Tensor]
+
+
+def multitask_loss(logits: HeadOutputs, targets: Targets) -> torch.Tensor:
+    """The three heads' losses, summed with equal weight."""
+    return (
+        nn.functional.cross_entropy(logits.strength, targets.strength)
+        + nn.functional.cross_entropy(logits.intent_type, targets.intent_type)
+        + nn.functional.binary_cross_entropy_with_logits(logits.churn, targets.churn)
+    )
+
+
+def strong_vs_rest_loss(logits: HeadOutputs, targets: Targets) -> torch.Tensor:
+    """Binary loss on P(strong) from the strength head (UCI: Revenue = the session converted)."""
+    log_p = logits.strength.log_softmax(dim=-1)
+    logit = log_p[:, 0] - torch.logsumexp(log_p[:, 1:], dim=-1)  # log P(strong) / P(not strong)
+    return nn.functional.binary_cross_entropy_with_logits(logit, targets.strength.eq(0).float())
+
+
+@dataclass(frozen=True, slots=True)
+class FitConfig:
+    epochs: float
+    max_steps: int | None
+    batch_size: int
+    learning_rate: float
+    warmup_ratio: float
+    weight_decay: float
+    eval_every: int | None  # steps between validation checks; None = once per epoch
+    patience: int  # validation checks without improvement before stopping
+    seed: int
+    progress: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FitResult:
+    steps: int
+    best_step: int
+    best_val_loss: float
+    stopped_early: bool
+    history: list[dict[str, float]]  # one entry per validation check
+
+
+def evaluate_loss(
+    model: IntentBert,
+    tokens: Sequence[Sequence[int]],
+    targets: Targets,
+    loss_fn: LossFn,
+    batch_size: int,
+) -> float:
+    model.eval()
+    total, order = 0.0, sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            ids, mask = pad([tokens[i] for i in index])
+            total += loss_fn(model(ids, mask), targets.rows(index)).item() * len(index)
+    return total / max(1, len(tokens))
+
+
+def fit(
+    model: IntentBert,
+    train_tokens: Sequence[Sequence[int]],
+    train_targets: Targets,
+    val_tokens: Sequence[Sequence[int]],
+    val_targets: Targets,
+    config: FitConfig,
+    loss_fn: LossFn = multitask_loss,
+) -> FitResult:
+    """AdamW with linear warm-up and decay; early stopping on validation loss. The model ends
+    with the weights of its best validation check."""
+    rng = random.Random(f"batches:{config.seed}")
+    lengths = [len(t) for t in train_tokens]
+    per_epoch = math.ceil(len(train_tokens) / config.batch_size)
+    total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+    eval_every = config.eval_every or per_epoch
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+         "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
+         "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    schedule = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total), total
+    )
+    best_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn, config.batch_size * 2)
+    best_state, best_step, waited, step = copy.deepcopy(model.state_dict()), 0, 0, 0
+    history = [{"step": 0, "val_loss": best_loss}]
+    batches: list[list[int]] = []
+    bar = tqdm(total=total, desc="fine-tuning", unit="step", disable=not config.progress,
+               mininterval=2.0)
+    running = None
+    stopped_early = False
+    while step < total:
+        if not batches:
+            batches = length_grouped_batches(lengths, config.batch_size, rng)
+        index = batches.pop()
+        model.train()
+        ids, mask = pad([train_tokens[i] for i in index])
+        loss = loss_fn(model(ids, mask), train_targets.rows(index))
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.3f}", best_val=f"{best_loss:.3f}")
+        if step % eval_every == 0 or step == total:
+            val_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn, config.batch_size * 2)
+            history.append({"step": step, "train_loss": running, "val_loss": val_loss})
+            if val_loss < best_loss:
+                best_loss, best_step, waited = val_loss, step, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                waited += 1
+                if waited >= config.patience and step < total:
+                    stopped_early = True
+                    break
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(step, best_step, best_loss, stopped_early, history)
+
+
+def predict(
+    model: IntentBert, tokens: Sequence[Sequence[int]], batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """Probabilities per head in input order: strength [n,3], intent_type [n,6], churn [n]."""
+    model.eval()
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
+    parts: dict[str, list[np.ndarray]] = {"strength": [], "intent_type": [], "churn": []}
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            ids, mask = pad([tokens[i] for i in order[start : start + batch_size]])
+            probs = model.probabilities(ids, mask)
+            parts["strength"].append(probs.strength.numpy())
+            parts["intent_type"].append(probs.intent_type.numpy())
+            parts["churn"].append(probs.churn.numpy())
+    inverse = np.argsort(np.asarray(order))
+    return {name: np.concatenate(chunks)[inverse] for name, chunks in parts.items()}
