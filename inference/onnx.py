@@ -34,7 +34,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from .export import INTENT_BERT, ExportError, _write_atomically, existing_versions
+from .export import INTENT_BERT, ExportError, existing_versions, write_atomically
 from .model import IntentBert
 
 INTENT_BERT_ONNX = "intent_bert_onnx"
@@ -161,7 +161,7 @@ def export_onnx_version(
                 model, quantize_int8(path, staging / INT8_FILE)
             )
 
-    _write_atomically(model_dir / str(version), fill)
+    write_atomically(model_dir / str(version), fill)
     return report
 
 

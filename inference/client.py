@@ -1,0 +1,158 @@
+"""Async scorer for the stream workers: texts in, per-text head probabilities out.
+
+It talks gRPC to the `intent` ensemble (tokenizer → intent_bert), so no tokenizer or torch
+runs in the worker. A call splits its texts into requests of at most `max_batch` and sends them
+concurrently, which lets Triton's dynamic batcher merge them with other workers' requests.
+Any failure (unreachable server, timeout, bad answer) surfaces as one `ScoringError`, which
+the caller backs off on and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import aio as grpcaio
+from tritonclient.utils import InferenceServerException
+
+from .heads import INTENT_TYPE_LABELS, STRENGTH_LABELS, label_probabilities, top_label
+
+OUTPUTS = ("STRENGTH", "INTENT_TYPE", "CHURN", "MODEL_VERSION")
+# The ensemble's MODEL_VERSION output is the version of this model, the one holding weights.
+VERSIONED_MODEL = "intent_bert"
+
+
+class ScoringError(Exception):
+    """Triton could not score a batch (unreachable, timed out, or an invalid answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    strength: dict[str, float]  # over STRENGTH_LABELS, sums to 1
+    intent_type: dict[str, float]  # over INTENT_TYPE_LABELS, sums to 1
+    churn: float  # probability of churn
+    model_name: str  # the model whose weights scored this text (intent_bert)
+    model_version: int  # its version; exact per row, also during a hot swap
+
+    @property
+    def strength_label(self) -> str:
+        return top_label(self.strength)
+
+    @property
+    def intent_type_label(self) -> str:
+        return top_label(self.intent_type)
+
+
+class TritonScorer:
+    """Scores texts through a Triton server's ensemble; create and use it on one event loop."""
+
+    def __init__(
+        self,
+        url: str,
+        model_name: str = "intent",
+        max_batch: int = 32,
+        timeout_s: float = 60.0,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.url = url  # host:port of Triton's gRPC endpoint
+        self.model_name = model_name
+        self.max_batch = max_batch
+        self.timeout_s = timeout_s
+        self._client: grpcaio.InferenceServerClient | None = None
+
+    def _connection(self) -> grpcaio.InferenceServerClient:
+        # Created lazily, inside the running event loop that grpc.aio binds it to.
+        if self._client is None:
+            self._client = grpcaio.InferenceServerClient(self.url)
+        return self._client
+
+    async def score(self, texts: Sequence[str]) -> list[Prediction]:
+        """One Prediction per text, in input order."""
+        if not texts:
+            return []
+        chunks = [texts[i : i + self.max_batch] for i in range(0, len(texts), self.max_batch)]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._score_chunk(chunk)) for chunk in chunks]
+        except* ScoringError as failures:
+            raise failures.exceptions[0] from None  # one error type for the caller, not a group
+        return [prediction for task in tasks for prediction in task.result()]
+
+    async def _score_chunk(self, texts: Sequence[str]) -> list[Prediction]:
+        column = np.array([[text.encode("utf-8")] for text in texts], dtype=np.object_)
+        text_input = grpcclient.InferInput("TEXT", list(column.shape), "BYTES")
+        text_input.set_data_from_numpy(column)
+        try:
+            result = await self._connection().infer(
+                self.model_name,
+                [text_input],
+                outputs=[grpcclient.InferRequestedOutput(name) for name in OUTPUTS],
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as error:
+            raise ScoringError(f"{self.model_name} at {self.url}: {error.message()}") from error
+        return predictions_from_outputs(
+            {name: result.as_numpy(name) for name in OUTPUTS}, len(texts)
+        )
+
+    async def ready(self) -> bool:
+        """Whether the server answers and the model is loaded."""
+        try:
+            return bool(
+                await self._connection().is_model_ready(
+                    self.model_name, client_timeout=self.timeout_s
+                )
+            )
+        except InferenceServerException:
+            return False
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def predictions_from_outputs(outputs: dict[str, np.ndarray | None], rows: int) -> list[Prediction]:
+    """Turn the ensemble's output arrays into Predictions; ScoringError if any is malformed."""
+    expected = {
+        "STRENGTH": (rows, len(STRENGTH_LABELS)),
+        "INTENT_TYPE": (rows, len(INTENT_TYPE_LABELS)),
+        "CHURN": (rows, 1),
+        "MODEL_VERSION": (rows, 1),
+    }
+    arrays: dict[str, np.ndarray] = {}
+    for name, shape in expected.items():
+        array = outputs.get(name)
+        if array is None or array.shape != shape:
+            found = None if array is None else array.shape
+            raise ScoringError(f"output {name}: expected shape {shape}, got {found}")
+        arrays[name] = array
+    strength, intent_type = arrays["STRENGTH"], arrays["INTENT_TYPE"]
+    churn, versions = arrays["CHURN"], arrays["MODEL_VERSION"]
+    return [
+        Prediction(
+            strength=label_probabilities(STRENGTH_LABELS, strength[row]),
+            intent_type=label_probabilities(INTENT_TYPE_LABELS, intent_type[row]),
+            churn=float(churn[row, 0]),
+            model_name=VERSIONED_MODEL,
+            model_version=int(versions[row, 0]),
+        )
+        for row in range(rows)
+    ]

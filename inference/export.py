@@ -1,0 +1,210 @@
+"""Write model versions into the Triton model repository.
+
+A built repository (numbered directories are build outputs, never committed):
+
+    <repo>/intent_bert/<N>/model.py                copy of <repo>/intent_bert/model.py
+    <repo>/intent_bert/<N>/artifacts/              IntentBert.save(): weights, config, heads.json
+    <repo>/intent_bert/<N>/artifacts/intentbert/   copy of inference/{model,heads}.py
+    <repo>/tokenizer/1/model.py                    copy of <repo>/tokenizer/model.py
+    <repo>/tokenizer/1/artifacts/                  the shared MiniLM tokenizer files
+
+Every version is filled in a hidden staging directory beside it and then renamed into place,
+so a running Triton (which skips non-numeric entries) never loads half a version. To serve a
+new intent_bert version, export it, then ask Triton to load `intent_bert` again (explicit model
+control): it swaps to the newest version.
+
+    python -m inference.export --repo triton_models [--tiny | --from DIR] [--if-missing]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from .model import IntentBert
+from .tokenizer import base_path, load_tokenizer
+
+INTENT_BERT = "intent_bert"
+TOKENIZER = "tokenizer"
+TOKENIZER_VERSION = 1
+BACKEND_FILE = "model.py"  # the python backend's code, canonical at model level
+ARTIFACTS = "artifacts"
+# The architecture travels with the weights; triton_models/intent_bert/model.py imports it.
+ARCHITECTURE_PACKAGE = "intentbert"
+ARCHITECTURE_FILES = ("model.py", "heads.py")
+DEFAULT_SEED = 0
+_MAX_LENGTH_PARAMETER = re.compile(r'key:\s*"max_length",\s*value:\s*\{\s*string_value:\s*"(\d+)"')
+
+
+class ExportError(Exception):
+    """The repository or the requested version cannot be written as asked."""
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    """Numbered version directories of one model, ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def export_version(model: IntentBert, repo: Path, version: int | None = None) -> int:
+    """Write `model` as intent_bert version `version` (default: newest + 1); return it.
+
+    Also writes the tokenizer's version if the repository has none yet.
+    """
+    model_dir = _model_dir(repo, INTENT_BERT)
+    _check_max_length(model, repo)
+    if version is None:
+        version = max(existing_versions(model_dir), default=0) + 1
+    if version < 1:
+        raise ExportError(f"version must be >= 1, got {version}")
+
+    def fill(staging: Path) -> None:
+        shutil.copy2(model_dir / BACKEND_FILE, staging / BACKEND_FILE)
+        artifacts = model.save(staging / ARTIFACTS)
+        _copy_architecture(artifacts / ARCHITECTURE_PACKAGE)
+
+    write_atomically(model_dir / str(version), fill)
+    ensure_tokenizer(repo)
+    return version
+
+
+def ensure_tokenizer(repo: Path) -> bool:
+    """Write the tokenizer's version if missing; True when it was written now."""
+    model_dir = _model_dir(repo, TOKENIZER)
+    if existing_versions(model_dir):
+        return False
+
+    def fill(staging: Path) -> None:
+        shutil.copy2(model_dir / BACKEND_FILE, staging / BACKEND_FILE)
+        load_tokenizer().save_pretrained(staging / ARTIFACTS)
+
+    write_atomically(model_dir / str(TOKENIZER_VERSION), fill)
+    return True
+
+
+def build_model(*, tiny: bool, seed: int = DEFAULT_SEED) -> IntentBert:
+    """Untrained IntentBert, seeded: tiny random (tests) or MiniLM encoder with fresh heads."""
+    torch.manual_seed(seed)
+    if tiny:
+        return IntentBert.tiny(len(load_tokenizer()))
+    return IntentBert.from_base(base_path())
+
+
+def ensure_model(repo: Path, tiny: bool, *, seed: int = DEFAULT_SEED) -> int:
+    """The newest intent_bert version, building an untrained one first if there is none."""
+    versions = existing_versions(_model_dir(repo, INTENT_BERT))
+    if versions:
+        ensure_tokenizer(repo)
+        return versions[-1]
+    return export_version(build_model(tiny=tiny, seed=seed), repo)
+
+
+def tokenizer_max_length(repo: Path) -> int:
+    """The truncation length set in the tokenizer model's config.pbtxt."""
+    config = (_model_dir(repo, TOKENIZER) / "config.pbtxt").read_text(encoding="utf-8")
+    found = _MAX_LENGTH_PARAMETER.search(config)
+    if not found:
+        raise ExportError(f"no max_length parameter in {repo}/{TOKENIZER}/config.pbtxt")
+    return int(found.group(1))
+
+
+def _model_dir(repo: Path, name: str) -> Path:
+    model_dir = Path(repo) / name
+    if not (model_dir / "config.pbtxt").is_file() or not (model_dir / BACKEND_FILE).is_file():
+        raise ExportError(
+            f"{model_dir} lacks config.pbtxt or {BACKEND_FILE}: is {repo} the intentstream "
+            "model repository (triton_models/)?"
+        )
+    return model_dir
+
+
+def _check_max_length(model: IntentBert, repo: Path) -> None:
+    """Triton tokenizes for every version alike: a model expecting other lengths is refused."""
+    served = tokenizer_max_length(repo)
+    if model.max_length != served:
+        raise ExportError(
+            f"model max_length {model.max_length} differs from the tokenizer's {served} "
+            f"({repo}/{TOKENIZER}/config.pbtxt)"
+        )
+
+
+def _copy_architecture(package_dir: Path) -> None:
+    package_dir.mkdir()
+    (package_dir / "__init__.py").write_text(
+        '"""IntentBert code copied from inference/ by inference/export.py."""\n',
+        encoding="utf-8",
+    )
+    source = Path(__file__).parent
+    for name in ARCHITECTURE_FILES:
+        shutil.copy2(source / name, package_dir / name)
+
+
+def write_atomically(final: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a staging directory beside `final`, then rename it into place."""
+    if final.exists():
+        raise ExportError(f"{final} already exists")
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{final.name}-", dir=final.parent))
+    try:
+        fill(staging)
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide it from a server run as another user
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m inference.export",
+        description="Write an intent_bert version (and the tokenizer) into a Triton repository.",
+    )
+    parser.add_argument("--repo", type=Path, required=True, help="model repository directory")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--tiny", action="store_true", help="small random model (tests, demos)")
+    source.add_argument(
+        "--from", dest="source", type=Path, help="a directory saved by IntentBert.save()"
+    )
+    parser.add_argument(
+        "--if-missing", action="store_true", help="only when no intent_bert version exists yet"
+    )
+    parser.add_argument("--version", type=int, help="version number (default: newest + 1)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for untrained heads")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.if_missing and (args.source or args.version):
+        parser.error("--if-missing builds an untrained model: not with --from or --version")
+    try:
+        if args.if_missing:
+            version = ensure_model(args.repo, args.tiny, seed=args.seed)
+        else:
+            if args.source:
+                model = IntentBert.load(args.source)
+            else:
+                model = build_model(tiny=args.tiny, seed=args.seed)
+            version = export_version(model, args.repo, args.version)
+    except (ExportError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    path = Path(args.repo) / INTENT_BERT / str(version)
+    print(json.dumps({"model": INTENT_BERT, "version": version, "path": str(path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

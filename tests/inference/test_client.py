@@ -1,0 +1,83 @@
+"""TritonScorer without a server: output decoding, empty input, unreachable server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import numpy as np
+import pytest
+
+from inference.client import Prediction, ScoringError, TritonScorer, predictions_from_outputs
+from inference.tritonserver import free_port
+
+
+def _outputs(rows: int) -> dict[str, np.ndarray]:
+    strength = np.tile(np.array([0.1, 0.7, 0.2], np.float32), (rows, 1))
+    intent_type = np.zeros((rows, 6), np.float32)
+    intent_type[np.arange(rows), np.arange(rows) % 6] = 1.0
+    return {
+        "STRENGTH": strength,
+        "INTENT_TYPE": intent_type,
+        "CHURN": np.arange(rows, dtype=np.float32).reshape(-1, 1) / rows,
+        "MODEL_VERSION": np.full((rows, 1), 3, np.int64),
+    }
+
+
+def test_rows_become_predictions_in_order() -> None:
+    predictions = predictions_from_outputs(dict(_outputs(4)), 4)
+    assert [p.churn for p in predictions] == [0.0, 0.25, 0.5, 0.75]
+    assert [p.intent_type_label for p in predictions] == [
+        "purchase",
+        "query",
+        "complaint",
+        "request",
+    ]
+    first = predictions[0]
+    assert first.strength_label == "medium"
+    assert first.strength == pytest.approx({"strong": 0.1, "medium": 0.7, "weak": 0.2})
+    assert (first.model_name, first.model_version) == ("intent_bert", 3)
+    with pytest.raises(AttributeError):
+        first.churn = 1.0  # type: ignore[misc]  # frozen
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("STRENGTH", np.zeros((4, 2), np.float32)),
+        ("CHURN", np.zeros((3, 1), np.float32)),
+        ("MODEL_VERSION", None),
+    ],
+)
+def test_malformed_outputs_raise_scoring_error(name: str, bad: np.ndarray | None) -> None:
+    outputs: dict[str, np.ndarray | None] = dict(_outputs(4))
+    outputs[name] = bad
+    with pytest.raises(ScoringError, match=name):
+        predictions_from_outputs(outputs, 4)
+
+
+def test_no_texts_no_request() -> None:
+    async def score_nothing() -> list[Prediction]:
+        async with TritonScorer(f"127.0.0.1:{free_port()}") as scorer:
+            result = await scorer.score([])
+            assert scorer._client is None  # never connected
+            return result
+
+    assert asyncio.run(score_nothing()) == []
+
+
+def test_unreachable_server_is_not_ready_and_raises_one_error_type() -> None:
+    url = f"127.0.0.1:{free_port()}"
+
+    async def check() -> None:
+        async with TritonScorer(url, max_batch=2, timeout_s=5) as scorer:
+            assert not await scorer.ready()
+            with pytest.raises(ScoringError, match=f"intent at {re.escape(url)}"):
+                await scorer.score(["a", "b", "c", "d", "e"])  # three concurrent requests
+
+    asyncio.run(check())
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        TritonScorer("127.0.0.1:1", max_batch=0)
