@@ -49,6 +49,16 @@ sessions_table = app.Table(
     help="per-user event-time session windows",
 )
 
+# str(partition) -> {"next": {topic: offset after the last message processed}}: lets the
+# worker notice input Faust skipped during a rebalance and re-read it (streams/offsets.py).
+progress_table = app.Table(
+    "worker_progress",
+    default=None,
+    partitions=settings.partitions,
+    schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
+    help="per-partition input offsets processed",
+)
+
 # user_id -> AlertState (streams.alerts): last alert per head, for cooldown and dedup.
 alert_state_table = app.Table(
     "alert_state",

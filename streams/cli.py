@@ -2,6 +2,7 @@
 
 `intentstream worker -l info` runs the scoring worker; `intentstream --help` lists the rest.
 `train` is dispatched before Faust because it has its own argument parser and needs no broker.
+`feedback ...` goes to the feedback sidecar's own Faust app (`intentstream feedback` runs it).
 """
 
 from __future__ import annotations
@@ -20,10 +21,20 @@ def main(argv: list[str] | None = None) -> None:
     from streams.settings import get_settings
 
     configure_logging(get_settings().log_level)
+    if args[:1] == ["feedback"]:
+        # The feedback sidecar: a second Faust app with its own worker (docs/feedback.md).
+        from streams.feedback_app import main as feedback_main
+
+        feedback_main(args[1:])
+        return
     # Importing registers the agents and commands on the app.
     from streams import commands, worker  # noqa: F401
     from streams.app import app
 
+    if args[:1] == ["worker"] and not any(a.startswith(("--with-web", "--web")) for a in args):
+        # Faust's worker command starts its web server whatever the app says; ours is off by
+        # default (settings), so two workers on one host don't fight over port 6066.
+        args = [*args, "--without-web"]
     sys.argv = [sys.argv[0], *args]
     app.main()
 

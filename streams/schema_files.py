@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from streams.alerts import Alert
 from streams.events import ShopEvent
+from streams.feedback import AlertResponse, FeedbackExample
 from streams.records import DeadLetter, IntentScore
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -22,6 +23,8 @@ PUBLISHED: dict[str, tuple[type[BaseModel], str]] = {
     "dead_letter.v1.json": (DeadLetter, "shop.events.dlq"),
     "intent_score.v1.json": (IntentScore, "intent.scores"),
     "alert.v1.json": (Alert, "alerts.intent, alerts.churn"),
+    "alert_response.v1.json": (AlertResponse, "alerts.responses"),
+    "feedback_example.v1.json": (FeedbackExample, "feedback.examples"),
 }
 
 

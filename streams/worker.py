@@ -3,21 +3,26 @@
 At-least-once, end to end: a batch's offsets are acked only after its dead letters, table
 updates and scores have been produced (Faust commits only contiguous acked offsets, and
 flushes the producer before committing). A Triton outage stalls the batch with backoff instead
-of dropping it; the consumer's buffer then applies back-pressure.
+of dropping it; the consumer's buffer then applies back-pressure. Input Faust skipped during a
+rebalance (faust-streaming/faust#527) is noticed by offset and re-read (streams/offsets.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import structlog
-from faust.streams import _current_event
 from faust.types import EventT, StreamT
 
 from inference.client import TritonScorer
+from streams.agent_io import (
+    as_current,
+    next_offset_reader,
+    partition_anchors,
+    produce_all,
+    save_progress,
+    with_skipped,
+)
 from streams.alerts import Alert
 from streams.app import (
     alert_state_table,
@@ -25,6 +30,7 @@ from streams.app import (
     app,
     dlq_topic,
     events_topic,
+    progress_table,
     scores_topic,
     sessions_table,
     settings,
@@ -32,6 +38,7 @@ from streams.app import (
 from streams.batching import BatchPlan, RawMessage, plan_batch
 from streams.records import IntentScore, encode
 from streams.scoring import decide_alerts, score_plan
+from streams.topics import bootstrap_servers
 
 log = structlog.get_logger("intentstream.worker")
 
@@ -39,51 +46,23 @@ POLICY = settings.session_policy()
 ALERT_POLICY = settings.alert_policy()
 
 
-def raw_message(event: EventT) -> RawMessage:
-    msg = event.message
-    ts = msg.timestamp
-    return RawMessage(
-        key=msg.key,
-        value=msg.value,
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        timestamp_ms=int(ts * 1000) if ts is not None else None,
-    )
-
-
-async def produce_all(sends: Sequence) -> None:
-    """Await delivery of every record (send() returns a future of the broker's ack)."""
-    futures = [await s for s in sends]
-    await asyncio.gather(*futures)
-
-
-@contextlib.contextmanager
-def as_current(event: EventT) -> Iterator[None]:
-    """Make `event` Faust's current event, so a table write goes to its partition's changelog.
-
-    Faust derives the changelog partition from the event being processed; in a micro-batch
-    there is none, so each user's write is tied to that user's latest event.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
-def write_states(plan: BatchPlan, events: Sequence[EventT], only_pending: bool = False) -> None:
+def write_states(
+    plan: BatchPlan, messages: Sequence[RawMessage], anchors: dict[int, EventT],
+    only_pending: bool = False,
+) -> None:
+    # Each user's entry goes to the changelog partition of the user's latest message.
     for user_id, state in plan.states.items():
         if only_pending:
             if not state["pending"]:
                 continue
             state = {"current": state["current"], "pending": []}
-        with as_current(events[plan.last_message[user_id]]):
+        with as_current(anchors[messages[plan.last_message[user_id]].partition]):
             sessions_table[user_id] = state
 
 
 async def raise_alerts(
-    plan: BatchPlan, events: Sequence[EventT], records: Sequence[IntentScore]
+    plan: BatchPlan, messages: Sequence[RawMessage], anchors: dict[int, EventT],
+    records: Sequence[IntentScore],
 ) -> list[Alert]:
     """Alerts for a batch's scores; alert state is saved only after delivery."""
     alerts, changed = decide_alerts(plan, records, alert_state_table.get, ALERT_POLICY)
@@ -91,19 +70,21 @@ async def raise_alerts(
         [alert_topics[a.head].send(key=a.user_id.encode(), value=encode(a)) for a in alerts]
     )
     for user, state in changed.items():
-        with as_current(events[plan.last_message[user]]):
+        with as_current(anchors[messages[plan.last_message[user]].partition]):
             alert_state_table[user] = state
     return alerts
 
 
 async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> BatchPlan:
-    plan = plan_batch(
-        (raw_message(e) for e in events), sessions_table.get, POLICY, settings.max_event_bytes
+    messages = await with_skipped(
+        events, next_offset_reader(progress_table), bootstrap_servers(settings.broker_url)
     )
+    anchors = partition_anchors(events)
+    plan = plan_batch(messages, sessions_table.get, POLICY, settings.max_event_bytes)
     await produce_all(
         [dlq_topic.send(key=d.source.topic.encode(), value=encode(d)) for d in plan.dead_letters]
     )
-    write_states(plan, events)
+    write_states(plan, messages, anchors)
     records = await score_plan(
         scorer, plan, POLICY.max_chars, settings.score_retry_max_s
     )
@@ -111,9 +92,10 @@ async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> Batch
         await produce_all(
             [scores_topic.send(key=r.user_id.encode(), value=encode(r)) for r in records]
         )
-        await raise_alerts(plan, events, records)
+        await raise_alerts(plan, messages, anchors, records)
     # Closed sessions leave the table only once their final score is on the topic.
-    write_states(plan, events, only_pending=True)
+    write_states(plan, messages, anchors, only_pending=True)
+    save_progress(progress_table, messages, events)
     return plan
 
 

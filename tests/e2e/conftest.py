@@ -4,6 +4,7 @@ fresh topics, app id and data dir per test, workers as subprocesses stopped by P
 from __future__ import annotations
 
 import itertools
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from inference.tritonserver import TritonServer, tiny_triton_server
 from streams.embedded import EmbeddedBroker
-from tests.e2e.worker_process import WorkerProcess
+from tests.e2e.worker_process import INTENTSTREAM, WorkerProcess
 
 _ids = itertools.count()
 
@@ -31,6 +32,18 @@ def triton(tmp_path_factory) -> Iterator[TritonServer]:
     assert not server.is_running()
 
 
+class SidecarProcess(WorkerProcess):
+    """`intentstream feedback worker` (the feedback sidecar), stopped by PID like a worker."""
+
+    def start(self) -> SidecarProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(INTENTSTREAM), "feedback", "worker", "-l", "warn"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+
 @dataclass
 class Stack:
     broker: EmbeddedBroker
@@ -38,6 +51,7 @@ class Stack:
     workdir: Path
     name: str
     workers: list[WorkerProcess] = field(default_factory=list)
+    sidecars: list[SidecarProcess] = field(default_factory=list)
 
     @property
     def bootstrap(self) -> str:
@@ -47,7 +61,13 @@ class Stack:
     def topics(self) -> dict[str, str]:
         return {"events": f"{self.name}.events", "dlq": f"{self.name}.events.dlq",
                 "scores": f"{self.name}.scores", "alerts_intent": f"{self.name}.alerts.intent",
-                "alerts_churn": f"{self.name}.alerts.churn"}
+                "alerts_churn": f"{self.name}.alerts.churn",
+                "responses": f"{self.name}.alerts.responses",
+                "feedback": f"{self.name}.feedback.examples"}
+
+    @property
+    def feedback_db(self) -> Path:
+        return self.workdir / "feedback.sqlite"
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {
@@ -62,6 +82,10 @@ class Stack:
             "INTENTSTREAM_ALERTS_CHURN_TOPIC": self.topics["alerts_churn"],
             "INTENTSTREAM_DATA_DIR": str(self.workdir / "data"),
             "INTENTSTREAM_BATCH_WITHIN_S": "0.3",
+            "INTENTSTREAM_FEEDBACK_APP_ID": f"{self.name}-feedback",
+            "INTENTSTREAM_ALERT_RESPONSES_TOPIC": self.topics["responses"],
+            "INTENTSTREAM_FEEDBACK_TOPIC": self.topics["feedback"],
+            "INTENTSTREAM_FEEDBACK_DB": str(self.feedback_db),
         }
         env.update(overrides)
         return env
@@ -72,10 +96,16 @@ class Stack:
         self.workers.append(worker)
         return worker
 
+    def start_sidecar(self, **overrides: str) -> SidecarProcess:
+        n = len(self.sidecars)
+        sidecar = SidecarProcess(self.env(**overrides), self.workdir / f"sidecar-{n}.log")
+        self.sidecars.append(sidecar.start())
+        return sidecar
+
 
 @pytest.fixture
 def stack(broker, triton, tmp_path) -> Iterator[Stack]:
     running = Stack(broker, triton, tmp_path, name=f"e2e{next(_ids)}-{tmp_path.name[-8:]}")
     yield running
-    for worker in running.workers:
+    for worker in running.workers + running.sidecars:
         worker.stop()

@@ -1,0 +1,198 @@
+"""The feedback sidecar: a second Faust app, its own consumer group, tables and store.
+
+```
+shop.events ──────┐ (all keyed by user, same partition count: one agent reads the three)
+intent.scores ────┼─▶ label_predictions: micro-batch ─▶ streams.feedback.plan_feedback
+alerts.responses ─┘        ├─▶ feedback.examples (key = user)      new examples only
+                           ├─▶ SQLite store (examples, responses)   INSERT OR IGNORE, fsync
+                           └─▶ tables: per-user state, per-partition max event time ─▶ ack
+```
+
+At-least-once like the worker: a batch is acked only after its examples are on the topic and
+in the store and its table updates are sent; table state is written after the outputs, so a
+crash in between re-resolves the same predictions (same ids) instead of forgetting them. Run
+it with `intentstream feedback` (docs/feedback.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import faust
+import orjson
+import structlog
+from faust.cli import option
+from faust.types import EventT, StreamT
+
+from streams.agent_io import (
+    as_current,
+    partition_anchors,
+    produce_all,
+    save_progress,
+    with_skipped,
+)
+from streams.feedback import (
+    FeedbackBatch,
+    FeedbackPolicy,
+    InputTopics,
+    TimerIndex,
+    due_at,
+    plan_feedback,
+    with_responses,
+)
+from streams.feedback_store import FeedbackStore
+from streams.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.records import encode
+from streams.settings import Settings, get_settings
+from streams.topics import bootstrap_servers, ensure_topics
+
+log = structlog.get_logger("intentstream.feedback")
+
+
+def sidecar_topics(settings: Settings) -> list[str]:
+    return [settings.events_topic, settings.scores_topic, settings.alert_responses_topic,
+            settings.feedback_topic]
+
+
+def label_policy(settings: Settings) -> LabelPolicy:
+    return LabelPolicy(horizon_ms=int(settings.label_horizon_h * HOUR_MS),
+                       churn_after_ms=int(settings.churn_days * DAY_MS))
+
+
+class FeedbackApp(faust.App):
+    def __init__(self, settings: Settings) -> None:
+        conf = settings.faust_settings()
+        conf["datadir"] = str(settings.data_dir / settings.feedback_app_id)
+        super().__init__(settings.feedback_app_id, **conf)
+        self.settings = settings
+        # Derived from the user table (which users are due when); rebuilt after every
+        # assignment, once the tables are recovered, by the first batch that follows.
+        self.timers = TimerIndex()
+        self.timers_stale = True
+
+    async def on_first_start(self) -> None:
+        # The inputs must exist with the tables' partition count before the consumer subscribes.
+        await ensure_topics(self.settings, names=sidecar_topics(self.settings))
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await super().on_first_start()
+
+
+settings = get_settings()
+app = FeedbackApp(settings)
+POLICY = FeedbackPolicy(
+    label=label_policy(settings),
+    alert=settings.alert_policy(),  # must equal the worker's: its decisions are replayed
+    lateness_ms=int(settings.watermark_lateness_s * 1000),
+    max_event_bytes=settings.max_event_bytes,
+)
+TOPICS = InputTopics(
+    events=settings.events_topic,
+    scores=settings.scores_topic,
+    responses=settings.alert_responses_topic,
+)
+_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+        "value_serializer": "raw", "partitions": settings.partitions}
+inputs = app.topic(TOPICS.events, TOPICS.scores, TOPICS.responses, **_RAW)
+examples_topic = app.topic(settings.feedback_topic, **_RAW)
+
+_JSON = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
+# user_id -> UserFeedback (streams.feedback); in memory, rebuilt from its compacted changelog.
+users_table = app.Table("feedback_users", default=None, partitions=settings.partitions,
+                        schema=_JSON, help="per-user pending predictions and recent events")
+# str(partition) -> {"max_ts": max event time seen there (the event-time clock),
+#                     "next": {topic: offset after the last message processed there}}
+progress_table = app.Table("feedback_progress", default=None, partitions=settings.partitions,
+                           schema=_JSON, help="per-partition max event time and input offsets")
+
+
+@app.on_partitions_assigned.connect
+async def _timers_stale_after_assignment(sender: faust.App, assigned: object, **_: object) -> None:
+    app.timers_stale = True
+
+
+def rebuild_timers() -> None:
+    app.timers = TimerIndex()
+    for user_id, state in users_table.items():
+        if state:
+            app.timers.set(user_id, state["partition"], due_at(state, POLICY.label))
+    app.timers_stale = False
+    log.info("timers.rebuilt", pending_users=len(app.timers))
+
+
+def progress(partition: int) -> dict:
+    return progress_table.get(str(partition)) or {"max_ts": None, "next": {}}
+
+
+async def process_batch(store: FeedbackStore, events: Sequence[EventT]) -> FeedbackBatch:
+    if app.timers_stale:
+        rebuild_timers()
+    messages = await with_skipped(events, lambda topic, p: progress(p)["next"].get(topic),
+                                  bootstrap_servers(settings.broker_url))
+    batch = plan_feedback(messages, TOPICS, users_table.get,
+                          lambda partition: progress(partition)["max_ts"], app.timers, POLICY)
+    if batch.responses:  # first (idempotent), so examples resolved now already carry them
+        store.add([], batch.responses)
+    already = store.stored(e.example_id for e in batch.examples)
+    fresh = [e for e in batch.examples if e.example_id not in already]
+    statuses = store.statuses(h.alert_id for e in fresh for h in e.heads.values() if h.alert_id)
+    fresh = [with_responses(e, statuses) for e in fresh]
+    await produce_all(
+        [examples_topic.send(key=e.user_id.encode(), value=encode(e)) for e in fresh])
+    if fresh:
+        batch.counts["stored"] = store.add(fresh)
+    # State last: if we crash before this, the redelivered batch resolves the same predictions.
+    # A table write goes to the changelog partition of the event it is tied to: any of the
+    # batch's events from the same partition number (the inputs are co-partitioned).
+    anchor = partition_anchors(events)
+    for user_id, state in batch.states.items():
+        with as_current(anchor[messages[batch.last_for_user[user_id]].partition]):
+            users_table[user_id] = state
+    save_progress(progress_table, messages, events, extra=lambda partition, after: {
+        **after, "max_ts": batch.max_ts.get(partition, after.get("max_ts"))})
+    return batch
+
+
+@app.agent(inputs)
+async def label_predictions(stream: StreamT) -> None:
+    store = FeedbackStore(settings.feedback_db)
+    try:
+        async for events in stream.noack_take(settings.batch_max_events, settings.batch_within_s):
+            try:
+                batch = await process_batch(store, events)
+            except Exception as exc:
+                # A bug, not bad input (that is counted and skipped): stop with a non-zero exit
+                # rather than idle; the unacked batch is processed again after a restart.
+                log.exception("feedback.batch_failed", messages=len(events))
+                await app.crash(exc)
+                raise
+            for event in events:
+                await stream.ack(event)
+            if batch.invalid:
+                log.warning("feedback.invalid_input", **batch.invalid)
+            log.info("feedback.batch", messages=len(events), responses=len(batch.responses),
+                     pending_users=len(app.timers), **batch.counts)
+    finally:
+        store.close()
+
+
+@app.command(
+    option("--since", type=int, default=None, help="resolved at or after (event time, ms)"),
+    option("--model-version", type=int, default=None, help="only this model version"),
+)
+async def export(self: object, since: int | None, model_version: int | None) -> None:
+    """Print the stored examples as JSON lines (with every response known now)."""
+    with FeedbackStore(settings.feedback_db) as store:
+        for example in store.examples(since=since, model_version=model_version):
+            print(orjson.dumps(example.model_dump(mode="json")).decode())
+
+
+def main(argv: list[str]) -> None:
+    """`intentstream feedback [faust args]`; no args: run the sidecar worker."""
+    args = argv or ["worker", "-l", settings.log_level]
+    if args[0] == "worker" and not any(a.startswith(("--with", "--web")) for a in args):
+        # Faust's worker command turns the web server on whatever the app's settings say; with
+        # the scoring worker on the same host both would bind port 6066.
+        args = ["worker", "--without-web", *args[1:]]
+    sys.argv = [f"{sys.argv[0]} feedback", *args]
+    app.main()
