@@ -1,21 +1,27 @@
 """`intentstream` console script: Faust's CLI (worker, tables, send, …) plus our commands.
 
 `intentstream worker -l info` runs the scoring worker; `intentstream --help` lists the rest.
-`train` is dispatched before Faust because it has its own argument parser and needs no broker.
-`feedback ...` goes to the feedback sidecar's own Faust app (`intentstream feedback` runs it).
+The commands in OWN_PARSERS have their own argument parsers and need no Faust app, so they are
+dispatched first. `feedback ...` goes to the feedback sidecar's own Faust app.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+# command -> "module:function(argv) -> exit status"
+OWN_PARSERS = {
+    "train": "training.train:main",
+    "retrain": "training.retrain:main",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["train"]:
-        from training.train import main as train_main
-
-        raise SystemExit(train_main(args[1:]))
+    if args[:1] and args[0] in OWN_PARSERS:
+        module, function = OWN_PARSERS[args[0]].split(":")
+        raise SystemExit(getattr(importlib.import_module(module), function)(args[1:]))
 
     from streams.logs import configure_logging
     from streams.settings import get_settings
