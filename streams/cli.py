@@ -14,19 +14,20 @@ import sys
 OWN_PARSERS = {
     "train": "training.train:main",
     "retrain": "training.retrain:main",
+    "replay": "backtest.cli:replay_main",
+    "backtest": "backtest.cli:backtest_main",
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] and args[0] in OWN_PARSERS:
-        module, function = OWN_PARSERS[args[0]].split(":")
-        raise SystemExit(getattr(importlib.import_module(module), function)(args[1:]))
-
     from streams.logs import configure_logging
     from streams.settings import get_settings
 
     configure_logging(get_settings().log_level)
+    if args[:1] and args[0] in OWN_PARSERS:
+        module, function = OWN_PARSERS[args[0]].split(":")
+        raise SystemExit(getattr(importlib.import_module(module), function)(args[1:]))
     if args[:1] == ["feedback"]:
         # The feedback sidecar: a second Faust app with its own worker (docs/feedback.md).
         from streams.feedback_app import main as feedback_main

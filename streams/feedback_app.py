@@ -42,7 +42,6 @@ from streams.feedback import (
     with_responses,
 )
 from streams.feedback_store import FeedbackStore
-from streams.labelling import DAY_MS, HOUR_MS, LabelPolicy
 from streams.records import encode
 from streams.settings import Settings, get_settings
 from streams.topics import bootstrap_servers, ensure_topics
@@ -53,11 +52,6 @@ log = structlog.get_logger("intentstream.feedback")
 def sidecar_topics(settings: Settings) -> list[str]:
     return [settings.events_topic, settings.scores_topic, settings.alert_responses_topic,
             settings.feedback_topic]
-
-
-def label_policy(settings: Settings) -> LabelPolicy:
-    return LabelPolicy(horizon_ms=int(settings.label_horizon_h * HOUR_MS),
-                       churn_after_ms=int(settings.churn_days * DAY_MS))
 
 
 class FeedbackApp(faust.App):
@@ -81,7 +75,7 @@ class FeedbackApp(faust.App):
 settings = get_settings()
 app = FeedbackApp(settings)
 POLICY = FeedbackPolicy(
-    label=label_policy(settings),
+    label=settings.label_policy(),
     alert=settings.alert_policy(),  # must equal the worker's: its decisions are replayed
     lateness_ms=int(settings.watermark_lateness_s * 1000),
     max_event_bytes=settings.max_event_bytes,

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.alerts import AlertPolicy
+from streams.labelling import DAY_MS, HOUR_MS, LabelPolicy
 from streams.sessions import SessionPolicy
 
 BrokerProfile = Literal["kafka", "embedded"]
@@ -105,6 +106,12 @@ class Settings(BaseSettings):
             max_span_ms=self.max_span_ms,
             max_events=self.session_max_events,
             max_chars=self.session_max_chars,
+        )
+
+    def label_policy(self) -> LabelPolicy:
+        return LabelPolicy(
+            horizon_ms=int(self.label_horizon_h * HOUR_MS),
+            churn_after_ms=int(self.churn_days * DAY_MS),
         )
 
     def alert_policy(self) -> AlertPolicy:

@@ -1,0 +1,36 @@
+"""Shared pieces for backtest tests: simulated events, and the real broker and tritonserver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from inference.tritonserver import TritonServer, tiny_triton_server
+from streams.embedded import EmbeddedBroker
+from tests.backtest.fixtures import SIM, SIM_USERS
+from training.simulator import UserHistory, simulate
+
+
+@pytest.fixture(scope="session")
+def histories() -> list[UserHistory]:
+    return simulate(SIM_USERS, SIM)
+
+
+@pytest.fixture(scope="session")
+def sim_events(histories) -> list[dict]:
+    """Every simulated event, in event-time order (ties by event id), as a live source."""
+    events = [e for h in histories for e in h.events]
+    return sorted(events, key=lambda e: (e["ts"], e["event_id"]))
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory) -> Iterator[TritonServer]:
+    with tiny_triton_server(tmp_path_factory.mktemp("triton")) as server:
+        yield server
