@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
 from inference.model import IntentBert
 from inference.onnx import export_onnx_version
 from inference.tokenizer import base_path, load_tokenizer
+from inference.tritonserver import copy_repository
 from streams.labelling import DAY_MS, HOUR_MS, LabelPolicy
 from streams.sessions import SessionPolicy
 from streams.settings import get_settings
@@ -357,7 +359,21 @@ def run_uci(
             "seconds": round(time.monotonic() - started, 1),
             "example_text": texts[next(int(i) for i in test_rows if labels[i])],  # a buyer
         }
+        if not with_analytics:  # the text the live path renders: keep it servable, so the
+            # UCI backtest can replay it (`intentstream replay … --model-repo <this>`).
+            results["variants"][name]["triton_repository"] = str(
+                export_uci_repository(tuned, Path(run_args.repo), Path(run_args.out)))
     return results
+
+
+def export_uci_repository(model: IntentBert, template: Path, out: Path) -> Path:
+    """A model repository (configs from `template`) serving the UCI-tuned model as version 1."""
+    repo = out / "uci_triton_models"
+    if repo.exists():
+        shutil.rmtree(repo)
+    copy_repository(template, repo)
+    export_version(model, repo)
+    return repo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
