@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.streams import _current_event
-from faust.types import EventT, TableT
+from faust.types import AppT, EventT, StreamT, TableT
 
 from streams.batching import RawMessage
 from streams.offsets import Gap, next_offsets, offset_gaps, splice
@@ -121,3 +121,29 @@ def save_progress(progress: TableT, messages: Sequence[RawMessage], events: Sequ
             after = extra(partition, after)
         with as_current(event):
             progress[str(partition)] = after
+
+
+async def run_acked_batches(
+    app: AppT,
+    stream: StreamT,
+    max_events: int,
+    within_s: float,
+    process: Callable[[Sequence[EventT]], Awaitable[object]],
+    failure: str,
+) -> None:
+    """The at-least-once loop: a micro-batch is acked only after `process` returned.
+
+    `noack_take` leaves acking to us, so a batch that failed or was cancelled mid-way stays
+    unacked and Faust commits nothing past it. An exception is a bug, not bad input (that is
+    dead-lettered or counted): stop with a non-zero exit rather than idle with a dead agent;
+    a restarted process handles the unacked batch again.
+    """
+    async for events in stream.noack_take(max_events, within_s):
+        try:
+            await process(events)
+        except Exception as exc:
+            log.exception(failure, events=len(events))
+            await app.crash(exc)
+            raise
+        for event in events:
+            await stream.ack(event)

@@ -40,30 +40,21 @@ alert_topics = {
     "churn": _raw_topic(settings.alerts_churn_topic),
 }
 
-# user_id -> UserState (streams.sessions); in memory, rebuilt from its compacted changelog.
-sessions_table = app.Table(
-    "sessions",
-    default=None,
-    partitions=settings.partitions,
-    schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
-    help="per-user event-time session windows",
-)
+def _json_table(name: str, help: str) -> faust.types.TableT:
+    """In memory, rebuilt from its compacted changelog; co-partitioned with the source."""
+    return app.Table(
+        name,
+        default=None,
+        partitions=settings.partitions,
+        schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
+        help=help,
+    )
 
+
+# user_id -> UserState (streams.sessions)
+sessions_table = _json_table("sessions", "per-user event-time session windows")
 # str(partition) -> {"next": {topic: offset after the last message processed}}: lets the
 # worker notice input Faust skipped during a rebalance and re-read it (streams/offsets.py).
-progress_table = app.Table(
-    "worker_progress",
-    default=None,
-    partitions=settings.partitions,
-    schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
-    help="per-partition input offsets processed",
-)
-
+progress_table = _json_table("worker_progress", "per-partition input offsets processed")
 # user_id -> AlertState (streams.alerts): last alert per head, for cooldown and dedup.
-alert_state_table = app.Table(
-    "alert_state",
-    default=None,
-    partitions=settings.partitions,
-    schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
-    help="per-user last alert per head",
-)
+alert_state_table = _json_table("alert_state", "per-user last alert per head")

@@ -29,6 +29,7 @@ from streams.agent_io import (
     as_current,
     partition_anchors,
     produce_all,
+    run_acked_batches,
     save_progress,
     with_skipped,
 )
@@ -144,6 +145,10 @@ async def process_batch(store: FeedbackStore, events: Sequence[EventT]) -> Feedb
             users_table[user_id] = state
     save_progress(progress_table, messages, events, extra=lambda partition, after: {
         **after, "max_ts": batch.max_ts.get(partition, after.get("max_ts"))})
+    if batch.invalid:
+        log.warning("feedback.invalid_input", **batch.invalid)
+    log.info("feedback.batch", messages=len(events), responses=len(batch.responses),
+             pending_users=len(app.timers), **batch.counts)
     return batch
 
 
@@ -151,21 +156,10 @@ async def process_batch(store: FeedbackStore, events: Sequence[EventT]) -> Feedb
 async def label_predictions(stream: StreamT) -> None:
     store = FeedbackStore(settings.feedback_db)
     try:
-        async for events in stream.noack_take(settings.batch_max_events, settings.batch_within_s):
-            try:
-                batch = await process_batch(store, events)
-            except Exception as exc:
-                # A bug, not bad input (that is counted and skipped): stop with a non-zero exit
-                # rather than idle; the unacked batch is processed again after a restart.
-                log.exception("feedback.batch_failed", messages=len(events))
-                await app.crash(exc)
-                raise
-            for event in events:
-                await stream.ack(event)
-            if batch.invalid:
-                log.warning("feedback.invalid_input", **batch.invalid)
-            log.info("feedback.batch", messages=len(events), responses=len(batch.responses),
-                     pending_users=len(app.timers), **batch.counts)
+        await run_acked_batches(
+            app, stream, settings.batch_max_events, settings.batch_within_s,
+            lambda events: process_batch(store, events), failure="feedback.batch_failed",
+        )
     finally:
         store.close()
 

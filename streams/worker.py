@@ -20,6 +20,7 @@ from streams.agent_io import (
     next_offset_reader,
     partition_anchors,
     produce_all,
+    run_acked_batches,
     save_progress,
     with_skipped,
 )
@@ -96,6 +97,8 @@ async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> Batch
     # Closed sessions leave the table only once their final score is on the topic.
     write_states(plan, messages, anchors, only_pending=True)
     save_progress(progress_table, messages, events)
+    log.info("batch.done", events=len(events), valid=plan.n_valid,
+             dead_letters=len(plan.dead_letters), scored=len(plan.to_score))
     return plan
 
 
@@ -108,24 +111,9 @@ async def score_sessions(stream: StreamT) -> None:
         timeout_s=settings.score_timeout_s,
     )
     try:
-        async for batch in stream.noack_take(settings.batch_max_events, settings.batch_within_s):
-            try:
-                plan = await process_batch(scorer, batch)
-            except Exception as exc:
-                # A bug, not bad input (that is dead-lettered): stop the worker with a non-zero
-                # exit rather than idle with a dead agent. The batch was not acked, so a
-                # restarted worker processes it again.
-                log.exception("batch.failed", events=len(batch))
-                await app.crash(exc)
-                raise
-            for event in batch:
-                await stream.ack(event)
-            log.info(
-                "batch.done",
-                events=len(batch),
-                valid=plan.n_valid,
-                dead_letters=len(plan.dead_letters),
-                scored=len(plan.to_score),
-            )
+        await run_acked_batches(
+            app, stream, settings.batch_max_events, settings.batch_within_s,
+            lambda events: process_batch(scorer, events), failure="batch.failed",
+        )
     finally:
         await scorer.close()
