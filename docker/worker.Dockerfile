@@ -29,6 +29,7 @@ COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY inference ./inference
 COPY training ./training
+COPY backtest ./backtest
 # A non-editable install: the runtime stage copies /opt/venv and nothing from /src.
 RUN pip install . \
  && python -c "import faust, tritonclient.grpc, streams.settings"

@@ -408,10 +408,6 @@ def test_topic_init_runs_create_topics(faust_commands: set[str], pyproject: dict
     assert "create-topics" in faust_commands
 
 
-@pytest.mark.xfail(
-    reason="`intentstream feedback` lands with the feedback issue; remove this mark then",
-    strict=False,  # that work is in flight: it may land before or after this test
-)
 def test_sidecar_image_runs_the_feedback_app(pyproject: dict[str, Any]) -> None:
     command = sidecar_command()
     assert command == ["intentstream", "feedback", "worker", "-l", "info"]
