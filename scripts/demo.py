@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from inference.export import existing_versions  # noqa: E402
 from inference.tritonserver import TritonServer  # noqa: E402
 from streams.commands import format_score  # noqa: E402
-from streams.embedded import EmbeddedBroker  # noqa: E402
+from streams.embedded import EmbeddedBroker, WorkerProcess  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 
@@ -135,26 +132,9 @@ async def watch(settings: Settings, progress: Progress, stop: asyncio.Event) -> 
         await consumer.stop()
 
 
-def start_worker(settings_env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).with_name("intentstream")
-    with log_path.open("ab") as log:
-        return subprocess.Popen([str(exe), "worker", "-l", "warn"], env={**os.environ,
-                                **settings_env}, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-async def run_demo(args: argparse.Namespace, settings: Settings, worker) -> Progress:
+async def run_demo(
+    args: argparse.Namespace, settings: Settings, worker: WorkerProcess
+) -> Progress:
     progress = Progress()
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch(settings, progress, stop))
@@ -162,8 +142,8 @@ async def run_demo(args: argparse.Namespace, settings: Settings, worker) -> Prog
         produce(settings, progress, args.events, args.users, args.rate))
     deadline = time.monotonic() + args.timeout if args.events else float("inf")
     while not stop.is_set():
-        if worker.poll() is not None:
-            raise SystemExit(f"[demo] the worker exited with {worker.returncode}; "
+        if not worker.alive:
+            raise SystemExit(f"[demo] the worker exited with {worker.process.returncode}; "
                              f"see {args.workdir / 'worker.log'}")
         if time.monotonic() > deadline:
             raise SystemExit(f"[demo] not every event was scored within {args.timeout}s")
@@ -204,14 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(ensure_topics(settings))
         print(f"[demo] broker {broker.url} (pid {broker.pid}), triton {triton.grpc_url} "
               f"(pid {triton.pid}); worker log: {args.workdir / 'worker.log'}", flush=True)
-        worker = start_worker(env, args.workdir / "worker.log")
+        worker = WorkerProcess(env, args.workdir / "worker.log").start()
         try:
             progress = asyncio.run(run_demo(args, settings, worker))
         except KeyboardInterrupt:
             print("\n[demo] interrupted", flush=True)
             return 0
         finally:
-            stop_process(worker)
+            worker.stop()
     elapsed = time.monotonic() - started
     print(f"[demo] done: {progress.produced} events from {len(progress.last_ts)} users "
           f"(+{progress.malformed} malformed) -> {progress.scores} scores, "

@@ -1,8 +1,9 @@
-"""The embedded default broker: a Tansu (Kafka-compatible) process on 127.0.0.1.
+"""The embedded default: a Tansu (Kafka-compatible) broker on 127.0.0.1, and `intentstream`
+processes (worker, feedback sidecar) run beside it.
 
 Tooling for the demo and the tests only; the app talks Kafka and never knows which broker
 answers. Tansu's in-memory storage keeps nothing across its own restart, so tests freeze it
-(SIGSTOP) rather than restart it. Started on a free port, stopped by PID.
+(SIGSTOP) rather than restart it. Everything is started on free ports and stopped by PID.
 """
 
 from __future__ import annotations
@@ -11,9 +12,27 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
+
+INTENTSTREAM = Path(sys.executable).with_name("intentstream")
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """SIGTERM by PID; SIGKILL if it has not exited after `grace_s`."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGCONT)  # a frozen process cannot act on SIGTERM
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace_s)
+    except ProcessLookupError:
+        pass
 
 
 def free_port() -> int:
@@ -87,18 +106,8 @@ class EmbeddedBroker:
         os.kill(self.pid, signal.SIGCONT)
 
     def stop(self, grace_s: float = 5.0) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.kill(proc.pid, signal.SIGCONT)  # a frozen process cannot act on SIGTERM
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=grace_s)
-        except ProcessLookupError:
-            pass
+        if self.process is not None:
+            stop_process(self.process, grace_s)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start() if self.process is None else self
@@ -110,3 +119,48 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class IntentstreamProcess:
+    """`intentstream <command…> -l warn` as a subprocess with its own env and log file."""
+
+    command: tuple[str, ...] = ()
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> IntentstreamProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(INTENTSTREAM), *self.command, "-l", "warn"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        if self.process is not None:
+            stop_process(self.process, grace_s)
+
+    def log_tail(self, n: int = 60) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+
+class WorkerProcess(IntentstreamProcess):
+    command = ("worker",)
+
+
+class SidecarProcess(IntentstreamProcess):
+    command = ("feedback", "worker")

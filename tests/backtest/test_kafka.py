@@ -15,13 +15,12 @@ import pytest
 from backtest.cli import backtest_main, replay_main
 from backtest.report import iso
 from inference.tritonserver import TritonServer
-from streams.embedded import EmbeddedBroker, free_port
+from streams.embedded import EmbeddedBroker, WorkerProcess, free_port
 from streams.labelling import DAY_MS
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.backtest.broker_state import produce_events, snapshot, wait_committed
 from tests.backtest.fixtures import SIM, metrics, only_run, write_jsonl
-from tests.e2e.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 4

@@ -4,7 +4,6 @@ fresh topics, app id and data dir per test, workers as subprocesses stopped by P
 from __future__ import annotations
 
 import itertools
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from inference.tritonserver import TritonServer, tiny_triton_server
-from streams.embedded import EmbeddedBroker
-from tests.e2e.worker_process import INTENTSTREAM, WorkerProcess
+from streams.embedded import EmbeddedBroker, SidecarProcess, WorkerProcess
 
 _ids = itertools.count()
 
@@ -30,18 +28,6 @@ def triton(tmp_path_factory) -> Iterator[TritonServer]:
     with tiny_triton_server(tmp_path_factory.mktemp("triton")) as server:
         yield server
     assert not server.is_running()
-
-
-class SidecarProcess(WorkerProcess):
-    """`intentstream feedback worker` (the feedback sidecar), stopped by PID like a worker."""
-
-    def start(self) -> SidecarProcess:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [str(INTENTSTREAM), "feedback", "worker", "-l", "warn"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        return self
 
 
 @dataclass
