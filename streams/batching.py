@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from streams.events import Rejection, ShopEvent, parse_event
+from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.records import DeadLetter, DeadLetterSource, dead_letter
 from streams.sessions import Outcome, Session, SessionPolicy, UserState, absorb, empty_state
 
@@ -56,10 +57,11 @@ def plan_batch(
     load_state: Callable[[str], UserState | None],
     policy: SessionPolicy,
     max_event_bytes: int,
+    privacy: PrivacyPolicy = DEFAULT_PRIVACY,
 ) -> BatchPlan:
     plan = BatchPlan()
     for index, msg in enumerate(messages):
-        parsed = parse_event(msg.value, msg.key, max_event_bytes)
+        parsed = parse_event(msg.value, msg.key, max_event_bytes, privacy)
         if isinstance(parsed, Rejection):
             plan.dead_letters.append(_dead_letter(msg, parsed))
             continue

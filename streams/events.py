@@ -22,6 +22,8 @@ from pydantic import (
     field_validator,
 )
 
+from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy
+
 EVENT_TYPES = (
     "view",
     "click",
@@ -144,7 +146,10 @@ class Rejection:
     detail: str  # for humans
 
 
-def parse_event(raw: bytes | None, key: bytes | None, max_bytes: int) -> ShopEvent | Rejection:
+def parse_event(
+    raw: bytes | None, key: bytes | None, max_bytes: int,
+    privacy: PrivacyPolicy = DEFAULT_PRIVACY,
+) -> ShopEvent | Rejection:
     """Validate one raw message. Never raises: every failure is a `Rejection`."""
     if raw is None or len(raw) == 0:
         return Rejection("empty", "message has no value")

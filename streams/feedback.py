@@ -38,6 +38,7 @@ from streams.alerts import HEADS, AlertPolicy, Head, alert_id, decide, head_prob
 from streams.batching import RawMessage
 from streams.events import Rejection, ShopEvent, parse_event
 from streams.labelling import LabelPolicy, label_window
+from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.records import HeadScore, IntentScore, Window
 
 FEEDBACK_SCHEMA_VERSION = 1
@@ -408,6 +409,7 @@ class FeedbackPolicy:
     alert: AlertPolicy
     lateness_ms: int
     max_event_bytes: int
+    privacy: PrivacyPolicy = DEFAULT_PRIVACY
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,7 +487,7 @@ def _apply(
 ) -> str | None:
     """Apply one input message; return the user whose state it touched, if any."""
     if msg.topic == topics.events:
-        event = parse_event(msg.value, msg.key, policy.max_event_bytes)
+        event = parse_event(msg.value, msg.key, policy.max_event_bytes, policy.privacy)
         if isinstance(event, Rejection):
             batch.invalid[f"events:{event.reason}"] += 1
             return None

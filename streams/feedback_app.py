@@ -80,6 +80,7 @@ POLICY = FeedbackPolicy(
     alert=settings.alert_policy(),  # must equal the worker's: its decisions are replayed
     lateness_ms=int(settings.watermark_lateness_s * 1000),
     max_event_bytes=settings.max_event_bytes,
+    privacy=settings.privacy_policy(),
 )
 TOPICS = InputTopics(
     events=settings.events_topic,

@@ -8,18 +8,23 @@ talks to; `faust_settings()` is the only place the profile turns into behaviour.
 
 from __future__ import annotations
 
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+import faust
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.alerts import AlertPolicy
 from streams.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.privacy import PrivacyPolicy
 from streams.sessions import SessionPolicy
 
 BrokerProfile = Literal["kafka", "embedded"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 # Why each embedded adjustment exists: ../shared/notes/broker.md, summarised in docs/broker.md.
 EMBEDDED_BROKER_OVERRIDES: dict[str, Any] = {
@@ -82,6 +87,28 @@ class Settings(BaseSettings):
     churn_days: float = Field(7.0, gt=0, description="silence this long after window = churn")
     watermark_lateness_s: float = Field(60.0, ge=0, description="event-time slack for timers")
 
+    # --- privacy (streams/privacy.py) --------------------------------------------------------
+    scrub_pii: bool = Field(True, description="mask e-mails, phones, cards, addresses in text")
+    pseudonym_key: SecretStr | None = Field(
+        None, description="when set, user ids in state and outputs are keyed hashes (HMAC)"
+    )
+
+    # --- transport security --------------------------------------------------------------------
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle; default: system CAs")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (mTLS)")
+    kafka_ssl_keyfile: Path | None = None
+    triton_ssl: bool = Field(False, description="gRPC over TLS to Triton")
+    triton_ssl_root_certs: Path | None = None
+    triton_ssl_private_key: Path | None = Field(None, description="client key (mTLS)")
+    triton_ssl_cert_chain: Path | None = Field(None, description="client certificate (mTLS)")
+
+    # --- observability -------------------------------------------------------------------------
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics; 0: off")
+
     # --- local state ---------------------------------------------------------------------------
     data_dir: Path = Path("var")
     log_level: str = "info"
@@ -90,6 +117,14 @@ class Settings(BaseSettings):
     def _span_covers_gap(self) -> Settings:
         if self.session_max_span_s < self.session_gap_s:
             raise ValueError("session_max_span_s must be >= session_gap_s")
+        return self
+
+    @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError("SASL needs kafka_sasl_username and kafka_sasl_password")
         return self
 
     @property
@@ -124,6 +159,69 @@ class Settings(BaseSettings):
             seed=self.alert_seed,
         )
 
+    def privacy_policy(self) -> PrivacyPolicy:
+        key = self.pseudonym_key
+        return PrivacyPolicy(
+            scrub_pii=self.scrub_pii,
+            pseudonym_key=None if key is None else key.get_secret_value().encode("utf-8"),
+        )
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        if not self.kafka_security_protocol.endswith("SSL"):
+            return None
+        context = ssl.create_default_context(
+            cafile=None if self.kafka_ssl_cafile is None else str(self.kafka_ssl_cafile)
+        )
+        if self.kafka_ssl_certfile is not None:
+            context.load_cert_chain(
+                str(self.kafka_ssl_certfile),
+                None if self.kafka_ssl_keyfile is None else str(self.kafka_ssl_keyfile),
+            )
+        return context
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Security keyword arguments for aiokafka's consumer, producer and admin client."""
+        kwargs: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.endswith("SSL"):
+            kwargs["ssl_context"] = self.kafka_ssl_context()
+        if self.kafka_security_protocol.startswith("SASL_"):
+            assert self.kafka_sasl_password is not None  # checked by the validator
+            kwargs.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password.get_secret_value(),
+            )
+        return kwargs
+
+    def faust_credentials(self) -> faust.types.auth.CredentialsT | None:
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return None
+        if protocol == "SSL":
+            return faust.SSLCredentials(self.kafka_ssl_context())
+        assert self.kafka_sasl_password is not None  # checked by the validator
+        return faust.SASLCredentials(
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password.get_secret_value(),
+            mechanism=self.kafka_sasl_mechanism,
+            ssl_context=self.kafka_ssl_context(),  # None for SASL_PLAINTEXT
+        )
+
+    def triton_client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for tritonclient's gRPC client (TLS when configured)."""
+        if not self.triton_ssl:
+            return {}
+
+        def read(path: Path | None) -> bytes | None:
+            return None if path is None else path.read_bytes()
+
+        return {
+            "ssl": True,
+            "root_certificates": read(self.triton_ssl_root_certs),
+            "private_key": read(self.triton_ssl_private_key),
+            "certificate_chain": read(self.triton_ssl_cert_chain),
+        }
+
     def faust_settings(self) -> dict[str, Any]:
         """Keyword arguments for `faust.App` derived from these settings and the profile."""
         conf: dict[str, Any] = {
@@ -136,6 +234,9 @@ class Settings(BaseSettings):
             "consumer_auto_offset_reset": "earliest",
             "web_enabled": False,
         }
+        credentials = self.faust_credentials()
+        if credentials is not None:
+            conf["broker_credentials"] = credentials
         if self.broker_profile == "embedded":
             conf.update(EMBEDDED_BROKER_OVERRIDES)
         return conf

@@ -45,6 +45,7 @@ log = structlog.get_logger("intentstream.worker")
 
 POLICY = settings.session_policy()
 ALERT_POLICY = settings.alert_policy()
+PRIVACY = settings.privacy_policy()
 
 
 def write_states(
@@ -81,7 +82,8 @@ async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> Batch
         events, next_offset_reader(progress_table), bootstrap_servers(settings.broker_url)
     )
     anchors = partition_anchors(events)
-    plan = plan_batch(messages, sessions_table.get, POLICY, settings.max_event_bytes)
+    plan = plan_batch(messages, sessions_table.get, POLICY, settings.max_event_bytes,
+                      PRIVACY)
     await produce_all(
         [dlq_topic.send(key=d.source.topic.encode(), value=encode(d)) for d in plan.dead_letters]
     )
