@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     triton_ssl_cert_chain: Path | None = Field(None, description="client certificate (mTLS)")
 
     # --- observability -------------------------------------------------------------------------
-    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics; 0: off")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="worker's /metrics; 0: off")
+    feedback_metrics_port: int = Field(9109, ge=0, le=65535, description="sidecar's; 0: off")
 
     # --- local state ---------------------------------------------------------------------------
     data_dir: Path = Path("var")
