@@ -41,6 +41,7 @@ from streams.batching import BatchPlan, RawMessage, plan_batch
 from streams.events import Rejection, ShopEvent, parse_event
 from streams.feedback import FeedbackPolicy
 from streams.labelling import LabelPolicy
+from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.records import IntentScore
 from streams.scoring import decide_alerts, score_plan
 from streams.sessions import SessionPolicy, UserState
@@ -68,6 +69,7 @@ class EngineConfig:
     score_until: int | None = None
     label_until: int | None = None  # events up to here (exclusive) feed labels; None: until
     label: bool = True  # False: scores and alerts only (the UCI replay has its own labels)
+    privacy: PrivacyPolicy = DEFAULT_PRIVACY  # as live: texts are scored scrubbed
 
 
 class OrderedScorer(TritonScorer):
@@ -124,7 +126,7 @@ def order_messages(messages: Iterable[RawMessage], config: EngineConfig) -> Orde
     keyed: list[tuple[tuple[int, str, str, bytes], RawMessage, ShopEvent]] = []
     label_until = config.label_until if config.label_until is not None else config.score_until
     for msg in messages:
-        parsed = parse_event(msg.value, msg.key, config.max_event_bytes)
+        parsed = parse_event(msg.value, msg.key, config.max_event_bytes, config.privacy)
         if isinstance(parsed, Rejection):
             out.malformed.append(msg)
             continue
@@ -186,7 +188,7 @@ class Engine:
         self.run = Run()
         self.labeller = Labeller(FeedbackPolicy(
             label=config.labels, alert=config.alerts, lateness_ms=config.lateness_ms,
-            max_event_bytes=config.max_event_bytes,
+            max_event_bytes=config.max_event_bytes, privacy=config.privacy,
         )) if config.label else None
 
     async def replay(self, ordered: Ordered) -> Run:
@@ -217,7 +219,7 @@ class Engine:
         """`plan_batch` as the worker calls it. A closed session waits in `pending` only until
         its score is delivered; here the round scores it from the plan, so state drops it now."""
         plan = plan_batch(messages, self.sessions.get, self.config.session,
-                          self.config.max_event_bytes)
+                          self.config.max_event_bytes, self.config.privacy)
         self.run.dead_letters.update(d.reason for d in plan.dead_letters)
         for user_id, state in plan.states.items():
             self.sessions[user_id] = {"current": state["current"], "pending": []}

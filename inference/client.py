@@ -13,8 +13,9 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
+import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import aio as grpcaio
@@ -48,6 +49,27 @@ class Prediction:
         return top_label(self.intent_type)
 
 
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """gRPC over TLS to Triton; with a private key and certificate chain, mutual TLS."""
+
+    ssl: bool = False
+    root_certificates: bytes | None = None
+    private_key: bytes | None = None
+    certificate_chain: bytes | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """For `InferenceServerClient`: credentials built from the PEM bytes (its own `ssl`
+        arguments take file paths instead)."""
+        if not self.ssl:
+            return {}
+        return {"creds": grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates,
+            private_key=self.private_key,
+            certificate_chain=self.certificate_chain,
+        )}
+
+
 class TritonScorer:
     """Scores texts through a Triton server's ensemble; create and use it on one event loop."""
 
@@ -57,19 +79,27 @@ class TritonScorer:
         model_name: str = "intent",
         max_batch: int = 32,
         timeout_s: float = 60.0,
+        *,
+        ssl: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
     ) -> None:
+        """TLS: PEM bytes (None: the system roots, no client certificate), as
+        `Settings.triton_client_kwargs()` produces them from the settings."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.url = url  # host:port of Triton's gRPC endpoint
         self.model_name = model_name
         self.max_batch = max_batch
         self.timeout_s = timeout_s
+        self.tls = TlsConfig(ssl, root_certificates, private_key, certificate_chain)
         self._client: grpcaio.InferenceServerClient | None = None
 
     def _connection(self) -> grpcaio.InferenceServerClient:
         # Created lazily, inside the running event loop that grpc.aio binds it to.
         if self._client is None:
-            self._client = grpcaio.InferenceServerClient(self.url)
+            self._client = grpcaio.InferenceServerClient(self.url, **self.tls.client_kwargs())
         return self._client
 
     async def score(self, texts: Sequence[str]) -> list[Prediction]:

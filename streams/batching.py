@@ -62,8 +62,10 @@ def plan_batch(
     plan = BatchPlan()
     for index, msg in enumerate(messages):
         parsed = parse_event(msg.value, msg.key, max_event_bytes, privacy)
+        if not isinstance(parsed, Rejection):
+            parsed = _not_from_the_future(parsed, msg, policy.max_future_ms)
         if isinstance(parsed, Rejection):
-            plan.dead_letters.append(_dead_letter(msg, parsed))
+            plan.dead_letters.append(_dead_letter(msg, parsed, privacy))
             continue
         state = plan.states.get(parsed.user_id)
         if state is None:
@@ -73,7 +75,7 @@ def plan_batch(
         plan.last_message[parsed.user_id] = index
         outcome = absorb(state, parsed, policy)
         if outcome is Outcome.LATE:
-            plan.dead_letters.append(_dead_letter(msg, _late(parsed, state)))
+            plan.dead_letters.append(_dead_letter(msg, _late(parsed, state), privacy))
             continue
         plan.n_valid += 1
     # Every touched user is scored, even on a duplicate: a redelivered event means the batch
@@ -83,6 +85,20 @@ def plan_batch(
         if state["current"] is not None:
             plan.to_score.append(ToScore(state["current"], closed=False))
     return plan
+
+
+def _not_from_the_future(
+    event: ShopEvent, msg: RawMessage, max_future_ms: int
+) -> ShopEvent | Rejection:
+    """An event dated well after its message was produced is a producer bug. Absorbed, it
+    would open a session in the future and make all of its user's real events late."""
+    if msg.timestamp_ms is None or event.ts <= msg.timestamp_ms + max_future_ms:
+        return event
+    return Rejection(
+        "future_timestamp",
+        f"event time {event.ts} is more than {max_future_ms} ms after the message's "
+        f"timestamp {msg.timestamp_ms}",
+    )
 
 
 def _late(event: ShopEvent, state: UserState) -> Rejection:
@@ -95,8 +111,8 @@ def _late(event: ShopEvent, state: UserState) -> Rejection:
     )
 
 
-def _dead_letter(msg: RawMessage, rejection: Rejection) -> DeadLetter:
+def _dead_letter(msg: RawMessage, rejection: Rejection, privacy: PrivacyPolicy) -> DeadLetter:
     source = DeadLetterSource(
         topic=msg.topic, partition=msg.partition, offset=msg.offset, timestamp=msg.timestamp_ms
     )
-    return dead_letter(msg.value, msg.key, rejection, source)
+    return dead_letter(msg.value, msg.key, rejection, source, privacy)

@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy
+from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy, pseudonymise, scrub_text
 
 EVENT_TYPES = (
     "view",
@@ -150,7 +150,10 @@ def parse_event(
     raw: bytes | None, key: bytes | None, max_bytes: int,
     privacy: PrivacyPolicy = DEFAULT_PRIVACY,
 ) -> ShopEvent | Rejection:
-    """Validate one raw message. Never raises: every failure is a `Rejection`."""
+    """Validate one raw message. Never raises: every failure is a `Rejection`.
+
+    A valid event comes back with the privacy policy applied (`apply_privacy`), so nothing
+    downstream ever sees its raw free text or, with a pseudonym key, its raw user id."""
     if raw is None or len(raw) == 0:
         return Rejection("empty", "message has no value")
     if len(raw) > max_bytes:
@@ -174,7 +177,36 @@ def parse_event(
         # Sessions are partitioned by user: an event on another user's partition would split
         # that user's session across workers.
         return Rejection("key_mismatch", "message key must equal user_id")
-    return event
+    return apply_privacy(event, privacy)
+
+
+# Fields that may carry what a shopper typed (ids are not scrubbed: docs/privacy.md).
+FREE_TEXT_FIELDS = ("query", "text", "page")
+ITEM_TEXT_FIELDS = ("title", "category")
+
+
+def apply_privacy(event: ShopEvent, privacy: PrivacyPolicy) -> ShopEvent:
+    """The event with its free text scrubbed and its user id pseudonymised, as configured.
+
+    Runs after the key check, which compares the raw key with the raw user id."""
+    update: dict[str, Any] = {}
+    if privacy.scrub_pii:
+        update.update(_scrubbed(event, FREE_TEXT_FIELDS))
+        if event.item is not None and (item := _scrubbed(event.item, ITEM_TEXT_FIELDS)):
+            update["item"] = event.item.model_copy(update=item)
+    if privacy.pseudonym_key is not None:
+        update["user_id"] = pseudonymise(event.user_id, privacy.pseudonym_key)
+    return event.model_copy(update=update) if update else event
+
+
+def _scrubbed(model: BaseModel, fields: tuple[str, ...]) -> dict[str, str]:
+    """The fields whose scrubbed value differs (so an event without PII is not copied)."""
+    out = {}
+    for name in fields:
+        value = getattr(model, name)
+        if value is not None and (clean := scrub_text(value)) != value:
+            out[name] = clean
+    return out
 
 
 def _reason_code(exc: ValidationError) -> str:

@@ -15,6 +15,14 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from streams.events import Rejection
+from streams.privacy import (
+    DEFAULT_PRIVACY,
+    PrivacyPolicy,
+    protect_raw,
+    protects_raw,
+    pseudonymise,
+    scrub_text,
+)
 from streams.sessions import Session
 
 if TYPE_CHECKING:
@@ -23,6 +31,9 @@ if TYPE_CHECKING:
 SCORE_SCHEMA_VERSION = 1
 DLQ_SCHEMA_VERSION = 1
 RAW_PREVIEW_CHARS = 1000
+# A dead letter must fit in one Kafka message (1 MB by default) next to its envelope: raw
+# bytes past this are cut (`raw_truncated`, `raw_bytes` say so).
+RAW_KEEP_BYTES = 256 * 1024
 
 
 class Window(BaseModel):
@@ -78,7 +89,8 @@ class DeadLetterSource(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A rejected input (topic `shop.events.dlq`): the exact raw bytes and why."""
+    """A rejected input (topic `shop.events.dlq`): its raw bytes (PII-scrubbed unless the
+    privacy policy is off) and why."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -86,9 +98,22 @@ class DeadLetter(BaseModel):
     reason: str = Field(description="stable code: not_json, invalid_field, late_event, …")
     detail: str
     source: DeadLetterSource
-    key_b64: str | None
-    raw_b64: str = Field(description="the original message value, base64")
-    raw_preview: str = Field(description="the value as UTF-8 (replacement chars), truncated")
+    key_b64: str | None = Field(description="the message key, base64 (pseudonymised when "
+                                            "user ids are)")
+    raw_b64: str = Field(description="the message value, base64: the original bytes, or with "
+                                     "raw_scrubbed, those bytes with PII masked; only the "
+                                     "first RAW_KEEP_BYTES when raw_truncated")
+    raw_bytes: int = Field(0, description="size of the original message value")
+    raw_truncated: bool = Field(False, description="raw_b64 holds only a prefix of the value")
+    raw_preview: str = Field(description="raw_b64's bytes as UTF-8 (replacement chars), truncated")
+    raw_scrubbed: bool = Field(False, description="the privacy policy was applied to key and "
+                               "value: e-mails, phones, cards, addresses masked, user ids "
+                               "pseudonymised when configured (docs/privacy.md)")
+
+    def message_key(self) -> bytes | None:
+        """The input's key as this record carries it (pseudonymised when user ids are): the
+        key to produce the dead letter with, so the DLQ keeps per-user order without the id."""
+        return None if self.key_b64 is None else base64.b64decode(self.key_b64)
 
 
 def prediction_id(session: Session, model_version: int) -> str:
@@ -127,16 +152,25 @@ def intent_score(
 
 
 def dead_letter(
-    raw: bytes | None, key: bytes | None, rejection: Rejection, source: DeadLetterSource
+    raw: bytes | None, key: bytes | None, rejection: Rejection, source: DeadLetterSource,
+    privacy: PrivacyPolicy = DEFAULT_PRIVACY,
 ) -> DeadLetter:
-    raw = raw or b""
+    size = len(raw or b"")
+    raw = protect_raw((raw or b"")[:RAW_KEEP_BYTES], privacy)
+    detail = scrub_text(rejection.detail) if privacy.scrub_pii else rejection.detail
+    if key is not None and privacy.pseudonym_key is not None:
+        # The key of a valid event is its user id: give it the pseudonym that event would get.
+        key = pseudonymise(key.decode("utf-8", "replace"), privacy.pseudonym_key).encode()
     return DeadLetter(
         reason=rejection.reason,
-        detail=rejection.detail,
+        detail=detail,
         source=source,
         key_b64=base64.b64encode(key).decode() if key is not None else None,
         raw_b64=base64.b64encode(raw).decode(),
+        raw_bytes=size,
+        raw_truncated=size > RAW_KEEP_BYTES,
         raw_preview=raw[: RAW_PREVIEW_CHARS * 4].decode("utf-8", "replace")[:RAW_PREVIEW_CHARS],
+        raw_scrubbed=protects_raw(privacy),
     )
 
 

@@ -26,6 +26,8 @@ class SessionPolicy:
     max_span_ms: int
     max_events: int
     max_chars: int
+    # How far event time may run ahead of the message's (producer/broker) timestamp.
+    max_future_ms: int = 3_600_000
 
 
 class Session(TypedDict):

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     session_max_span_s: float = Field(4 * 3600, gt=0, description="longest session before a split")
     session_max_events: int = Field(64, ge=1, description="events kept per session (newest)")
     session_max_chars: int = Field(1200, ge=64, description="rendered text length (newest kept)")
+    max_future_skew_s: float = Field(
+        3600, ge=0, description="event time this far past the message timestamp goes to the DLQ"
+    )
 
     # --- micro-batching and scoring ----------------------------------------------------------
     batch_max_events: int = Field(1000, ge=1, description="events taken per micro-batch")
@@ -142,6 +145,7 @@ class Settings(BaseSettings):
             max_span_ms=self.max_span_ms,
             max_events=self.session_max_events,
             max_chars=self.session_max_chars,
+            max_future_ms=int(self.max_future_skew_s * 1000),
         )
 
     def label_policy(self) -> LabelPolicy:
@@ -164,7 +168,8 @@ class Settings(BaseSettings):
         key = self.pseudonym_key
         return PrivacyPolicy(
             scrub_pii=self.scrub_pii,
-            pseudonym_key=None if key is None else key.get_secret_value().encode("utf-8"),
+            # An empty value (e.g. an unset compose variable) means no pseudonyms.
+            pseudonym_key=key.get_secret_value().encode("utf-8") if key else None,
         )
 
     def kafka_ssl_context(self) -> ssl.SSLContext | None:

@@ -37,7 +37,9 @@ def owned_topics(settings: Settings) -> list[str]:
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
     """Create missing topics; return the names that were created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker_url))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(settings.broker_url), **settings.kafka_client_kwargs()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

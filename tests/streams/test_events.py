@@ -2,6 +2,7 @@ import orjson
 import pytest
 
 from streams.events import Rejection, ShopEvent, parse_event
+from streams.privacy import PrivacyPolicy, pseudonymise
 
 MAX = 16_384
 
@@ -75,3 +76,52 @@ def test_deeply_nested_junk_is_rejected_not_raised():
 def test_unknown_extra_fields_are_ignored_for_forward_compatibility():
     event = parse_event(raw(campaign="black-friday"), b"u1", MAX)
     assert isinstance(event, ShopEvent)
+
+
+# --- privacy at the door (streams/privacy.py) ----------------------------------------------------
+
+KEY = b"k1"
+PII_TEXT = "I'm jane@example.com, +44 20 7946 0958, card 4111 1111 1111 1111, 12 Elm St"
+SCRUBBED = "I'm [email], [phone], card [card], [address]"
+
+
+@pytest.mark.parametrize(
+    ("fields", "read"),
+    [
+        ({"type": "support_message", "text": PII_TEXT}, lambda e: e.text),
+        ({"type": "review", "text": PII_TEXT, "rating": 2}, lambda e: e.text),
+        ({"type": "search", "query": PII_TEXT}, lambda e: e.query),
+        ({"item": {"id": "sku-1", "title": PII_TEXT}}, lambda e: e.item.title),
+        ({"item": {"id": "sku-1", "category": PII_TEXT[:100]}}, lambda e: e.item.category),
+        ({"item": None, "page": "contact jane@example.com"}, lambda e: e.page),
+    ],
+)
+def test_every_free_text_field_is_scrubbed(fields, read):
+    event = parse_event(raw(**fields), b"u1", MAX)
+    assert isinstance(event, ShopEvent)
+    assert "jane@example.com" not in read(event) and "[email]" in read(event)
+    assert "4111" not in event.model_dump_json()
+
+
+def test_scrubbed_text_keeps_what_is_not_pii():
+    event = parse_event(raw(type="support_message", text=PII_TEXT + " re order 1234567890"),
+                        b"u1", MAX)
+    assert event.text == SCRUBBED + " re order 1234567890"
+    assert event.user_id == "u1" and event.item.price == 129.99
+
+
+def test_scrubbing_can_be_turned_off():
+    off = PrivacyPolicy(scrub_pii=False)
+    event = parse_event(raw(type="support_message", text=PII_TEXT), b"u1", MAX, off)
+    assert event.text == PII_TEXT
+
+
+def test_user_id_becomes_its_pseudonym_after_the_key_check():
+    policy = PrivacyPolicy(pseudonym_key=KEY)
+    event = parse_event(raw(user_id=" u1 "), b"u1", MAX, policy)  # ids are stripped first
+    assert isinstance(event, ShopEvent) and event.user_id == pseudonymise("u1", KEY)
+    # The key check compares the raw key with the raw id: a pseudonymised key is a mismatch.
+    assert parse_event(raw(), pseudonymise("u1", KEY).encode(), MAX, policy).reason == (
+        "key_mismatch")
+    assert parse_event(raw(), b"u1", MAX, PrivacyPolicy(pseudonym_key=b"k2")).user_id != (
+        event.user_id)
