@@ -4,22 +4,29 @@
 - `as_current`: tie a table write to an event, so it lands in that partition's changelog;
 - `produce_all`: await the broker's ack of every record before a batch is acked;
 - `with_skipped`: the batch plus any input Faust skipped (see `streams.offsets`), re-read with
-  a plain consumer (no group, no commits) so live consumer groups are never disturbed.
+  a plain consumer (no group, no commits) so live consumer groups are never disturbed;
+- `run_acked_batches`: the at-least-once batch loop, which also counts what it takes;
+- `report_lag`: consumer lag per assigned input partition, for the metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
-from faust.types import AppT, EventT, StreamT, TableT
+from faust.types import TP, AppT, EventT, StreamT, TableT
 
 from streams.batching import RawMessage
+from streams.metrics import AgentMetrics, consumer_lag, tally
 from streams.offsets import Gap, next_offsets, offset_gaps, splice
 
 log = structlog.get_logger("intentstream.agent_io")
@@ -58,11 +65,14 @@ async def produce_all(sends: Sequence) -> None:
 
 
 async def read_gaps(
-    bootstrap: list[str], gaps: Sequence[Gap], timeout_s: float = 30.0
+    bootstrap: list[str], gaps: Sequence[Gap], timeout_s: float = 30.0,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> list[RawMessage]:
-    """Re-read skipped offset ranges with a plain consumer (no group, no commits)."""
+    """Re-read skipped offset ranges with a plain consumer (no group, no commits).
+
+    `client_kwargs`: aiokafka security settings (`Settings.kafka_client_kwargs()`)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **(client_kwargs or {}))
     await consumer.start()
     try:
         ends = {TopicPartition(g.topic, g.partition): g.end for g in gaps}
@@ -91,16 +101,19 @@ def next_offset_reader(progress: TableT) -> Callable[[str, int], int | None]:
 
 async def with_skipped(
     events: Sequence[EventT], next_offset: Callable[[str, int], int | None],
-    bootstrap: list[str],
+    bootstrap: list[str], metrics: AgentMetrics,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> list[RawMessage]:
     """The batch as raw messages, plus any earlier input Faust skipped without processing."""
     messages = [raw_message(e) for e in events]
     gaps = offset_gaps(messages, next_offset)
     if not gaps:
         return messages
-    recovered = await read_gaps(bootstrap, gaps)
+    recovered = await read_gaps(bootstrap, gaps, client_kwargs=client_kwargs)
     log.warning("input.skipped_reread", gaps=[f"{g.topic}[{g.partition}]:{g.start}-{g.end}"
                                               for g in gaps], messages=len(recovered))
+    for topic, n in tally(m.topic for m in recovered).items():
+        metrics.reread.labels(topic).inc(n)
     return splice(messages, recovered)
 
 
@@ -130,20 +143,64 @@ async def run_acked_batches(
     within_s: float,
     process: Callable[[Sequence[EventT]], Awaitable[object]],
     failure: str,
+    metrics: AgentMetrics,
 ) -> None:
     """The at-least-once loop: a micro-batch is acked only after `process` returned.
 
     `noack_take` leaves acking to us, so a batch that failed or was cancelled mid-way stays
     unacked and Faust commits nothing past it. An exception is a bug, not bad input (that is
     dead-lettered or counted): stop with a non-zero exit rather than idle with a dead agent;
-    a restarted process handles the unacked batch again.
+    a restarted process handles the unacked batch again. Every log line of a batch carries
+    its sequence number and size.
     """
+    numbers = itertools.count(1)
     async for events in stream.noack_take(max_events, within_s):
-        try:
-            await process(events)
-        except Exception as exc:
-            log.exception(failure, events=len(events))
-            await app.crash(exc)
-            raise
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(batch=next(numbers),
+                                                     batch_events=len(events)):
+            try:
+                await process(events)
+            except Exception as exc:
+                log.exception(failure)
+                await app.crash(exc)
+                raise
         for event in events:
             await stream.ack(event)
+        metrics.count_batch((e.message.topic for e in events), time.perf_counter() - started)
+
+
+def assigned_highwaters(app: AppT, topics: Collection[str]) -> dict[tuple[str, int], int | None]:
+    """Highwater of each input partition assigned to this process, as of its last fetch.
+
+    Raises LookupError while there is no consistent answer (consumer not started, or a
+    rebalance changed the assignment between the two calls)."""
+    consumer = app.consumer
+    try:
+        assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
+        return {(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned}
+    except (ConsumerNotStarted, AssertionError, AttributeError) as exc:
+        # aiokafka asserts the partition is assigned; its assignment can be None mid-rebalance
+        raise LookupError("no consistent assignment") from exc
+
+
+async def report_lag(
+    app: AppT, topics: Collection[str], next_offset: Callable[[str, int], int | None],
+    metrics: AgentMetrics,
+) -> None:
+    """Refresh the lag gauges; skipped (kept as they were) while a rebalance is under way.
+
+    Partitions with nothing processed yet count from their log start (one ListOffsets call);
+    metrics never take the agent down, so any failure here is only logged."""
+    try:
+        highwaters = assigned_highwaters(app, topics)
+        fresh = [TP(t, p) for (t, p), hw in highwaters.items()
+                 if hw is not None and next_offset(t, p) is None]
+        starts = await app.consumer.earliest_offsets(*fresh) if fresh else {}
+    except LookupError:
+        return
+    except Exception:
+        log.warning("lag.unavailable", exc_info=True)
+        return
+    lags = consumer_lag(highwaters, next_offset,
+                        {(tp.topic, tp.partition): offset for tp, offset in starts.items()})
+    metrics.set_lag(highwaters, lags)

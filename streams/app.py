@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import faust
+import structlog
 
+from streams.metrics import WORKER_REGISTRY, serve_metrics
 from streams.settings import Settings, get_settings
 from streams.topics import ensure_topics
+
+log = structlog.get_logger("intentstream.app")
 
 
 class IntentStreamApp(faust.App):
@@ -14,6 +18,11 @@ class IntentStreamApp(faust.App):
         self.settings = settings
 
     async def on_first_start(self) -> None:
+        # Only a worker starts the app (commands don't), once per process. First, so a taken
+        # port stops the worker before it joins the group.
+        if serve_metrics(self.settings.metrics_port, WORKER_REGISTRY,
+                         "INTENTSTREAM_METRICS_PORT") is not None:
+            log.info("metrics.serving", port=self.settings.metrics_port)
         # Source and output topics must exist with the table's partition count before the
         # consumer subscribes (a broker's auto-create would choose its own count).
         await ensure_topics(self.settings)

@@ -29,12 +29,14 @@ from streams.agent_io import (
     as_current,
     partition_anchors,
     produce_all,
+    report_lag,
     run_acked_batches,
     save_progress,
     with_skipped,
 )
 from streams.feedback import (
     FeedbackBatch,
+    FeedbackExample,
     FeedbackPolicy,
     InputTopics,
     TimerIndex,
@@ -43,6 +45,19 @@ from streams.feedback import (
     with_responses,
 )
 from streams.feedback_store import FeedbackStore
+from streams.metrics import (
+    FEEDBACK,
+    FEEDBACK_EXAMPLES,
+    FEEDBACK_INVALID,
+    FEEDBACK_OUTCOMES,
+    FEEDBACK_PENDING_USERS,
+    FEEDBACK_REGISTRY,
+    FEEDBACK_RESPONSES,
+    LAG_REFRESH_S,
+    serve_metrics,
+    split_invalid,
+    tally,
+)
 from streams.records import encode
 from streams.settings import Settings, get_settings
 from streams.topics import bootstrap_servers, ensure_topics
@@ -67,6 +82,10 @@ class FeedbackApp(faust.App):
         self.timers_stale = True
 
     async def on_first_start(self) -> None:
+        # Once per process, before joining the group: a taken port is a config error.
+        if serve_metrics(self.settings.feedback_metrics_port, FEEDBACK_REGISTRY,
+                         "INTENTSTREAM_FEEDBACK_METRICS_PORT") is not None:
+            log.info("metrics.serving", port=self.settings.feedback_metrics_port)
         # The inputs must exist with the tables' partition count before the consumer subscribes.
         await ensure_topics(self.settings, names=sidecar_topics(self.settings))
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +94,7 @@ class FeedbackApp(faust.App):
 
 settings = get_settings()
 app = FeedbackApp(settings)
+KAFKA_CLIENT = settings.kafka_client_kwargs()  # for the plain consumer re-reading skipped input
 POLICY = FeedbackPolicy(
     label=settings.label_policy(),
     alert=settings.alert_policy(),  # must equal the worker's: its decisions are replayed
@@ -120,11 +140,30 @@ def progress(partition: int) -> dict:
     return progress_table.get(str(partition)) or {"max_ts": None, "next": {}}
 
 
+def next_offset(topic: str, partition: int) -> int | None:
+    return progress(partition)["next"].get(topic)
+
+
+def report_batch(batch: FeedbackBatch, fresh: Sequence[FeedbackExample]) -> None:
+    FEEDBACK_EXAMPLES.inc(len(fresh))
+    for (source, reason), n in split_invalid(batch.invalid).items():
+        FEEDBACK_INVALID.labels(source, reason).inc(n)
+    for status, n in tally(r.status for r in batch.responses).items():
+        FEEDBACK_RESPONSES.labels(status).inc(n)
+    for outcome, n in batch.counts.items():
+        if outcome not in ("examples", "stored"):  # examples: FEEDBACK_EXAMPLES
+            FEEDBACK_OUTCOMES.labels(outcome).inc(n)
+    FEEDBACK_PENDING_USERS.set(len(app.timers))
+    for e in fresh:  # a labelled example is what a prediction becomes: same id
+        log.debug("feedback.example", user_id=e.user_id, prediction_id=e.example_id,
+                  session_id=e.session_id, model_version=e.model_version)
+
+
 async def process_batch(store: FeedbackStore, events: Sequence[EventT]) -> FeedbackBatch:
     if app.timers_stale:
         rebuild_timers()
-    messages = await with_skipped(events, lambda topic, p: progress(p)["next"].get(topic),
-                                  bootstrap_servers(settings.broker_url))
+    messages = await with_skipped(events, next_offset, bootstrap_servers(settings.broker_url),
+                                  FEEDBACK, KAFKA_CLIENT)
     batch = plan_feedback(messages, TOPICS, users_table.get,
                           lambda partition: progress(partition)["max_ts"], app.timers, POLICY)
     if batch.responses:  # first (idempotent), so examples resolved now already carry them
@@ -146,6 +185,7 @@ async def process_batch(store: FeedbackStore, events: Sequence[EventT]) -> Feedb
             users_table[user_id] = state
     save_progress(progress_table, messages, events, extra=lambda partition, after: {
         **after, "max_ts": batch.max_ts.get(partition, after.get("max_ts"))})
+    report_batch(batch, fresh)
     if batch.invalid:
         log.warning("feedback.invalid_input", **batch.invalid)
     log.info("feedback.batch", messages=len(events), responses=len(batch.responses),
@@ -160,9 +200,16 @@ async def label_predictions(stream: StreamT) -> None:
         await run_acked_batches(
             app, stream, settings.batch_max_events, settings.batch_within_s,
             lambda events: process_batch(store, events), failure="feedback.batch_failed",
+            metrics=FEEDBACK,
         )
     finally:
         store.close()
+
+
+@app.timer(interval=LAG_REFRESH_S)
+async def report_consumer_lag() -> None:
+    await report_lag(app, {TOPICS.events, TOPICS.scores, TOPICS.responses}, next_offset,
+                     FEEDBACK)
 
 
 @app.command(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from inference.client import Prediction, ScoringError, TritonScorer
+from streams import metrics
 from streams.alerts import Alert, AlertPolicy, AlertState, alerts_for
 from streams.batching import BatchPlan
 from streams.records import IntentScore, intent_score
@@ -32,11 +33,16 @@ async def score_until_done(
         started = time.perf_counter()
         try:
             predictions = await scorer.score(texts)
-            return predictions, (time.perf_counter() - started) * 1000
         except ScoringError as exc:
-            log.warning("triton.retry", attempt=attempt, delay_s=delay, error=str(exc)[:300])
+            metrics.TRITON_RETRIES.inc()
+            log.warning("triton.retry", attempt=attempt, delay_s=delay, texts=len(texts),
+                        error=str(exc)[:300])
             await asyncio.sleep(delay)
             delay = min(delay * 2, retry_max_s)
+            continue
+        elapsed = time.perf_counter() - started
+        metrics.TRITON_SECONDS.observe(elapsed)
+        return predictions, elapsed * 1000
 
 
 async def score_plan(
@@ -50,6 +56,7 @@ async def score_plan(
     if not plan.to_score:
         return []
     texts = [render(item.session, max_chars) for item in plan.to_score]
+    metrics.BATCH_TEXTS.observe(len(texts))
     predictions, latency_ms = await score_until_done(scorer, texts, retry_max_s)
     now_ms = int(clock() * 1000)
     return [

@@ -9,17 +9,20 @@ rebalance (faust-streaming/faust#527) is noticed by offset and re-read (streams/
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import structlog
 from faust.types import EventT, StreamT
 
 from inference.client import TritonScorer
+from streams import metrics
 from streams.agent_io import (
     as_current,
     next_offset_reader,
     partition_anchors,
     produce_all,
+    report_lag,
     run_acked_batches,
     save_progress,
     with_skipped,
@@ -46,6 +49,7 @@ log = structlog.get_logger("intentstream.worker")
 POLICY = settings.session_policy()
 ALERT_POLICY = settings.alert_policy()
 PRIVACY = settings.privacy_policy()
+KAFKA_CLIENT = settings.kafka_client_kwargs()  # for the plain consumer re-reading skipped input
 
 
 def write_states(
@@ -69,38 +73,88 @@ async def raise_alerts(
     """Alerts for a batch's scores; alert state is saved only after delivery."""
     alerts, changed = decide_alerts(plan, records, alert_state_table.get, ALERT_POLICY)
     await produce_all(
-        [alert_topics[a.head].send(key=a.user_id.encode(), value=encode(a)) for a in alerts]
+        [alert_topics[a.head].send(key=a.user_id.encode(), value=encode(a),
+                                   partition=input_partition(plan, messages, a.user_id))
+         for a in alerts]
     )
     for user, state in changed.items():
         with as_current(anchors[messages[plan.last_message[user]].partition]):
             alert_state_table[user] = state
+    report_alerts(alerts)
     return alerts
+
+
+def report_alerts(alerts: Sequence[Alert]) -> None:
+    for alert in alerts:
+        # `reason` is the decision, not Alert.reason: that one quotes session text (privacy).
+        log.info("alert.raised", user_id=alert.user_id, prediction_id=alert.prediction_id,
+                 alert_id=alert.alert_id, head=alert.head,
+                 reason="explore" if alert.explored else "threshold",
+                 probability=alert.probability, threshold=alert.threshold)
+    for (head, explored), n in metrics.tally((a.head, a.explored) for a in alerts).items():
+        metrics.ALERTS.labels(head, "true" if explored else "false").inc(n)
+
+
+async def send_dead_letters(plan: BatchPlan) -> None:
+    """Dead letters keyed like their input (by user, pseudonymised when user ids are), so they
+    spread over the DLQ's partitions in per-user order. The log names the reason and where the
+    input was, never its bytes or text: those are on the DLQ topic only."""
+    await produce_all([dlq_topic.send(key=d.message_key(), value=encode(d))
+                       for d in plan.dead_letters])
+    for d in plan.dead_letters:
+        log.warning("dead_letter", reason=d.reason, topic=d.source.topic,
+                    partition=d.source.partition, offset=d.source.offset)
+    for reason, n in metrics.tally(d.reason for d in plan.dead_letters).items():
+        metrics.DEAD_LETTERS.labels(reason).inc(n)
+
+
+def input_partition(plan: BatchPlan, messages: Sequence[RawMessage], user_id: str) -> int:
+    """The partition a user's events came in on. Outputs go to the same partition number, so
+    they stay co-partitioned with the input (the sidecar joins them per partition) even when
+    their key is a pseudonym, which hashes elsewhere than the raw user id."""
+    return messages[plan.last_message[user_id]].partition
+
+
+async def send_scores(
+    plan: BatchPlan, messages: Sequence[RawMessage], records: Sequence[IntentScore]
+) -> None:
+    await produce_all(
+        [scores_topic.send(key=r.user_id.encode(), value=encode(r),
+                           partition=input_partition(plan, messages, r.user_id))
+         for r in records]
+    )
+    closed = sum(1 for r in records if r.closed)
+    metrics.SCORES.labels("closed").inc(closed)
+    metrics.SCORES.labels("open").inc(len(records) - closed)
+    if log.is_enabled_for(logging.DEBUG):  # thousands a second: skip the loop unless wanted
+        for r in records:
+            log.debug("score", user_id=r.user_id, prediction_id=r.prediction_id,
+                      session_id=r.session_id, closed=r.closed, n_events=r.window.n_events,
+                      model_version=r.model.version, strength=r.strength.label,
+                      churn=round(r.churn, 4))
 
 
 async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> BatchPlan:
     messages = await with_skipped(
-        events, next_offset_reader(progress_table), bootstrap_servers(settings.broker_url)
+        events, next_offset_reader(progress_table), bootstrap_servers(settings.broker_url),
+        metrics.WORKER, KAFKA_CLIENT,
     )
     anchors = partition_anchors(events)
     plan = plan_batch(messages, sessions_table.get, POLICY, settings.max_event_bytes,
                       PRIVACY)
-    await produce_all(
-        [dlq_topic.send(key=d.source.topic.encode(), value=encode(d)) for d in plan.dead_letters]
-    )
+    await send_dead_letters(plan)
     write_states(plan, messages, anchors)
     records = await score_plan(
         scorer, plan, POLICY.max_chars, settings.score_retry_max_s
     )
     if records:
-        await produce_all(
-            [scores_topic.send(key=r.user_id.encode(), value=encode(r)) for r in records]
-        )
+        await send_scores(plan, messages, records)
         await raise_alerts(plan, messages, anchors, records)
     # Closed sessions leave the table only once their final score is on the topic.
     write_states(plan, messages, anchors, only_pending=True)
     save_progress(progress_table, messages, events)
-    log.info("batch.done", events=len(events), valid=plan.n_valid,
-             dead_letters=len(plan.dead_letters), scored=len(plan.to_score))
+    log.info("batch.done", valid=plan.n_valid, dead_letters=len(plan.dead_letters),
+             scored=len(plan.to_score))
     return plan
 
 
@@ -111,11 +165,19 @@ async def score_sessions(stream: StreamT) -> None:
         model_name=settings.triton_model,
         max_batch=settings.score_max_batch,
         timeout_s=settings.score_timeout_s,
+        **settings.triton_client_kwargs(),
     )
     try:
         await run_acked_batches(
             app, stream, settings.batch_max_events, settings.batch_within_s,
             lambda events: process_batch(scorer, events), failure="batch.failed",
+            metrics=metrics.WORKER,
         )
     finally:
         await scorer.close()
+
+
+@app.timer(interval=metrics.LAG_REFRESH_S)
+async def report_consumer_lag() -> None:
+    await report_lag(app, {settings.events_topic}, next_offset_reader(progress_table),
+                     metrics.WORKER)

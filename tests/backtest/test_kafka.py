@@ -56,6 +56,8 @@ class Live:
             "INTENTSTREAM_ALERTS_CHURN_TOPIC": self.topic("alerts.churn"),
             "INTENTSTREAM_DATA_DIR": str(workdir / "data"),
             "INTENTSTREAM_BATCH_WITHIN_S": "0.3",
+            "INTENTSTREAM_METRICS_PORT": "0",  # no Prometheus port fights between test workers
+            "INTENTSTREAM_FEEDBACK_METRICS_PORT": "0",
             # Faust's web server (on by default in `worker`) must not collide with a demo's.
             "WEB_PORT": str(free_port()),
         }

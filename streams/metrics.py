@@ -1,0 +1,220 @@
+"""Prometheus metrics of the scoring worker and the feedback sidecar (docs/observability.md).
+
+Each process serves its own registry (`WORKER_REGISTRY`, `FEEDBACK_REGISTRY`), so a scrape
+shows only what that process does. The two agents share a set of names (`AgentMetrics`:
+events in, batch sizes and times, consumer lag), told apart by the scrape target. Counting is
+per micro-batch (`inc(n)`), never per event. Pure helpers (lag arithmetic, tallies) are kept
+apart from the HTTP server so they can be tested without one.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+TP = tuple[str, int]  # (topic, partition)
+K = TypeVar("K", bound=Hashable)
+
+# Micro-batches hold up to `batch_max_events` (default 1000) events; Triton calls take
+# milliseconds on a GPU and up to `score_timeout_s` when it struggles.
+EVENT_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+TEXT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LAG_REFRESH_S = 5.0  # how often each agent recomputes its consumer lag
+
+LAG_HELP = (
+    "Input records not yet processed: the partition's highwater (from the consumer's last "
+    "fetch) minus the next offset this group will process. Exact on Apache Kafka; "
+    "approximate on the embedded Tansu broker, which can misreport end offsets "
+    "(docs/broker.md). Refreshed every 5 s, for the partitions assigned to this process."
+)
+
+
+def _registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+WORKER_REGISTRY = _registry()
+FEEDBACK_REGISTRY = _registry()
+
+
+@dataclass(frozen=True)
+class AgentMetrics:
+    """What both agents report, under the same names, each in its own registry."""
+
+    events_in: Counter
+    reread: Counter
+    batch_events: Histogram
+    batch_seconds: Histogram
+    lag: Gauge
+    highwater: Gauge
+    lag_reported: set[TP] = field(default_factory=set)  # label sets now exported
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> AgentMetrics:
+        return cls(
+            events_in=Counter(
+                "intentstream_events_in", "Input records taken from Kafka, by topic "
+                "(re-read skipped input is counted in intentstream_input_reread_total)",
+                ["topic"], registry=registry),
+            reread=Counter(
+                "intentstream_input_reread", "Input records Faust skipped during a rebalance "
+                "and the agent re-read by offset (faust-streaming/faust#527)",
+                ["topic"], registry=registry),
+            batch_events=Histogram(
+                "intentstream_batch_events", "Input records per micro-batch",
+                buckets=EVENT_BUCKETS, registry=registry),
+            batch_seconds=Histogram(
+                "intentstream_batch_seconds", "Time to process one micro-batch, from taking "
+                "it to acking it (includes Triton and waiting for the broker's acks)",
+                buckets=SECONDS_BUCKETS, registry=registry),
+            lag=Gauge("intentstream_consumer_lag", LAG_HELP, ["topic", "partition"],
+                      registry=registry),
+            highwater=Gauge(
+                "intentstream_consumer_highwater", "Highwater (end offset) of each assigned "
+                "input partition as last fetched; can be misreported on the embedded Tansu "
+                "broker (docs/broker.md)", ["topic", "partition"], registry=registry),
+        )
+
+    def count_batch(self, topics: Iterable[str], seconds: float) -> None:
+        """One processed micro-batch, given each of its records' topic."""
+        n = 0
+        for topic, count in tally(topics).items():
+            self.events_in.labels(topic).inc(count)
+            n += count
+        self.batch_events.observe(n)
+        self.batch_seconds.observe(seconds)
+
+    def set_lag(self, highwaters: Mapping[TP, int | None], lags: Mapping[TP, int]) -> None:
+        """Export the current lags; drop partitions no longer assigned to this process."""
+        for topic, partition in self.lag_reported - lags.keys():
+            self.lag.remove(topic, str(partition))
+            self.highwater.remove(topic, str(partition))
+        for (topic, partition), lag in lags.items():
+            self.lag.labels(topic, str(partition)).set(lag)
+            self.highwater.labels(topic, str(partition)).set(
+                highwaters.get((topic, partition)) or 0)
+        self.lag_reported.clear()
+        self.lag_reported.update(lags)
+
+
+WORKER = AgentMetrics.create(WORKER_REGISTRY)
+FEEDBACK = AgentMetrics.create(FEEDBACK_REGISTRY)
+
+# --- scoring worker --------------------------------------------------------------------------
+DEAD_LETTERS = Counter(
+    "intentstream_dead_letters", "Input records sent to the dead-letter topic, by reason code "
+    "(not_json, missing_field, too_large, late_event, …)", ["reason"], registry=WORKER_REGISTRY)
+SCORES = Counter(
+    "intentstream_scores", "Intent scores produced; session=closed: the final scoring of a "
+    "session a later event closed", ["session"], registry=WORKER_REGISTRY)
+BATCH_TEXTS = Histogram(
+    "intentstream_batch_texts", "Session texts per scoring call (one per user touched in a "
+    "micro-batch, plus one per session it closed)", buckets=TEXT_BUCKETS,
+    registry=WORKER_REGISTRY)
+TRITON_SECONDS = Histogram(
+    "intentstream_triton_latency_seconds", "Successful Triton scoring calls: all of a "
+    "batch's gRPC requests (score_max_batch texts each), sent concurrently",
+    buckets=SECONDS_BUCKETS, registry=WORKER_REGISTRY)
+TRITON_RETRIES = Counter(
+    "intentstream_triton_retries", "Failed Triton scoring calls, each retried after a "
+    "backoff (the batch stalls meanwhile, nothing is dropped)", registry=WORKER_REGISTRY)
+ALERTS = Counter(
+    "intentstream_alerts", "Alerts produced, by head (intent, churn) and whether "
+    "exploration sent it (explored=true: below threshold, sent to learn)",
+    ["head", "explored"], registry=WORKER_REGISTRY)
+
+# --- feedback sidecar ------------------------------------------------------------------------
+FEEDBACK_EXAMPLES = Counter(
+    "intentstream_feedback_examples", "Labelled examples newly written to the feedback topic "
+    "and store (redelivered ones not counted again)", registry=FEEDBACK_REGISTRY)
+FEEDBACK_INVALID = Counter(
+    "intentstream_feedback_invalid", "Input records the sidecar ignored, by input "
+    "(events, scores, responses) and reason code", ["input", "reason"],
+    registry=FEEDBACK_REGISTRY)
+FEEDBACK_RESPONSES = Counter(
+    "intentstream_feedback_responses", "Alert responses received, by status "
+    "(a redelivered response counts again; the store keeps one)",
+    ["status"], registry=FEEDBACK_REGISTRY)
+FEEDBACK_OUTCOMES = Counter(
+    "intentstream_feedback_outcomes", "What the sidecar did with its inputs: event_<outcome>, "
+    "score_<outcome> (added, duplicate, expired, …) and expired predictions",
+    ["outcome"], registry=FEEDBACK_REGISTRY)
+FEEDBACK_PENDING_USERS = Gauge(
+    "intentstream_feedback_pending_users", "Users with predictions waiting for their label "
+    "horizon, in the partitions assigned to this process", registry=FEEDBACK_REGISTRY)
+
+
+# --- pure helpers ----------------------------------------------------------------------------
+def tally(values: Iterable[K]) -> dict[K, int]:
+    return dict(collections.Counter(values))
+
+
+def consumer_lag(
+    highwaters: Mapping[TP, int | None],
+    next_offset: Callable[[str, int], int | None],
+    log_start: Mapping[TP, int] | None = None,
+) -> dict[TP, int]:
+    """Per partition: highwater − the next offset to process, never below 0.
+
+    A partition without a known highwater (not fetched yet) is left out; one with nothing
+    processed yet counts from its log start (when given; else it is left out). Tansu can
+    report a highwater below the true end (docs/broker.md), which the floor at 0 hides."""
+    lags: dict[TP, int] = {}
+    for (topic, partition), highwater in highwaters.items():
+        if highwater is None:
+            continue
+        position = next_offset(topic, partition)
+        if position is None:
+            position = (log_start or {}).get((topic, partition))
+        if position is not None:
+            lags[(topic, partition)] = max(0, highwater - position)
+    return lags
+
+
+def split_invalid(invalid: Mapping[str, int]) -> dict[tuple[str, str], int]:
+    """The sidecar's "input:reason" tallies as (input, reason) label pairs."""
+    out: dict[tuple[str, str], int] = {}
+    for key, count in invalid.items():
+        source, _, reason = key.rpartition(":")
+        out[(source, reason)] = out.get((source, reason), 0) + count
+    return out
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+class MetricsPortError(RuntimeError):
+    """The metrics port cannot be bound (taken, or privileged): a configuration error."""
+
+
+def serve_metrics(port: int, registry: CollectorRegistry, setting: str) -> WSGIServer | None:
+    """Serve `registry` on http://0.0.0.0:`port`/metrics in a daemon thread; 0 turns it off.
+
+    `setting` names the env var in the error, so the operator knows what to change."""
+    if port <= 0:
+        return None
+    try:
+        server, _thread = start_http_server(port, registry=registry)
+    except OSError as exc:
+        raise MetricsPortError(
+            f"cannot serve metrics on port {port}: {exc.strerror or exc}; set {setting} to a "
+            "free port, or to 0 to turn the metrics endpoint off"
+        ) from exc
+    return server

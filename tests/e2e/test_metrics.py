@@ -1,0 +1,189 @@
+"""Observability end to end: the real Tansu broker, tritonserver and worker process. What the
+worker's /metrics endpoint counts must equal what went in and what came out on the topics,
+and its JSON log must carry user and prediction ids but no event text."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+from collections import Counter
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.embedded import free_port
+from tests.e2e.kafka_io import produce, read_until, run
+from tests.e2e.test_slice import all_users_complete, events_per_user
+from tests.e2e.traffic import make_traffic
+
+pytestmark = pytest.mark.e2e
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def by_label(samples: Samples, name: str, *keys: str) -> dict[tuple[str, ...], float]:
+    out = {}
+    for (sample, labels), v in samples.items():
+        if sample == name and v:
+            found = dict(labels)
+            out[tuple(found[k] for k in keys)] = v
+    return out
+
+
+def wait_for(port: int, ok, timeout_s: float, alive) -> Samples:
+    """Scrape until `ok(samples)`; the last scrape either way."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        samples = scrape(port)
+        if ok(samples) or time.monotonic() > deadline:
+            return samples
+        assert alive(), "the worker died"
+        time.sleep(1)
+
+
+def json_lines(text: str) -> list[dict]:
+    return [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_metrics_equal_what_went_in_and_came_out_and_logs_carry_ids(stack):
+    traffic = make_traffic(n_users=80, events_per_user=(4, 9), n_malformed=40, seed=5)
+    port, sidecar_port = free_port(), free_port()
+    env = {
+        "INTENTSTREAM_METRICS_PORT": str(port),
+        "INTENTSTREAM_FEEDBACK_METRICS_PORT": str(sidecar_port),
+        "INTENTSTREAM_LOG_LEVEL": "debug",
+        # low thresholds: many alerts to count
+        "INTENTSTREAM_ALERT_INTENT_THRESHOLD": "0.05",
+        "INTENTSTREAM_ALERT_CHURN_THRESHOLD": "0.05",
+    }
+    worker = stack.start_worker(**env)
+    sidecar = stack.start_sidecar(**env)
+    run(produce(stack.bootstrap, stack.topics["events"], traffic.records))
+    expected = events_per_user(traffic.valid)
+    t = stack.topics
+    run(read_until(stack.bootstrap, [t["scores"]],
+                   lambda seen: all_users_complete(expected)({"scores": seen[t["scores"]]}),
+                   timeout_s=120, alive=lambda: worker.alive))
+
+    # Events in are counted once a batch is acked, so then its outputs are all on the topics;
+    # the lag is refreshed every 5 s.
+    n_in = len(traffic.records)
+    lag_partitions = {("0",), ("1",), ("2",), ("3",)}
+
+    def drained(samples: Samples) -> bool:
+        lags = by_label(samples, "intentstream_consumer_lag", "partition")
+        present = {labels for (name, labels) in samples if name == "intentstream_consumer_lag"}
+        return (value(samples, "intentstream_events_in_total", topic=t["events"]) == n_in
+                and len(present) == 4 and not lags)
+
+    samples = wait_for(port, drained, timeout_s=60, alive=lambda: worker.alive)
+    assert value(samples, "intentstream_events_in_total", topic=t["events"]) == n_in
+    assert value(samples, "intentstream_batch_events_sum") == n_in
+    lags = {labels: v for (name, labels), v in samples.items()
+            if name == "intentstream_consumer_lag"}
+    assert {tuple(v for k, v in sorted(labels) if k == "partition") for labels in lags} == (
+        lag_partitions), lags
+    assert set(lags.values()) == {0.0}, lags
+    # Lag 0 is not the floor hiding a short highwater: the fetched highwaters add up to the
+    # input (Tansu 0.6.0 answers fetches right; its ListOffsets "latest" is what is off).
+    assert sum(by_label(samples, "intentstream_consumer_highwater", "partition").values()) == (
+        n_in)
+
+    # Read every output topic until it holds what the metrics say was produced.
+    scores_n = (value(samples, "intentstream_scores_total", session="open")
+                + value(samples, "intentstream_scores_total", session="closed"))
+    alerts_n = sum(by_label(samples, "intentstream_alerts_total", "head", "explored").values())
+    dlq_n = sum(by_label(samples, "intentstream_dead_letters_total", "reason").values())
+    outputs = [t["scores"], t["dlq"], t["alerts_intent"], t["alerts_churn"]]
+    seen = run(read_until(
+        stack.bootstrap, outputs,
+        lambda s: (len(s[t["scores"]]), len(s[t["dlq"]]),
+                   len(s[t["alerts_intent"]]) + len(s[t["alerts_churn"]])) == (
+                       scores_n, dlq_n, alerts_n),
+        timeout_s=30))
+    scores = [orjson.loads(r.value) for r in seen[t["scores"]]]
+    dlq = [orjson.loads(r.value) for r in seen[t["dlq"]]]
+    alerts = [orjson.loads(r.value) for r in seen[t["alerts_intent"]] + seen[t["alerts_churn"]]]
+    print(f"\n[metrics] {n_in} events in -> {len(scores)} scores, {len(dlq)} DLQ, "
+          f"{len(alerts)} alerts; Triton calls "
+          f"{value(samples, 'intentstream_triton_latency_seconds_count'):.0f}; highwaters "
+          f"{by_label(samples, 'intentstream_consumer_highwater', 'partition')}")
+
+    # Dead letters: by reason, as on the DLQ topic, and keyed by the input's key (user).
+    assert len(dlq) == len(traffic.malformed)
+    assert by_label(samples, "intentstream_dead_letters_total", "reason") == {
+        (reason,): float(n) for reason, n in Counter(d["reason"] for d in dlq).items()}
+    assert {r.key for r in seen[t["dlq"]]} == {key for key, _ in traffic.malformed}
+    # Scores, open and closed, and the texts sent to Triton.
+    assert scores and len(scores) == scores_n
+    assert value(samples, "intentstream_scores_total", session="closed") == sum(
+        s["closed"] for s in scores)
+    assert value(samples, "intentstream_batch_texts_sum") == len(scores)
+    assert value(samples, "intentstream_triton_latency_seconds_count") > 0
+    assert value(samples, "intentstream_triton_latency_seconds_sum") > 0
+    assert value(samples, "intentstream_triton_retries_total") == 0
+    # Alerts by head and exploration, as on the alert topics.
+    assert alerts and by_label(samples, "intentstream_alerts_total", "head", "explored") == {
+        (head, str(explored).lower()): float(n)
+        for (head, explored), n in Counter((a["head"], a["explored"]) for a in alerts).items()}
+
+    # Logs: JSON lines with ids (scores at debug, alerts at info), dead letters without payload.
+    text = worker.log_path.read_text(errors="replace")
+    lines = json_lines(text)
+    logged_scores = {(e["user_id"], e["prediction_id"]) for e in lines if e["event"] == "score"}
+    assert logged_scores == {(s["user_id"], s["prediction_id"]) for s in scores}
+    raised = [e for e in lines if e["event"] == "alert.raised"]
+    assert {(e["user_id"], e["prediction_id"], e["alert_id"], e["head"]) for e in raised} == {
+        (a["user_id"], a["prediction_id"], a["alert_id"], a["head"]) for a in alerts}
+    assert all(e["level"] == "info" and e["reason"] in {"threshold", "explore"} for e in raised)
+    dead = [e for e in lines if e["event"] == "dead_letter"]
+    assert len(dead) == len(traffic.malformed)
+    assert all(e["level"] == "warning" and e["reason"] and e["topic"] == t["events"]
+               and isinstance(e["offset"], int) for e in dead)
+    assert all("batch" in e for e in dead + raised)  # bound per micro-batch
+    # No event text or raw input in the log: queries, titles, malformed payloads.
+    for leak in ("trail running", "Speedcross", "not json", "teleport", "x" * 64):
+        assert leak not in text, leak
+    assert worker.alive, worker.log_tail()
+
+    # The sidecar's endpoint: the same inputs, counted by topic; bad events by reason.
+    def sidecar_done(samples: Samples) -> bool:
+        return (value(samples, "intentstream_events_in_total", topic=t["events"]) == n_in
+                and value(samples, "intentstream_events_in_total", topic=t["scores"])
+                == len(scores))
+
+    side = wait_for(sidecar_port, sidecar_done, timeout_s=90, alive=lambda: sidecar.alive)
+    assert sidecar_done(side), sidecar.log_tail()
+    assert by_label(side, "intentstream_feedback_invalid_total", "input", "reason") == {
+        ("events", reason): float(n) for reason, n in Counter(d["reason"] for d in dlq).items()}
+    assert ("intentstream_dead_letters_total" not in {name for name, _ in side})  # own registry
+    assert sidecar.alive, sidecar.log_tail()
+
+
+def test_a_taken_metrics_port_stops_the_worker_with_a_clear_error(stack):
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = stack.start_worker(INTENTSTREAM_METRICS_PORT=str(port),
+                                    INTENTSTREAM_FEEDBACK_METRICS_PORT="0")
+        deadline = time.monotonic() + 60
+        while worker.alive and time.monotonic() < deadline:
+            time.sleep(0.5)
+    assert not worker.alive, worker.log_tail()
+    assert worker.process is not None and worker.process.returncode != 0
+    assert f"cannot serve metrics on port {port}" in worker.log_tail(200)
+    assert "INTENTSTREAM_METRICS_PORT" in worker.log_tail(200)
