@@ -72,6 +72,9 @@ class Stack:
             "INTENTSTREAM_ALERT_RESPONSES_TOPIC": self.topics["responses"],
             "INTENTSTREAM_FEEDBACK_TOPIC": self.topics["feedback"],
             "INTENTSTREAM_FEEDBACK_DB": str(self.feedback_db),
+            # Prometheus endpoints off: parallel workers must not fight over the default port.
+            "INTENTSTREAM_METRICS_PORT": "0",
+            "INTENTSTREAM_FEEDBACK_METRICS_PORT": "0",
         }
         env.update(overrides)
         return env

@@ -1,4 +1,5 @@
-"""Plain aiokafka helpers for end-to-end tests: produce, and read a topic until a condition."""
+"""Plain aiokafka helpers for end-to-end tests: produce, read a topic until a condition or to
+its end, and read a consumer group's committed offsets."""
 
 from __future__ import annotations
 
@@ -6,18 +7,23 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+
+MAX_REQUEST_BYTES = 4 * 1024 * 1024  # lets poison tests produce ~1 MB values
 
 
 async def produce(
     bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes]]
-) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+) -> list[RecordMetadata]:
+    """Produce in order; each record's partition and offset, in the same order."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                                max_request_size=MAX_REQUEST_BYTES)
     await producer.start()
     try:
         futures = [await producer.send(topic, value=value, key=key) for key, value in records]
-        await asyncio.gather(*futures)
+        return list(await asyncio.gather(*futures))
     finally:
         await producer.stop()
 
@@ -34,7 +40,8 @@ async def read_until(
     `alive` is polled too, so a test fails at once when the process it waits on has died."""
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None,
+        enable_auto_commit=False, group_id=None, fetch_max_bytes=MAX_REQUEST_BYTES * 4,
+        max_partition_fetch_bytes=MAX_REQUEST_BYTES,
     )
     await consumer.start()
     seen: dict[str, list[ConsumerRecord]] = {t: [] for t in topics}
@@ -51,6 +58,50 @@ async def read_until(
     finally:
         await consumer.stop()
     return seen
+
+
+async def read_to_end(
+    bootstrap: str, topics: Sequence[str], partitions: int, timeout_s: float = 30.0
+) -> dict[str, list[ConsumerRecord]]:
+    """Everything on `topics` now: read from the beginning up to the end offsets seen at start.
+
+    Only for topics written one record per batch (the worker's outputs on the embedded
+    profile): Tansu's "latest" offset is wrong for multi-record batches (shared/notes)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+        auto_offset_reset="earliest", max_partition_fetch_bytes=MAX_REQUEST_BYTES,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        seen: dict[str, list[ConsumerRecord]] = {t: [] for t in topics}
+        async with asyncio.timeout(timeout_s):
+            while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    seen[tp.topic].extend(r for r in records if r.offset < ends[tp])
+        return seen
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> dict[int, int]:
+    """partition -> the group's committed offset (-1: none yet).
+
+    Partitions are always named: on Tansu, asking for all of a group's offsets breaks the
+    connection (shared/notes/broker.md)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        found = await admin.list_consumer_group_offsets(group, partitions=tps)
+        return {tp.partition: (found[tp].offset if tp in found else -1) for tp in tps}
+    finally:
+        await admin.close()
 
 
 def run(coro):  # tests are sync; each helper call gets its own short-lived loop
