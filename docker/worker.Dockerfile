@@ -30,6 +30,7 @@ COPY streams ./streams
 COPY inference ./inference
 COPY training ./training
 COPY backtest ./backtest
+COPY bench ./bench
 # A non-editable install: the runtime stage copies /opt/venv and nothing from /src.
 RUN pip install . \
  && python -c "import faust, tritonclient.grpc, streams.settings"
