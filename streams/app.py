@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 import structlog
 
+from streams.faust_app import IntentstreamFaustApp
 from streams.metrics import WORKER_REGISTRY, serve_metrics
 from streams.settings import Settings, get_settings
 from streams.topics import ensure_topics
@@ -12,7 +13,7 @@ from streams.topics import ensure_topics
 log = structlog.get_logger("intentstream.app")
 
 
-class IntentStreamApp(faust.App):
+class IntentStreamApp(IntentstreamFaustApp):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.app_id, **settings.faust_settings())
         self.settings = settings

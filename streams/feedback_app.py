@@ -34,6 +34,7 @@ from streams.agent_io import (
     save_progress,
     with_skipped,
 )
+from streams.faust_app import IntentstreamFaustApp
 from streams.feedback import (
     FeedbackBatch,
     FeedbackExample,
@@ -70,7 +71,7 @@ def sidecar_topics(settings: Settings) -> list[str]:
             settings.feedback_topic]
 
 
-class FeedbackApp(faust.App):
+class FeedbackApp(IntentstreamFaustApp):
     def __init__(self, settings: Settings) -> None:
         conf = settings.faust_settings()
         conf["datadir"] = str(settings.data_dir / settings.feedback_app_id)
