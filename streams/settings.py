@@ -70,7 +70,9 @@ class Settings(BaseSettings):
 
     # --- micro-batching and scoring ----------------------------------------------------------
     batch_max_events: int = Field(1000, ge=1, description="events taken per micro-batch")
-    batch_within_s: float = Field(0.5, gt=0, description="longest wait to fill a micro-batch")
+    # Short: while a batch is scored the next one gathers in the consumer's queue and is taken
+    # at once, so batches grow with load (coalescing) without a fixed wait at low load.
+    batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a micro-batch")
     triton_url: str = "127.0.0.1:8001"
     triton_model: str = "intent"
     score_max_batch: int = Field(32, ge=1, description="texts per Triton request")
