@@ -16,6 +16,7 @@ OWN_PARSERS = {
     "retrain": "training.retrain:main",
     "replay": "backtest.cli:replay_main",
     "backtest": "backtest.cli:backtest_main",
+    "bench": "bench.cli:main",
 }
 
 

@@ -1,0 +1,34 @@
+"""Baseline for `intentstream bench`: the floor of Faust itself on this broker.
+
+One table update and one output per event, no parsing beyond the bytes, no model. Run by the
+bench as `python -m bench.bare_agent worker`, configured by the same INTENTSTREAM_* settings.
+"""
+
+from __future__ import annotations
+
+import faust
+from faust.types import StreamT
+
+from streams.faust_app import IntentstreamFaustApp
+from streams.settings import get_settings
+
+settings = get_settings()
+app = IntentstreamFaustApp(settings.app_id, **settings.faust_settings())
+_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+        "value_serializer": "raw", "partitions": settings.partitions}
+events_topic = app.topic(settings.events_topic, **_RAW)
+out_topic = app.topic(settings.scores_topic, **_RAW)
+last_seen = app.Table("last_seen", default=None, partitions=settings.partitions,
+                      schema=faust.Schema(key_type=bytes, value_type=bytes,
+                                          key_serializer="raw", value_serializer="raw"))
+
+
+@app.agent(events_topic)
+async def forward_each_event(stream: StreamT) -> None:
+    async for event in stream.events():
+        last_seen[event.key] = event.value
+        await out_topic.send(key=event.key, value=event.value)
+
+
+if __name__ == "__main__":
+    app.main()

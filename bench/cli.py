@@ -1,0 +1,332 @@
+"""`intentstream bench`: the pipeline's speed as ratios measured in one run on this machine.
+
+Starts the embedded broker and a tritonserver (the MiniLM-sized intent model, CPU unless the
+server sees a GPU), then measures on simulated shop traffic:
+
+  (1) scored sessions/s through the full pipeline ÷ the raw in-process model on the same texts
+  (2) events/s through our worker ÷ a naive Faust agent that calls the model once per event
+  (3) events/s through our worker ÷ a bare Faust agent (one table update + one output per
+      event, no model): what our windows and coalescing cost over Faust itself
+  (4) event→score p99 at 50% of the worker's capacity ÷ the model's own batch latency
+
+The last line is `ratios: pipeline/model=… naive=…x bare_faust=… p99/batch=…`. Exit 0 when
+measured, 1 when a measurement failed (a process died or timed out), 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bench.measure import (
+    AgentProcess,
+    BenchError,
+    ScoreCoverage,
+    paced_latencies,
+    percentile,
+    raw_model_speed,
+    read_until,
+    scrape,
+    timed_drain,
+)
+from bench.workload import Traffic, shop_traffic
+from inference.export import ensure_model, existing_versions
+from inference.tritonserver import REPOSITORY_TEMPLATE, TritonServer, copy_repository
+from streams.embedded import EmbeddedBroker, WorkerProcess, free_port
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One app under test: its env (app id, topics) on the shared broker and Triton."""
+
+    name: str
+    env: dict[str, str]
+    topics: tuple[str, str]  # (events in, outputs)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="intentstream bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=20_000, help="backlog our worker drains")
+    p.add_argument("--users", type=int, default=2_000, help="simulated shoppers")
+    p.add_argument("--naive-events", type=int, default=600, help="backlog of the naive agent")
+    p.add_argument("--paced-seconds", type=float, default=30.0, help="length of the p99 run")
+    p.add_argument("--model", choices=("minilm", "tiny"), default="minilm",
+                   help="untrained weights of this size (speed does not depend on training)")
+    p.add_argument("--repository", type=Path, default=None,
+                   help="serve this Triton repository instead (e.g. triton_models)")
+    p.add_argument("--workdir", type=Path, default=None, help="logs and state (default: temp)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if min(args.events, args.users, args.naive_events) < 1 or args.paced_seconds <= 0:
+        print("intentstream bench: sizes must be positive", file=sys.stderr)
+        return 2
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="intentstream-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        figures = run(args, workdir)
+    except (BenchError, ValueError) as error:
+        print(f"intentstream bench: {error} (logs in {workdir})", file=sys.stderr)
+        return 1
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"ratios: pipeline/model={figures['pipeline_over_model']:.2f} "
+          f"naive={figures['over_naive']:.0f}x bare_faust={figures['over_bare_faust']:.2f} "
+          f"p99/batch={figures['p99_over_batch']:.2f}")
+    return 0
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, float | int | str]:
+    say("building the traffic")
+    traffic = shop_traffic(args.events, args.users, seed=101)
+    paced = shop_traffic(args.events, args.users, seed=202)  # other users: fresh state
+    naive_traffic = shop_traffic(args.naive_events, args.users, seed=303)
+    with served_repository(args, workdir) as repo, \
+            EmbeddedBroker(workdir / "tansu.log") as broker, \
+            TritonServer(repo, log_path=workdir / "tritonserver.log") as triton:
+        version = existing_versions(repo / "intent_bert")[-1]
+        artifacts = repo / "intent_bert" / str(version) / "artifacts"
+        say(f"serving intent_bert v{version} from {repo}; broker {broker.bootstrap}")
+        base = {"broker_url": broker.url, "broker_profile": "embedded",
+                "triton_url": triton.grpc_url, "metrics_port": "0",
+                "feedback_metrics_port": "0", "log_level": "warning"}
+        stages = {name: stage(name, base, workdir) for name in ("worker", "naive", "bare")}
+        for s in stages.values():
+            asyncio.run(ensure_topics(settings_of(s), names=list(s.topics)))
+        max_batch = settings_of(stages["worker"]).score_max_batch
+
+        ours = measure_worker(stages["worker"], broker.bootstrap, traffic, workdir,
+                              paced=paced, paced_seconds=args.paced_seconds)
+        say(f"raw model on the pipeline's {len(ours['texts'])} texts, batches of {max_batch}")
+        model = raw_model_speed(artifacts, ours["texts"], batch=max_batch)
+        paced_batch = max(1, round(ours["paced_texts_per_batch"]))
+        say(f"raw model latency for the paced run's batches ({paced_batch} texts)")
+        at_load = raw_model_speed(artifacts, ours["paced_texts"], batch=paced_batch)
+        sample = ours["texts"][:: max(1, len(ours["texts"]) // BATCH_ONE_SAMPLE)]
+        say(f"raw model one text at a time ({len(sample)} of the texts)")
+        one_by_one = raw_model_speed(artifacts, sample, batch=1)
+        naive_rate = measure_agent(stages["naive"], "bench.naive_agent", broker.bootstrap,
+                                   naive_traffic, workdir)
+        bare_rate = measure_agent(stages["bare"], "bench.bare_agent", broker.bootstrap,
+                                  traffic, workdir)
+        # (3) asks what our windows and coalescing cost over Faust itself, so the model's
+        # cost is taken out: the same worker against a tiny model (~1 ms a batch).
+        with tiny_server(workdir) as tiny:
+            framework = stage("worker-tiny", {**base, "triton_url": tiny.grpc_url}, workdir)
+            asyncio.run(ensure_topics(settings_of(framework), names=list(framework.topics)))
+            ours_tiny = measure_worker(framework, broker.bootstrap, traffic, workdir)
+
+    figures: dict[str, float | int | str] = {
+        "events": len(traffic), "users": len(traffic.last_event), "model": args.model,
+        "worker_events_per_s": ours["events_per_s"], "worker_scores": ours["scores"],
+        "pipeline_scores_per_s": ours["scores_per_s"], "model_texts_per_s": model.texts_per_s,
+        "naive_events_per_s": naive_rate, "bare_faust_events_per_s": bare_rate,
+        "worker_tiny_events_per_s": ours_tiny["events_per_s"],
+        "paced_events_per_s": ours["paced_rate"], "p50_s": ours["p50"], "p99_s": ours["p99"],
+        "paced_batch": paced_batch, "paced_batch_latency_s": at_load.batch_latency_s,
+        "model_batch_1_texts_per_s": one_by_one.texts_per_s,
+        "model_batch": model.batch, "model_batch_latency_s": model.batch_latency_s,
+        "triton_busy": ours["triton_busy"], "events_per_batch": ours["events_per_batch"],
+        "texts_per_batch": ours["texts_per_batch"], "batch_seconds": ours["batch_seconds"],
+    }
+    figures["pipeline_over_model"] = ours["scores_per_s"] / model.texts_per_s
+    figures["over_naive"] = ours["events_per_s"] / naive_rate
+    figures["over_bare_faust"] = ours_tiny["events_per_s"] / bare_rate
+    # The model's own batch latency: one batch of the size the worker sends (score_max_batch).
+    # The report also sets p99 against the smaller batches half load actually formed.
+    figures["p99_over_batch"] = ours["p99"] / model.batch_latency_s
+    figures["p99_over_batch_at_load"] = ours["p99"] / at_load.batch_latency_s
+    figures["events_per_text"] = ours["events_per_s"] / ours["scores_per_s"]
+    figures["batching_gain"] = model.texts_per_s / one_by_one.texts_per_s
+    report(figures)
+    return figures
+
+
+def measure_worker(s: Stage, bootstrap: str, traffic: Traffic, workdir: Path, *,
+                   paced: Traffic | None = None, paced_seconds: float = 0.0) -> dict:
+    """Our worker: drain a backlog; then, if asked, events paced at half the drain rate."""
+    port = free_port()
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    worker = WorkerProcess({**s.env, "INTENTSTREAM_METRICS_PORT": str(port)},
+                           workdir / f"{s.name}.log").start()
+    try:
+        warm_up(s, bootstrap, worker)
+        before = scrape(metrics_url)
+        say(f"{s.name}: draining a backlog of {len(traffic)} events")
+        coverage = ScoreCoverage(traffic)
+        seconds = asyncio.run(timed_drain(
+            bootstrap, s.topics, traffic.records, lambda v: done_after(coverage, v),
+            timeout_s=1800, alive=lambda: worker.alive))
+        after = scrape(metrics_url)
+        rate = len(traffic) / seconds
+        say(f"{s.name}: {rate:.0f} events/s, {coverage.scores} scores")
+        result = {**where_time_went(before, after, seconds), "events_per_s": rate,
+                  "scores": coverage.scores, "scores_per_s": coverage.scores / seconds,
+                  "texts": coverage.texts}
+        if paced is not None:
+            result.update(measure_paced(s, bootstrap, paced, rate / 2, paced_seconds, worker,
+                                        metrics_url, after))
+    except BenchError as error:
+        raise BenchError(f"{error}\n{worker.log_tail()}") from None
+    finally:
+        worker.stop()
+    return result
+
+
+def measure_paced(s: Stage, bootstrap: str, paced: Traffic, rate: float, seconds: float,
+                  worker: WorkerProcess, metrics_url: str, before: dict[str, float]) -> dict:
+    """Event→score latencies with events produced at `rate`, and the batches it made."""
+    n = min(len(paced), max(1, int(rate * seconds)))
+    say(f"{s.name}: {n} events paced at {rate:.0f}/s")
+    traffic = paced.head(n)
+    coverage = ScoreCoverage(traffic)
+    latencies = asyncio.run(paced_latencies(
+        bootstrap, s.topics, traffic, rate, timeout_s=seconds * 4 + 120,
+        alive=lambda: worker.alive, coverage=coverage))
+    shape = where_time_went(before, scrape(metrics_url), seconds)
+    return {"paced_rate": rate, "p50": percentile(latencies, 0.50),
+            "p99": percentile(latencies, 0.99), "paced_texts": coverage.texts,
+            "paced_texts_per_batch": shape["texts_per_batch"]}
+
+
+def measure_agent(s: Stage, module: str, bootstrap: str, traffic: Traffic,
+                  workdir: Path) -> float:
+    agent = AgentProcess(module, s.env, workdir / f"{s.name}.log").start()
+    try:
+        warm_up(s, bootstrap, agent)
+        say(f"{s.name}: draining a backlog of {len(traffic)} events")
+        outputs = [0]
+
+        def done(value: bytes) -> bool:
+            outputs[0] += not is_warm_up(value)
+            return outputs[0] >= len(traffic)
+
+        seconds = asyncio.run(timed_drain(bootstrap, s.topics, traffic.records, done,
+                                          timeout_s=1800, alive=lambda: agent.alive))
+    except BenchError as error:
+        raise BenchError(f"{error}\n{agent.log_tail()}") from None
+    finally:
+        agent.stop()
+    say(f"{s.name}: {len(traffic) / seconds:.1f} events/s")
+    return len(traffic) / seconds
+
+
+def where_time_went(before: dict[str, float], after: dict[str, float],
+                    seconds: float) -> dict[str, float]:
+    """From the worker's own metrics over the drain: how busy Triton kept it, batch shapes."""
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    batches = max(1.0, delta("intentstream_batch_events_count"))
+    return {
+        "triton_busy": delta("intentstream_triton_latency_seconds_sum") / seconds,
+        "batches": batches,
+        "events_per_batch": delta("intentstream_batch_events_sum") / batches,
+        "texts_per_batch": delta("intentstream_batch_texts_sum") / batches,
+        "batch_seconds": delta("intentstream_batch_seconds_sum") / batches,
+    }
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+WARM_UP_USER = "bench-warm-up"
+BATCH_ONE_SAMPLE = 300  # texts timed one at a time (the model at batch 1 is slow)
+
+
+def warm_up(s: Stage, bootstrap: str, process: WorkerProcess | AgentProcess) -> None:
+    """Wait until the app has joined its group and produced an output (not timed)."""
+    from bench.measure import produce
+
+    event = {"event_id": "warm-up", "user_id": WARM_UP_USER, "ts": 1_709_251_100_000,
+             "type": "view", "item": {"id": "sku-0"}}
+    asyncio.run(produce(bootstrap, s.topics[0], [(WARM_UP_USER.encode(), orjson.dumps(event))]))
+    asyncio.run(read_until(bootstrap, s.topics[1], is_warm_up, timeout_s=180,
+                           alive=lambda: process.alive))
+
+
+def is_warm_up(value: bytes) -> bool:
+    return WARM_UP_USER.encode() in value
+
+
+def done_after(coverage: ScoreCoverage, value: bytes) -> bool:
+    coverage.add(value)
+    return coverage.complete
+
+
+def stage(name: str, base: dict[str, str], workdir: Path) -> Stage:
+    app_id = f"bench-{name}-{int(time.time())}"
+    topics = (f"{app_id}.events", f"{app_id}.out")
+    env = {**base, "app_id": app_id, "events_topic": topics[0], "scores_topic": topics[1],
+           "dlq_topic": f"{app_id}.dlq", "alerts_intent_topic": f"{app_id}.alerts.intent",
+           "alerts_churn_topic": f"{app_id}.alerts.churn", "data_dir": str(workdir / name)}
+    (workdir / name).mkdir(parents=True, exist_ok=True)  # Faust creates only the leaf
+    return Stage(name, {f"INTENTSTREAM_{k.upper()}": v for k, v in env.items()}, topics)
+
+
+def settings_of(s: Stage) -> Settings:
+    return Settings(**{k.removeprefix("INTENTSTREAM_").lower(): v for k, v in s.env.items()})
+
+
+@contextlib.contextmanager
+def tiny_server(workdir: Path) -> Iterator[TritonServer]:
+    repo = copy_repository(REPOSITORY_TEMPLATE, workdir / "triton_tiny")
+    ensure_model(repo, tiny=True)
+    with TritonServer(repo, log_path=workdir / "tritonserver-tiny.log") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def served_repository(args: argparse.Namespace, workdir: Path) -> Iterator[Path]:
+    if args.repository is not None:
+        yield args.repository.resolve()
+        return
+    repo = copy_repository(REPOSITORY_TEMPLATE, workdir / "triton_models")
+    say(f"exporting an untrained {args.model} intent model (speed does not depend on training)")
+    ensure_model(repo, tiny=args.model == "tiny")
+    yield repo
+
+
+def report(f: dict) -> None:
+    lines = [
+        f"workload: {f['events']} simulated shop events of {f['users']} users, model {f['model']}",
+        f"    drain: {f['events_per_batch']:.0f} events -> {f['texts_per_batch']:.0f} texts "
+        f"per micro-batch, {f['batch_seconds']:.2f} s each; Triton busy "
+        f"{f['triton_busy']:.0%} of the drain",
+        f"(1) pipeline {f['pipeline_scores_per_s']:.1f} scored sessions/s vs raw model "
+        f"{f['model_texts_per_s']:.1f} texts/s on the same {f['worker_scores']} texts "
+        f"-> {f['pipeline_over_model']:.2f}",
+        f"(2) worker {f['worker_events_per_s']:.0f} events/s vs naive per-event agent "
+        f"{f['naive_events_per_s']:.1f} events/s -> {f['over_naive']:.1f}x"
+        f" (= {f['events_per_text']:.1f} events per scored text x batching gain "
+        f"{f['batching_gain']:.2f}, batch {f['model_batch']} vs 1 on the raw model, x the rest)",
+        f"(3) worker on a tiny model {f['worker_tiny_events_per_s']:.0f} events/s vs bare "
+        f"Faust {f['bare_faust_events_per_s']:.0f} events/s -> {f['over_bare_faust']:.2f}"
+        f" (with the model above: {f['worker_events_per_s']:.0f} events/s)",
+        f"(4) at {f['paced_events_per_s']:.0f} events/s (50%): p50 {f['p50_s'] * 1000:.0f} ms, "
+        f"p99 {f['p99_s'] * 1000:.0f} ms vs the model's batch-{f['model_batch']} latency "
+        f"{f['model_batch_latency_s'] * 1000:.0f} ms -> {f['p99_over_batch']:.2f}; vs the "
+        f"{f['paced_batch']}-text batches half load formed "
+        f"({f['paced_batch_latency_s'] * 1000:.0f} ms) -> {f['p99_over_batch_at_load']:.2f}",
+    ]
+    print("\n".join(lines))
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+

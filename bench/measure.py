@@ -1,0 +1,219 @@
+"""Measuring helpers for `intentstream bench`: produce, time a drain, time each event's score.
+
+All times are this process's monotonic clock: an event's latency runs from the moment the
+bench hands it to the producer to the moment the bench reads a score that covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import torch
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.workload import Traffic, position_in_user
+from inference.model import IntentBert
+from inference.tokenizer import encode, load_tokenizer
+from streams.embedded import stop_process
+
+
+class BenchError(RuntimeError):
+    """A measurement could not finish (a process died, or it timed out)."""
+
+
+class AgentProcess:
+    """A Faust app (`python -m <module> worker`) as a subprocess with its own env and log."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+        self.module = module
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module, "worker", "--without-web", "-l", "warn"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def log_tail(self, n: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, key=key, value=value) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_until(
+    bootstrap: str, topic: str, on_record: Callable[[bytes], bool], timeout_s: float,
+    alive: Callable[[], bool],
+) -> None:
+    """Read `topic` from the start until `on_record(value)` returns True."""
+    # A short fetch wait: a broker that does not wake waiting fetches (Tansu) would otherwise
+    # add up to the default 0.5 s to every latency the bench measures.
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=20)
+    await consumer.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    if on_record(record.value):
+                        return
+            if not alive():
+                raise BenchError(f"the process under test died while {topic} was read")
+        raise BenchError(f"timed out after {timeout_s:.0f}s reading {topic}")
+    finally:
+        await consumer.stop()
+
+
+async def timed_drain(
+    bootstrap: str, topics: tuple[str, str], records: list[tuple[bytes, bytes]],
+    on_output: Callable[[bytes], bool], timeout_s: float, alive: Callable[[], bool],
+) -> float:
+    """Seconds from the first produce until `on_output` says every record was processed."""
+    started = time.monotonic()
+    producing = asyncio.create_task(produce(bootstrap, topics[0], records))
+    await read_until(bootstrap, topics[1], on_output, timeout_s, alive)
+    await producing
+    return time.monotonic() - started
+
+
+class ScoreCoverage:
+    """Which events the scores read so far cover, per user (a score covers its user's events
+    up to its window's last event)."""
+
+    def __init__(self, traffic: Traffic) -> None:
+        self.position = position_in_user(traffic)
+        self.covered: dict[str, int] = defaultdict(int)  # user -> events covered so far
+        self.per_user: dict[str, int] = defaultdict(int)
+        for user in traffic.users:
+            self.per_user[user] += 1
+        self.remaining = len(traffic)
+        self.scores = 0
+        self.texts: list[str] = []
+
+    def add(self, value: bytes) -> list[tuple[str, int]]:
+        """Record one score; return the (user, index) of the events it newly covers."""
+        doc = orjson.loads(value)
+        found = self.position.get(doc["window"]["last_event_id"])
+        if found is None:
+            return []  # a score of another measurement's traffic
+        self.scores += 1
+        self.texts.append(doc["text"])
+        user, index = found
+        start = self.covered[user]
+        if index < start:
+            return []
+        self.covered[user] = index + 1
+        self.remaining -= index + 1 - start
+        return [(user, i) for i in range(start, index + 1)]
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0
+
+
+async def paced_latencies(
+    bootstrap: str, topics: tuple[str, str], traffic: Traffic, rate: float, timeout_s: float,
+    alive: Callable[[], bool], coverage: ScoreCoverage,
+) -> list[float]:
+    """Produce at `rate` events/s; each event's seconds from produce to its first score."""
+    sent_at: dict[tuple[str, int], float] = {}
+    latencies: list[float] = []
+    order = [(u, i) for u, i in (coverage.position[e] for e in traffic.event_ids)]
+
+    async def pace() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        await producer.start()
+        try:
+            started = time.monotonic()
+            futures = []
+            for n, ((key, value), slot) in enumerate(zip(traffic.records, order, strict=True)):
+                delay = started + n / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent_at[slot] = time.monotonic()
+                futures.append(await producer.send(topics[0], key=key, value=value))
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    def on_score(value: bytes) -> bool:
+        now = time.monotonic()
+        latencies.extend(now - sent_at[slot] for slot in coverage.add(value) if slot in sent_at)
+        return coverage.complete
+
+    producing = asyncio.create_task(pace())
+    await read_until(bootstrap, topics[1], on_score, timeout_s, alive)
+    await producing
+    return latencies
+
+
+@dataclass(frozen=True)
+class ModelSpeed:
+    texts_per_s: float
+    batch_latency_s: float  # median seconds for one batch of `batch` texts
+    batch: int
+
+
+def raw_model_speed(artifacts: Path, texts: list[str], batch: int) -> ModelSpeed:
+    """The model alone, in this process: tokenize + forward, batches of `batch` in order."""
+    model = IntentBert.load(artifacts)
+    tokenizer = load_tokenizer(artifacts, max_length=model.max_length)
+    batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
+    timings = []
+    with torch.inference_mode():
+        model.probabilities(*encode(tokenizer, batches[0], max_length=model.max_length))
+        for chunk in batches:
+            started = time.perf_counter()
+            model.probabilities(*encode(tokenizer, chunk, max_length=model.max_length))
+            timings.append(time.perf_counter() - started)
+    full = [t for t, chunk in zip(timings, batches, strict=True) if len(chunk) == batch]
+    return ModelSpeed(len(texts) / sum(timings), statistics.median(full or timings), batch)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """A Prometheus text page as {sample name with labels: value} (no label parsing needed)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

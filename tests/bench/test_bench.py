@@ -1,0 +1,82 @@
+"""`intentstream bench`: its bookkeeping (pure), and one small run end to end on the real
+broker and tritonserver. No timing is asserted: the figures are the bench's output, not a test."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import orjson
+import pytest
+
+from bench.cli import main
+from bench.measure import ScoreCoverage, percentile
+from bench.workload import position_in_user, shop_traffic
+
+
+def score(user: str, last_event_id: str, text: str = "view: x") -> bytes:
+    return orjson.dumps({"user_id": user, "window": {"last_event_id": last_event_id},
+                         "text": text})
+
+
+def test_traffic_is_deterministic_time_ordered_and_keyed_by_user():
+    a, b = shop_traffic(500, 100, seed=1), shop_traffic(500, 100, seed=1)
+    assert a.records == b.records and len(a) == 500
+    stamps = [orjson.loads(v)["ts"] for _, v in a.records]
+    assert stamps == sorted(stamps)
+    assert all(orjson.loads(v)["user_id"].encode() == k for k, v in a.records)
+    assert not set(a.users) & set(shop_traffic(500, 100, seed=2).users)  # seeds: other users
+
+
+def test_a_score_covers_its_users_events_up_to_its_window_end():
+    traffic = shop_traffic(300, 50, seed=1)
+    user = traffic.users[0]
+    mine = [e for e, u in zip(traffic.event_ids, traffic.users, strict=True) if u == user]
+    assert len(mine) >= 2
+    coverage = ScoreCoverage(traffic)
+    assert coverage.add(score(user, mine[1])) == [(user, 0), (user, 1)]
+    assert coverage.add(score(user, mine[0])) == []  # an older window covers nothing new
+    assert coverage.add(score("someone-else", "not-in-traffic")) == []
+    assert coverage.scores == 2 and not coverage.complete
+    for u, last in traffic.last_event.items():
+        coverage.add(score(u, last))
+    assert coverage.complete and coverage.remaining == 0
+
+
+def test_positions_count_each_users_events_in_order():
+    traffic = shop_traffic(200, 30, seed=4)
+    positions = position_in_user(traffic)
+    per_user: dict[str, list[int]] = {}
+    for event_id in traffic.event_ids:
+        user, index = positions[event_id]
+        per_user.setdefault(user, []).append(index)
+    assert all(indexes == list(range(len(indexes))) for indexes in per_user.values())
+
+
+def test_percentile_picks_from_the_sorted_values():
+    values = [float(v) for v in range(100, 0, -1)]
+    assert percentile(values, 0.5) == 51.0
+    assert percentile(values, 0.99) == 100.0
+
+
+def test_bad_sizes_are_a_usage_error(capsys):
+    assert main(["--events", "0"]) == 2
+    assert "positive" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_a_small_run_prints_the_four_ratios(tmp_path, capsys):
+    out = tmp_path / "figures.json"
+    status = main(["--model", "tiny", "--events", "1500", "--users", "300",
+                   "--naive-events", "60", "--paced-seconds", "4",
+                   "--workdir", str(tmp_path / "work"), "--json", str(out)])
+    assert status == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    found = re.fullmatch(r"ratios: pipeline/model=([\d.]+) naive=([\d.]+)x "
+                         r"bare_faust=([\d.]+) p99/batch=([\d.]+)", last)
+    assert found, last
+    assert all(float(v) > 0 for v in found.groups())
+    figures = json.loads(out.read_text())
+    assert figures["events"] == 1500 and figures["worker_scores"] > 0
+    assert figures["over_naive"] == pytest.approx(
+        figures["worker_events_per_s"] / figures["naive_events_per_s"])
