@@ -7,9 +7,7 @@ bench hands it to the producer to the moment the bench reads a score that covers
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -25,40 +23,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.workload import Traffic, position_in_user
 from inference.model import IntentBert
 from inference.tokenizer import encode, load_tokenizer
-from streams.embedded import stop_process
+from streams.embedded import IntentstreamProcess
 
 
 class BenchError(RuntimeError):
     """A measurement could not finish (a process died, or it timed out)."""
 
 
-class AgentProcess:
-    """A Faust app (`python -m <module> worker`) as a subprocess with its own env and log."""
+class AgentProcess(IntentstreamProcess):
+    """A Faust app of the bench (`python -m <module> worker`) as a subprocess."""
 
     def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+        super().__init__(env, log_path)
         self.module = module
-        self.env = {**os.environ, **env}
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> AgentProcess:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module, "worker", "--without-web", "-l", "warn"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-
-    def log_tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", self.module, "worker", "--without-web", "-l", "warn"]
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:

@@ -131,10 +131,13 @@ class IntentstreamProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
+    def argv(self) -> list[str]:
+        return [str(INTENTSTREAM), *self.command, "-l", "warn"]
+
     def start(self) -> IntentstreamProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(INTENTSTREAM), *self.command, "-l", "warn"],
+                self.argv(),
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         return self
