@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     triton_model: str = "intent"
     score_max_batch: int = Field(32, ge=1, description="texts per Triton request")
     score_timeout_s: float = Field(60.0, gt=0)
-    score_retry_max_s: float = Field(30.0, gt=0, description="cap of the retry backoff")
+    # Short: a retry is one cheap request, and a long cap leaves a recovered Triton idle (the
+    # Triton-down fault test saw up to 30 s of that with the old 30 s cap).
+    score_retry_max_s: float = Field(5.0, gt=0, description="cap of the retry backoff")
 
     # --- alerts (streams/alerts.py) ----------------------------------------------------------
     alert_intent_threshold: float = Field(0.6, ge=0, le=1, description="p(strong) to alert")
