@@ -34,6 +34,7 @@ from bench.measure import (
     ScoreCoverage,
     paced_latencies,
     percentile,
+    produce,
     raw_model_speed,
     read_until,
     scrape,
@@ -250,8 +251,6 @@ BATCH_ONE_SAMPLE = 300  # texts timed one at a time (the model at batch 1 is slo
 
 def warm_up(s: Stage, bootstrap: str, process: WorkerProcess | AgentProcess) -> None:
     """Wait until the app has joined its group and produced an output (not timed)."""
-    from bench.measure import produce
-
     event = {"event_id": "warm-up", "user_id": WARM_UP_USER, "ts": 1_709_251_100_000,
              "type": "view", "item": {"id": "sku-0"}}
     asyncio.run(produce(bootstrap, s.topics[0], [(WARM_UP_USER.encode(), orjson.dumps(event))]))
