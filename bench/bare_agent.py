@@ -9,15 +9,8 @@ from __future__ import annotations
 import faust
 from faust.types import StreamT
 
-from streams.faust_app import IntentstreamFaustApp
-from streams.settings import get_settings
+from bench.baseline_app import app, events_topic, out_topic, settings
 
-settings = get_settings()
-app = IntentstreamFaustApp(settings.app_id, **settings.faust_settings())
-_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-        "value_serializer": "raw", "partitions": settings.partitions}
-events_topic = app.topic(settings.events_topic, **_RAW)
-out_topic = app.topic(settings.scores_topic, **_RAW)
 last_seen = app.Table("last_seen", default=None, partitions=settings.partitions,
                       schema=faust.Schema(key_type=bytes, value_type=bytes,
                                           key_serializer="raw", value_serializer="raw"))

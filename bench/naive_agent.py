@@ -11,18 +11,11 @@ import faust
 import orjson
 from faust.types import StreamT
 
+from bench.baseline_app import app, events_topic, out_topic, settings
 from inference.client import TritonScorer
 from streams.events import Rejection, parse_event
-from streams.faust_app import IntentstreamFaustApp
 from streams.sessions import absorb, empty_state, render
-from streams.settings import get_settings
 
-settings = get_settings()
-app = IntentstreamFaustApp(settings.app_id, **settings.faust_settings())
-_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-        "value_serializer": "raw", "partitions": settings.partitions}
-events_topic = app.topic(settings.events_topic, **_RAW)
-scores_topic = app.topic(settings.scores_topic, **_RAW)
 sessions = app.Table("sessions", default=None, partitions=settings.partitions,
                      schema=faust.Schema(key_type=str, key_serializer="json",
                                          value_serializer="json"))
@@ -40,7 +33,7 @@ async def score_each_event(stream: StreamT) -> None:
         absorb(state, parsed, POLICY)
         sessions[parsed.user_id] = state
         [prediction] = await scorer.score([render(state["current"], POLICY.max_chars)])
-        await scores_topic.send(key=event.key, value=orjson.dumps(
+        await out_topic.send(key=event.key, value=orjson.dumps(
             {"user_id": parsed.user_id, "event_id": parsed.event_id,
              "churn": prediction.churn}))
 
