@@ -11,8 +11,11 @@ propensity P(alert | score). The feedback store keeps the propensity of every pr
 retraining can weight outcomes by inverse propensity (IPS, docs/feedback.md) instead of
 learning only from the model's own confident picks.
 
-Ids: `alert_id = H(prediction_id, head)`: a redelivered prediction yields the same id, and
-the event-time cooldown suppresses it once the first alert was recorded.
+Ids: `alert_id = H(user, session, head, n)`, n counting the head's alerts within the session
+(0 unless the cooldown is shorter than a session). Not the prediction: after a crash the
+redelivered events may be cut into other micro-batches, so the alert can come from another
+scoring of the same session, and consumers must still see the same id. Once the first alert's
+state is recorded, the event-time cooldown suppresses the repeat.
 """
 
 from __future__ import annotations
@@ -43,9 +46,11 @@ class AlertPolicy:
         return self.intent_threshold if head == "intent" else self.churn_threshold
 
 
-class HeadAlertState(TypedDict):
+class HeadAlertState(TypedDict, total=False):
     at: int  # event time (window end) of the last alert
     alert_id: str
+    session_id: str  # the session it was about
+    n: int  # its number among the head's alerts in that session (0: the first)
 
 
 # head -> last alert; per user, in a changelog-backed table
@@ -66,7 +71,8 @@ class Alert(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     schema_version: Literal[1] = ALERT_SCHEMA_VERSION
-    alert_id: str = Field(description="stable: the same prediction always yields the same id")
+    alert_id: str = Field(description="stable per user, session, head and alert number: a "
+                                      "redelivered alert repeats it")
     head: Head
     user_id: str
     session_id: str
@@ -108,8 +114,19 @@ def decide(
     return Decision(False, propensity, flip, "held_back" if flip else "below")
 
 
-def alert_id(prediction_id: str, head: Head) -> str:
-    return hashlib.blake2b(f"{prediction_id}\x00{head}".encode(), digest_size=12).hexdigest()
+def alert_id(user_id: str, session_id: str, head: Head, n: int) -> str:
+    text = f"{user_id}\x00{session_id}\x00{head}\x00{n}"
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def next_alert(
+    user_id: str, session_id: str, head: Head, event_time: int, last: HeadAlertState | None
+) -> HeadAlertState:
+    """The state of a new alert: its id numbers it within the session (see the module notes)."""
+    same_session = last is not None and last.get("session_id") == session_id
+    n = last.get("n", 0) + 1 if same_session and last is not None else 0
+    return {"at": event_time, "alert_id": alert_id(user_id, session_id, head, n),
+            "session_id": session_id, "n": n}
 
 
 # Which events explain which head, strongest first. Rendering reuses the session text so a
@@ -166,8 +183,10 @@ def alerts_for(
         if not decision.send:
             continue
         evidence = signals(session, head)
+        new_state[head] = next_alert(score["user_id"], score["session_id"], head, event_time,
+                                     state.get(head))
         alert = Alert(
-            alert_id=alert_id(score["prediction_id"], head),
+            alert_id=new_state[head]["alert_id"],
             head=head,
             user_id=score["user_id"],
             session_id=score["session_id"],
@@ -183,5 +202,4 @@ def alerts_for(
             signals=evidence,
         )
         alerts.append(alert)
-        new_state[head] = {"at": event_time, "alert_id": alert.alert_id}
     return alerts, new_state

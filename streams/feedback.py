@@ -34,7 +34,15 @@ from typing import Any, Literal, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streams.alerts import HEADS, AlertPolicy, Head, alert_id, decide, head_probability
+from streams.alerts import (
+    HEADS,
+    AlertPolicy,
+    Head,
+    HeadAlertState,
+    decide,
+    head_probability,
+    next_alert,
+)
 from streams.batching import RawMessage
 from streams.events import Rejection, ShopEvent, parse_event
 from streams.labelling import LabelPolicy, label_window
@@ -136,6 +144,7 @@ class PendingHead(TypedDict):
     cooldown: bool
     alerted: bool
     explored: bool
+    alert_id: str | None  # the id the worker's alert carries, when alerted
 
 
 class Pending(TypedDict):
@@ -159,7 +168,7 @@ class UserFeedback(TypedDict):
     scored_from: int | None  # start of the newest window scored: no later window starts before
     pending: list[Pending]  # sorted by window end
     resolved: list[str]  # most recent last
-    alert_last: dict[str, int]  # head -> event time of the user's last alert
+    alert_last: dict[str, HeadAlertState]  # head -> the user's last alert
 
 
 def empty_state(user_id: str, partition: int) -> UserFeedback:
@@ -252,18 +261,20 @@ def replay_alerts(
     heads: dict[str, PendingHead] = {}
     for head in HEADS:
         probability = head_probability(doc, head)
-        last_at = state["alert_last"].get(head)
-        last = None if last_at is None else {"at": last_at, "alert_id": ""}
+        last = state["alert_last"].get(head)
         decision = decide(head, probability, score.prediction_id, end, last, policy)
+        alert = next_alert(score.user_id, score.session_id, head, end, last) \
+            if decision.send else None
         heads[head] = {
             "probability": probability,
             "propensity": decision.propensity,
-            "cooldown": last_at is not None and end - last_at < policy.cooldown_ms,
+            "cooldown": last is not None and end - last["at"] < policy.cooldown_ms,
             "alerted": decision.send,
             "explored": decision.explored,
+            "alert_id": None if alert is None else alert["alert_id"],
         }
-        if decision.send:
-            state["alert_last"][head] = max(end, last_at or end)
+        if alert is not None:
+            state["alert_last"][head] = alert
     return heads
 
 
@@ -327,8 +338,7 @@ def _example(state: UserFeedback, pending: Pending, policy: LabelPolicy) -> Feed
         predicted_churn=pending["churn"],
         heads={
             head: HeadFeedback(
-                **h, alert_id=alert_id(pending["prediction_id"], head) if h["alerted"] else None,
-                responses=[],
+                **h, responses=[],
             )
             for head, h in pending["heads"].items()
         },

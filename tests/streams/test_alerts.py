@@ -76,6 +76,25 @@ def test_redelivered_prediction_yields_the_same_id_and_no_second_alert():
     assert redelivered == []
 
 
+def test_an_alert_keeps_its_id_when_another_scoring_of_the_session_triggers_it():
+    # After a crash the redelivered events may be batched differently, so the session's alert
+    # can come from another prediction; consumers must still see the same id.
+    first, _ = alerts_for(score("a", 0.9), SESSION, {}, POLICY)
+    rebatched, _ = alerts_for(score("b", 0.93, end=10 * HOUR + 60_000), SESSION, {}, POLICY)
+    assert first[0].prediction_id != rebatched[0].prediction_id
+    assert first[0].alert_id == rebatched[0].alert_id
+    other_session, _ = alerts_for({**score("c", 0.9), "session_id": "s2"}, SESSION, {}, POLICY)
+    assert other_session[0].alert_id != first[0].alert_id
+
+
+def test_alerts_within_one_session_are_numbered_when_the_cooldown_is_shorter():
+    short = AlertPolicy(cooldown_ms=HOUR, explore_rate=0.0)
+    first, state = alerts_for(score("a", 0.9), SESSION, {}, short)
+    second, state = alerts_for(score("b", 0.9, end=12 * HOUR), SESSION, state, short)
+    assert first[0].alert_id != second[0].alert_id
+    assert state["intent"]["n"] == 1 and state["intent"]["session_id"] == "s1"
+
+
 def test_reason_names_the_score_and_the_events_that_drove_it():
     (alert,), _ = alerts_for(score("a", 0.83), SESSION, {}, POLICY)
     assert alert.reason.startswith("p(strong purchase intent)=0.83 ≥ 0.60")

@@ -321,7 +321,8 @@ def test_alert_ids_of_examples_are_the_alert_ids():
     state = empty_state("u1", 0)
     [example] = run(state, [*WINDOW, score(T0, END, p_strong=0.95)], END + SETTLES).examples
     assert example.heads["intent"].alerted
-    assert example.heads["intent"].alert_id == alert_id(f"p-u1-{END}", "intent")
+    # The id the worker's alert carries: the user's first intent alert in this session.
+    assert example.heads["intent"].alert_id == alert_id("u1", f"s-u1-{T0}", "intent", 0)
     assert example.heads["churn"].alert_id is None and example.heads["churn"].propensity == 0
 
 
