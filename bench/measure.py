@@ -95,9 +95,6 @@ class ScoreCoverage:
     def __init__(self, traffic: Traffic) -> None:
         self.position = position_in_user(traffic)
         self.covered: dict[str, int] = defaultdict(int)  # user -> events covered so far
-        self.per_user: dict[str, int] = defaultdict(int)
-        for user in traffic.users:
-            self.per_user[user] += 1
         self.remaining = len(traffic)
         self.scores = 0
         self.texts: list[str] = []
