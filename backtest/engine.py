@@ -189,6 +189,7 @@ class Engine:
         self.labeller = Labeller(FeedbackPolicy(
             label=config.labels, alert=config.alerts, lateness_ms=config.lateness_ms,
             max_event_bytes=config.max_event_bytes, privacy=config.privacy,
+            max_future_ms=config.session.max_future_ms,
         )) if config.label else None
 
     async def replay(self, ordered: Ordered) -> Run:

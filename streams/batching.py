@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from streams.events import Rejection, ShopEvent, parse_event
+from streams.events import Rejection, ShopEvent, not_from_the_future, parse_event
 from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.records import DeadLetter, DeadLetterSource, dead_letter
 from streams.sessions import Outcome, Session, SessionPolicy, UserState, absorb, empty_state
@@ -63,7 +63,7 @@ def plan_batch(
     for index, msg in enumerate(messages):
         parsed = parse_event(msg.value, msg.key, max_event_bytes, privacy)
         if not isinstance(parsed, Rejection):
-            parsed = _not_from_the_future(parsed, msg, policy.max_future_ms)
+            parsed = not_from_the_future(parsed, msg.timestamp_ms, policy.max_future_ms)
         if isinstance(parsed, Rejection):
             plan.dead_letters.append(_dead_letter(msg, parsed, privacy))
             continue
@@ -85,20 +85,6 @@ def plan_batch(
         if state["current"] is not None:
             plan.to_score.append(ToScore(state["current"], closed=False))
     return plan
-
-
-def _not_from_the_future(
-    event: ShopEvent, msg: RawMessage, max_future_ms: int
-) -> ShopEvent | Rejection:
-    """An event dated well after its message was produced is a producer bug. Absorbed, it
-    would open a session in the future and make all of its user's real events late."""
-    if msg.timestamp_ms is None or event.ts <= msg.timestamp_ms + max_future_ms:
-        return event
-    return Rejection(
-        "future_timestamp",
-        f"event time {event.ts} is more than {max_future_ms} ms after the message's "
-        f"timestamp {msg.timestamp_ms}",
-    )
 
 
 def _late(event: ShopEvent, state: UserState) -> Rejection:

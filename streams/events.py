@@ -209,6 +209,21 @@ def _scrubbed(model: BaseModel, fields: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def not_from_the_future(
+    event: ShopEvent, message_ts_ms: int | None, max_future_ms: int
+) -> ShopEvent | Rejection:
+    """An event dated well after its message was produced is a producer bug. Absorbed, it
+    would open a session in the future (the worker) or move event time past every pending
+    prediction (the sidecar); both apps reject it the same way."""
+    if message_ts_ms is None or event.ts <= message_ts_ms + max_future_ms:
+        return event
+    return Rejection(
+        "future_timestamp",
+        f"event time {event.ts} is more than {max_future_ms} ms after the message's "
+        f"timestamp {message_ts_ms}",
+    )
+
+
 def _reason_code(exc: ValidationError) -> str:
     first = exc.errors()[0]
     loc = first.get("loc", ())

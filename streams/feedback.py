@@ -44,7 +44,7 @@ from streams.alerts import (
     next_alert,
 )
 from streams.batching import RawMessage
-from streams.events import Rejection, ShopEvent, parse_event
+from streams.events import Rejection, ShopEvent, not_from_the_future, parse_event
 from streams.labelling import LabelPolicy, label_window
 from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.records import HeadScore, IntentScore, Window
@@ -420,6 +420,7 @@ class FeedbackPolicy:
     lateness_ms: int
     max_event_bytes: int
     privacy: PrivacyPolicy = DEFAULT_PRIVACY
+    max_future_ms: int = 3_600_000  # as the worker's SessionPolicy: same events rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,6 +499,8 @@ def _apply(
     """Apply one input message; return the user whose state it touched, if any."""
     if msg.topic == topics.events:
         event = parse_event(msg.value, msg.key, policy.max_event_bytes, policy.privacy)
+        if not isinstance(event, Rejection):
+            event = not_from_the_future(event, msg.timestamp_ms, policy.max_future_ms)
         if isinstance(event, Rejection):
             batch.invalid[f"events:{event.reason}"] += 1
             return None

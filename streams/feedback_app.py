@@ -101,6 +101,7 @@ POLICY = FeedbackPolicy(
     alert=settings.alert_policy(),  # must equal the worker's: its decisions are replayed
     lateness_ms=int(settings.watermark_lateness_s * 1000),
     max_event_bytes=settings.max_event_bytes,
+    max_future_ms=settings.session_policy().max_future_ms,  # the worker's, so both reject alike
     privacy=settings.privacy_policy(),
 )
 TOPICS = InputTopics(

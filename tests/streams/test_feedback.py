@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 
@@ -255,6 +256,18 @@ def test_bad_input_is_counted_and_skipped():
                                    "other:unexpected_topic": 1}
     assert [r.status for r in batch.responses] == ["clicked"]
     assert batch.states == {}
+
+
+def test_an_event_dated_far_after_its_message_is_rejected_as_the_worker_rejects_it():
+    # Absorbed, its event time would move the partition's watermark past every pending
+    # prediction and resolve them all as silence (churn).
+    t = Tables()
+    t.apply([ev_msg(e, 0) for e in WINDOW] + [sc_msg(score(T0, END), 0)])
+    future = dataclasses.replace(ev_msg(event("view", END + 30 * DAY_MS, user="u5"), 0),
+                                 timestamp_ms=END)
+    batch = t.apply([future])
+    assert dict(batch.invalid) == {"events:future_timestamp": 1}
+    assert batch.examples == [] and t.max_ts[0] < END + DAY_MS
 
 
 # --- against the simulator's ground truth ------------------------------------------------------
