@@ -29,7 +29,7 @@ demo: venv
 	$(PY) scripts/demo.py --events $(EVENTS) --users $(USERS)
 
 model: venv
-	$(PY) -m inference.export --repo triton_models --if-missing
+	$(PY) -m inference.model.export --repo triton_models --if-missing
 
 clean:
 	rm -rf var runs triton_models/intent_bert/[0-9]* triton_models/tokenizer/[0-9]*

@@ -26,12 +26,14 @@ import orjson
 import structlog
 from tqdm import tqdm
 
+from inference import repository
 from inference.client import ScoringError
+from inference.repository import INTENT_BERT
 from inference.tritonserver import REPOSITORY_TEMPLATE, TritonError
-from streams.events import parse_event_time
-from streams.records import IntentScore
+from streams.core.events import parse_event_time
+from streams.core.records import IntentScore
+from streams.runtime.topics import bootstrap_servers
 from streams.settings import Settings, get_settings
-from streams.topics import bootstrap_servers
 
 from . import uci_eval
 from .engine import ROUND_TEXTS, EngineConfig, OrderedScorer, Run, replay
@@ -215,7 +217,7 @@ def evaluate(job: Job, name: str, run: Run, version: int) -> Evaluation:
         assert run.labelling is not None
         evaluation = evaluate_run(name, run.records, run.alerts, run.labelling, policy,
                                   job.config.labels.horizon_ms, counts)
-    evaluation.metrics["model"] = {"name": "intent_bert", "version": version}
+    evaluation.metrics["model"] = {"name": INTENT_BERT, "version": version}
     evaluation.metrics["dead_letters"] = dict(sorted(run.dead_letters.items()))
     evaluation.metrics["scores_sha256"] = scores_digest(run.records)
     evaluation.metrics["range"] = {"score_from": iso(run.score_from),
@@ -312,7 +314,7 @@ def default_out(job: Job, version: int) -> Path:
 
 
 NOTES_EVENTS = [
-    "Same code as live: streams.batching.plan_batch, streams.scoring.score_plan and "
+    "Same code as live: streams.core.batching.plan_batch, streams.worker.scoring.score_plan and "
     "decide_alerts per micro-batch; labels by the feedback sidecar's plan_feedback.",
     "Micro-batches are event-time ticks (settings.tick_ms): a user's events within one tick "
     "are scored together, as the worker coalesces one batch.",
@@ -413,11 +415,9 @@ def backtest_main(argv: Sequence[str] | None = None) -> int:
 
 def ensure_a_model(args: argparse.Namespace) -> None:
     """A fresh clone has no built model: train the demo model, as `make demo` does."""
-    from .models import available_versions
-
     default_repo = Path(args.model_repo).resolve() == REPOSITORY_TEMPLATE.resolve()
     if (args.triton_url or args.model_version is not None or not default_repo
-            or available_versions(args.model_repo)):
+            or repository.versions(args.model_repo / INTENT_BERT)):
         return
     print("no model version in triton_models/: training the demo model first (~1-2 min; "
           "`intentstream train` builds the full one)", file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 """The replay engine: ordered events → the live worker's batch functions → scores, alerts, labels.
 
 Nothing here decides anything the live system decides. Per micro-batch it calls what the Faust
-worker calls (`streams.worker.process_batch`): `plan_batch` (validation, sessions,
+worker calls (`streams.worker.agent.process_batch`): `plan_batch` (validation, sessions,
 coalescing), `score_plan` (render, Triton, score records) and `decide_alerts`; user states
 live in dicts instead of changelog-backed tables. Labels come from the feedback sidecar's
 batch function (`backtest.labels`).
@@ -35,16 +35,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from inference.client import Prediction, ScoringError, TritonScorer
-from streams.alerts import Alert, AlertPolicy, AlertState
-from streams.batching import BatchPlan, RawMessage, plan_batch
-from streams.events import Rejection, ShopEvent, parse_event
-from streams.feedback import FeedbackPolicy
-from streams.labelling import LabelPolicy
-from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy
-from streams.records import IntentScore
-from streams.scoring import decide_alerts, score_plan
-from streams.sessions import SessionPolicy, UserState
+from inference.client import ScoringError, TritonScorer
+from inference.heads import Prediction
+from streams.core.alerts import Alert, AlertPolicy, AlertState
+from streams.core.batching import BatchPlan, plan_batch
+from streams.core.events import Rejection, ShopEvent, parse_event
+from streams.core.feedback import FeedbackPolicy
+from streams.core.labelling import LabelPolicy
+from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy
+from streams.core.raw_message import RawMessage
+from streams.core.records import IntentScore
+from streams.core.sessions import SessionPolicy, UserState
+from streams.worker.scoring import decide_alerts, score_plan
 
 from .labels import Labeller, Labelling, Outcomes
 

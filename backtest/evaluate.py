@@ -7,7 +7,7 @@ Per head, the metrics are `training.metrics.head_metrics`, the ones the model ca
 - intent type: every prediction (the label is a rule over the window itself);
 - churn: predictions whose D has passed; its decision threshold is the live alert threshold.
 
-Alerts are judged with the live policy (`streams.alerts.decide`: threshold, event-time
+Alerts are judged with the live policy (`streams.core.alerts.decide`: threshold, event-time
 cooldown, exploration), re-run over the replay's scores at each threshold of the sweep:
 
 - precision: alerts whose window got the positive label (`strong`; churned), among alerts with
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
-from streams.alerts import HEADS, Alert, AlertPolicy, Head, decide
-from streams.labelling import HOUR_MS
-from streams.records import IntentScore
+from streams.core.alerts import HEADS, Alert, AlertPolicy, Head, decide
+from streams.core.labelling import HOUR_MS
+from streams.core.records import IntentScore
 from training.metrics import binary_columns, head_metrics
 
 from .labels import Labelled, Labelling, Outcomes

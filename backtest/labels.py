@@ -1,13 +1,13 @@
 """Labels for replayed predictions, by the live feedback sidecar's own code.
 
-Each tick's events and then its scores go through `streams.feedback.plan_feedback`, the
+Each tick's events and then its scores go through `streams.core.feedback.plan_feedback`, the
 function the sidecar runs on every micro-batch, so a prediction settled by the end of the
 labelled range gets exactly the `FeedbackExample` the sidecar would publish. The replay is one
 ordered stream, so the sidecar's per-partition watermarks become one (partition 0).
 
 At the end, everything settled by `label_until` is resolved. A prediction not yet settled for
 all heads (its window ended less than max(H, D) before `label_until`) may still be settled for
-one: strength after H. Those heads are labelled with `streams.labelling.label_window`, the
+one: strength after H. Those heads are labelled with `streams.core.labelling.label_window`, the
 definition the sidecar uses, and only once that head's own horizon has passed; labelling a head
 earlier (a purchase seen before H ran out) would keep only the positives and bias the metrics.
 
@@ -22,9 +22,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from streams.batching import RawMessage
-from streams.events import ShopEvent
-from streams.feedback import (
+from streams.core.events import ShopEvent
+from streams.core.feedback import (
     FeedbackExample,
     FeedbackPolicy,
     InputTopics,
@@ -35,8 +34,9 @@ from streams.feedback import (
     plan_feedback,
     resolve,
 )
-from streams.labelling import LabelPolicy, label_window
-from streams.records import IntentScore, encode
+from streams.core.labelling import LabelPolicy, label_window
+from streams.core.raw_message import RawMessage
+from streams.core.records import IntentScore, encode
 
 TOPICS = InputTopics(events="replay.events", scores="replay.scores", responses="replay.responses")
 PARTITION = 0

@@ -9,34 +9,22 @@ server of its own, one after the other.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from inference import repository
+from inference.repository import INTENT_BERT, single_version_repo
 from inference.tritonserver import TritonServer
-
-# The names in triton_models/ (as inference.export has them; importing that module would load
-# torch and transformers, seconds of start-up a replay does not need).
-ENSEMBLE, TOKENIZER, INTENT_BERT = "intent", "tokenizer", "intent_bert"
-SERVED_MODELS = (ENSEMBLE, TOKENIZER, INTENT_BERT)
 
 
 class ModelError(Exception):
     """The requested model version cannot be served (the CLI exits 2 with this message)."""
 
 
-def available_versions(repo: Path) -> list[int]:
-    """Built intent_bert versions, ascending (`inference.export.existing_versions`)."""
-    model_dir = Path(repo) / INTENT_BERT
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def pick_version(repo: Path, requested: int | None) -> int:
     """The requested intent_bert version, or the newest; ModelError if it is not built."""
-    have = available_versions(repo)
+    have = repository.versions(Path(repo) / INTENT_BERT)
     if requested is None:
         if not have:
             raise ModelError(f"no intent_bert version in {repo}/{INTENT_BERT}: train one "
@@ -47,20 +35,6 @@ def pick_version(repo: Path, requested: int | None) -> int:
         raise ModelError(f"intent_bert version {requested} is not in {repo}/{INTENT_BERT} "
                          f"(built versions: {listed})")
     return requested
-
-
-def single_version_repo(repo: Path, version: int, dest: Path) -> Path:
-    """`dest`: the ensemble's models from `repo`, with only `version` of intent_bert."""
-    for name in SERVED_MODELS:
-        source, target = Path(repo) / name, dest / name
-        target.mkdir(parents=True)
-        for entry in sorted(source.iterdir()):
-            if entry.is_dir() and entry.name.isdigit():
-                if name != INTENT_BERT or int(entry.name) == version:
-                    (target / entry.name).symlink_to(entry.resolve(), target_is_directory=True)
-            elif entry.is_file():
-                shutil.copy2(entry, target / entry.name)
-    return dest
 
 
 @contextmanager

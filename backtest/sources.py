@@ -1,5 +1,5 @@
 """Where replayed events come from: files of our events, the UCI Online Shoppers CSV, or a
-Kafka topic read by time range. Every source yields `streams.batching.RawMessage`s, the shape
+Kafka topic read by time range. Every source yields `streams.core.batching.RawMessage`s, the shape
 the live worker's micro-batch takes, so the engine runs the worker's code on them unchanged.
 
 Files carry no message keys: the key is the event's own `user_id` (the live contract), so a
@@ -24,7 +24,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndTimestamp
 
-from streams.batching import RawMessage
+from streams.core.raw_message import RawMessage
 from training import uci
 
 # A CSV whose header has these columns is the UCI Online Shoppers data, not our events.

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from streams.alerts import Alert, AlertPolicy
-from streams.records import IntentScore
+from streams.core.alerts import Alert, AlertPolicy
+from streams.core.records import IntentScore
 from training import uci
 from training.metrics import binary_columns, head_metrics
 

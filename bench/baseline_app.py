@@ -4,7 +4,7 @@ module is its own process, so one app object carries one agent."""
 
 from __future__ import annotations
 
-from streams.faust_app import IntentstreamFaustApp
+from streams.runtime.faust_base import IntentstreamFaustApp
 from streams.settings import get_settings
 
 settings = get_settings()

@@ -41,11 +41,13 @@ from bench.measure import (
     timed_drain,
 )
 from bench.workload import Traffic, shop_traffic
-from inference.export import ensure_model, existing_versions
+from inference import repository
+from inference.model.export import ensure_model
+from inference.repository import INTENT_BERT
 from inference.tritonserver import REPOSITORY_TEMPLATE, TritonServer, copy_repository
-from streams.embedded import EmbeddedBroker, WorkerProcess, free_port
+from streams.runtime.processes import EmbeddedBroker, WorkerProcess, free_port
+from streams.runtime.topics import ensure_topics
 from streams.settings import Settings
-from streams.topics import ensure_topics
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float | int | str]
     with served_repository(args, workdir) as repo, \
             EmbeddedBroker(workdir / "tansu.log") as broker, \
             TritonServer(repo, log_path=workdir / "tritonserver.log") as triton:
-        version = existing_versions(repo / "intent_bert")[-1]
-        artifacts = repo / "intent_bert" / str(version) / "artifacts"
+        version = repository.versions(repo / INTENT_BERT)[-1]
+        artifacts = repo / INTENT_BERT / str(version) / "artifacts"
         say(f"serving intent_bert v{version} from {repo}; broker {broker.bootstrap}")
         base = {"broker_url": broker.url, "broker_profile": "embedded",
                 "triton_url": triton.grpc_url, "metrics_port": "0",

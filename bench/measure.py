@@ -21,9 +21,9 @@ import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.workload import Traffic, position_in_user
-from inference.model import IntentBert
-from inference.tokenizer import encode, load_tokenizer
-from streams.embedded import IntentstreamProcess
+from inference.model.intent_bert import IntentBert
+from inference.model.tokenizer import encode, load_tokenizer
+from streams.runtime.processes import IntentstreamProcess
 
 
 class BenchError(RuntimeError):

@@ -13,8 +13,8 @@ from faust.types import StreamT
 
 from bench.baseline_app import app, events_topic, out_topic, settings
 from inference.client import TritonScorer
-from streams.events import Rejection, parse_event
-from streams.sessions import absorb, empty_state, render
+from streams.core.events import Rejection, parse_event
+from streams.core.sessions import absorb, empty_state, render
 
 sessions = app.Table("sessions", default=None, partitions=settings.partitions,
                      schema=faust.Schema(key_type=str, key_serializer="json",

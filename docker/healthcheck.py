@@ -16,8 +16,8 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from streams.runtime.topics import bootstrap_servers
 from streams.settings import Settings
-from streams.topics import bootstrap_servers
 
 
 def host_port(address: str, default_port: int) -> tuple[str, int]:

@@ -21,32 +21,14 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from .heads import INTENT_TYPE_LABELS, STRENGTH_LABELS, label_probabilities, top_label
+from .heads import INTENT_TYPE_LABELS, STRENGTH_LABELS, Prediction, label_probabilities
+from .repository import ENSEMBLE, INTENT_BERT
 
 OUTPUTS = ("STRENGTH", "INTENT_TYPE", "CHURN", "MODEL_VERSION")
-# The ensemble's MODEL_VERSION output is the version of this model, the one holding weights.
-VERSIONED_MODEL = "intent_bert"
 
 
 class ScoringError(Exception):
     """Triton could not score a batch (unreachable, timed out, or an invalid answer)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    strength: dict[str, float]  # over STRENGTH_LABELS, sums to 1
-    intent_type: dict[str, float]  # over INTENT_TYPE_LABELS, sums to 1
-    churn: float  # probability of churn
-    model_name: str  # the model whose weights scored this text (intent_bert)
-    model_version: int  # its version; exact per row, also during a hot swap
-
-    @property
-    def strength_label(self) -> str:
-        return top_label(self.strength)
-
-    @property
-    def intent_type_label(self) -> str:
-        return top_label(self.intent_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +58,7 @@ class TritonScorer:
     def __init__(
         self,
         url: str,
-        model_name: str = "intent",
+        model_name: str = ENSEMBLE,
         max_batch: int = 32,
         timeout_s: float = 60.0,
         *,
@@ -190,7 +172,7 @@ def predictions_from_outputs(outputs: dict[str, np.ndarray | None], rows: int) -
             strength=label_probabilities(STRENGTH_LABELS, strength[row]),
             intent_type=label_probabilities(INTENT_TYPE_LABELS, intent_type[row]),
             churn=float(churn[row, 0]),
-            model_name=VERSIONED_MODEL,
+            model_name=INTENT_BERT,
             model_version=int(versions[row, 0]),
         )
         for row in range(rows)

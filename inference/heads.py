@@ -4,12 +4,13 @@ Column `i` of a head's output is the probability of label `i` here. Training, ex
 Triton model and the client all read these tuples; changing one means retraining.
 
 This module imports nothing but the standard library: export copies it, with `model.py`, into
-every built `intent_bert` version (see `inference/export.py`).
+every built `intent_bert` version (see `inference/model/export.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 STRENGTH_LABELS: tuple[str, ...] = ("strong", "medium", "weak")
 INTENT_TYPE_LABELS: tuple[str, ...] = (
@@ -34,3 +35,20 @@ def label_probabilities(labels: Sequence[str], probabilities: Sequence[float]) -
 def top_label(probabilities: dict[str, float]) -> str:
     """The most probable label (the first one listed wins a tie)."""
     return max(probabilities, key=probabilities.__getitem__)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    strength: dict[str, float]  # over STRENGTH_LABELS, sums to 1
+    intent_type: dict[str, float]  # over INTENT_TYPE_LABELS, sums to 1
+    churn: float  # probability of churn
+    model_name: str  # the model whose weights scored this text (intent_bert)
+    model_version: int  # its version; exact per row, also during a hot swap
+
+    @property
+    def strength_label(self) -> str:
+        return top_label(self.strength)
+
+    @property
+    def intent_type_label(self) -> str:
+        return top_label(self.intent_type)

@@ -35,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from .repository import ENSEMBLE
+
 LOOPBACK = "127.0.0.1"
 PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 STUB = "triton_python_backend_stub"
@@ -126,7 +128,7 @@ class TritonServer:
         log_path: Path | None = None,
         exit_timeout_s: int = 10,
         extra_args: Sequence[str] = (),
-        load_models: Sequence[str] = ("intent",),
+        load_models: Sequence[str] = (ENSEMBLE,),
     ) -> None:
         self.repo = Path(repo).resolve()
         self.load_models = tuple(load_models)
@@ -310,7 +312,7 @@ def tiny_triton_server(
     For tests in any package: the copy lives in `workdir/triton_models`, the log beside it.
     The exported weights are at `server.repo / "intent_bert" / "1" / "artifacts"`.
     """
-    from .export import ensure_model  # deferred: only this helper needs torch
+    from .model.export import ensure_model  # deferred: only this helper needs torch
 
     repo = copy_repository(template, Path(workdir) / "triton_models")
     ensure_model(repo, tiny=True, seed=seed)

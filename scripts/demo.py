@@ -23,15 +23,17 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from inference.repository import INTENT_BERT
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference.export import existing_versions  # noqa: E402
+from inference import repository  # noqa: E402
 from inference.tritonserver import TritonServer  # noqa: E402
-from streams.commands import format_score  # noqa: E402
-from streams.embedded import EmbeddedBroker, WorkerProcess  # noqa: E402
+from streams.runtime.processes import EmbeddedBroker, WorkerProcess  # noqa: E402
+from streams.runtime.topics import ensure_topics  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
+from streams.worker.commands import format_score  # noqa: E402
 
 REPO = ROOT / "triton_models"
 # The demo model: the tiny config trained briefly on simulated shoppers, so a fresh clone is
@@ -42,7 +44,7 @@ MALFORMED_EVERY = 100  # one bad record per this many events
 
 
 def ensure_model() -> None:
-    if existing_versions(REPO / "intent_bert"):
+    if repository.versions(REPO / INTENT_BERT):
         return
     print("[demo] no model version in triton_models/: training the demo model (~1-2 min)…",
           flush=True)

@@ -22,7 +22,7 @@ OWN_PARSERS = {
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    from streams.logs import configure_logging
+    from streams.runtime.logs import configure_logging
     from streams.settings import get_settings
 
     configure_logging(get_settings().log_level)
@@ -31,13 +31,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(getattr(importlib.import_module(module), function)(args[1:]))
     if args[:1] == ["feedback"]:
         # The feedback sidecar: a second Faust app with its own worker (docs/feedback.md).
-        from streams.feedback_app import main as feedback_main
+        from streams.sidecar.app import main as feedback_main
 
         feedback_main(args[1:])
         return
     # Importing registers the agents and commands on the app.
-    from streams import commands, worker  # noqa: F401
-    from streams.app import app
+    from streams.worker import agent, commands  # noqa: F401
+    from streams.worker.app import app
 
     if args[:1] == ["worker"] and not any(a.startswith(("--with-web", "--web")) for a in args):
         # Faust's worker command starts its web server whatever the app says; ours is off by

@@ -17,10 +17,10 @@ import faust
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.alerts import AlertPolicy
-from streams.labelling import DAY_MS, HOUR_MS, LabelPolicy
-from streams.privacy import PrivacyPolicy
-from streams.sessions import SessionPolicy
+from streams.core.alerts import AlertPolicy
+from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.core.privacy import PrivacyPolicy
+from streams.core.sessions import SessionPolicy
 
 BrokerProfile = Literal["kafka", "embedded"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -36,7 +36,7 @@ EMBEDDED_BROKER_OVERRIDES: dict[str, Any] = {
     "broker_heartbeat_interval": 1,
     # Tansu holds a waiting fetch for its full max wait even when data arrives (Faust's is a
     # hard-coded 1.5 s): short waits keep event-to-score latency the pipeline's own. Taken by
-    # streams/faust_app.py, not by Faust.
+    # streams/runtime/faust_base.py, not by Faust.
     "fetch_max_wait_ms": 20,
 }
 
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # Triton-down fault test saw up to 30 s of that with the old 30 s cap).
     score_retry_max_s: float = Field(5.0, gt=0, description="cap of the retry backoff")
 
-    # --- alerts (streams/alerts.py) ----------------------------------------------------------
+    # --- alerts (streams/core/alerts.py) ----------------------------------------------------------
     alert_intent_threshold: float = Field(0.6, ge=0, le=1, description="p(strong) to alert")
     alert_churn_threshold: float = Field(0.6, ge=0, le=1, description="p(churn) to alert")
     alert_cooldown_s: float = Field(6 * 3600, ge=0, description="per user and head, event time")
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     churn_days: float = Field(7.0, gt=0, description="silence this long after window = churn")
     watermark_lateness_s: float = Field(60.0, ge=0, description="event-time slack for timers")
 
-    # --- privacy (streams/privacy.py) --------------------------------------------------------
+    # --- privacy (streams/core/privacy.py) --------------------------------------------------------
     scrub_pii: bool = Field(True, description="mask e-mails, phones, cards, addresses in text")
     pseudonym_key: SecretStr | None = Field(
         None, description="when set, user ids in state and outputs are keyed hashes (HMAC)"
@@ -237,8 +237,8 @@ class Settings(BaseSettings):
         }
 
     def faust_settings(self) -> dict[str, Any]:
-        """Keyword arguments for `IntentstreamFaustApp` (streams/faust_app.py) derived from these
-        settings and the profile."""
+        """Keyword arguments for `IntentstreamFaustApp` (streams/runtime/faust_base.py),
+        derived from these settings and the profile."""
         conf: dict[str, Any] = {
             "broker": self.broker_url,
             "store": "memory://",  # tables are rebuilt from their compacted changelog topics

@@ -4,7 +4,7 @@
 
 `mutated_events` and `raw_garbage` explore freely (some draws are still valid events);
 `malformed_events` is malformed by construction: every draw must be rejected by
-`streams.events.parse_event`, which the in-memory test checks, so the end-to-end test can
+`streams.core.events.parse_event`, which the in-memory test checks, so the end-to-end test can
 count on each one landing in the DLQ.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from streams.events import EVENT_TYPES
+from streams.core.events import EVENT_TYPES
 
 MAX_EVENT_BYTES = 16_384  # the worker's default `max_event_bytes`
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

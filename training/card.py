@@ -133,7 +133,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         "## Limitations",
         "- Trained on simulated shoppers: the numbers above say how well it recovers the "
         "simulator's behaviour, not how it will do on a real shop's traffic.",
-        "- Intent type is a rule of the window's content (streams/labelling.py); a support "
+        "- Intent type is a rule of the window's content (streams/core/labelling.py); a support "
         "message older than the newest ~128 tokens is out of the model's sight.",
         "- UCI sessions are summaries (page counts and total times), not event streams: the text "
         "carries no order, no items and no per-page times.",

@@ -1,10 +1,11 @@
 """Simulated histories → labelled windows (text + three labels) → a split by user. Pure.
 
 A window is exactly what the live worker scores: the user's events fed through
-`streams.sessions.absorb` and rendered with `streams.sessions.render` under the worker's policy.
+`streams.core.sessions.absorb` and rendered with `streams.core.sessions.render` under the
+worker's policy.
 Every closed session is one window; a seeded share of sessions also gives one prefix window (the
 session as the worker saw it mid-way), because the worker scores open sessions too. Labels come
-from `streams.labelling` on the events after the window's end; windows whose future is not
+from `streams.core.labelling` on the events after the window's end; windows whose future is not
 known far enough (near the end of the simulation) are dropped, never guessed.
 """
 
@@ -15,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streams.events import ShopEvent
-from streams.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, label_window
-from streams.sessions import Session, SessionPolicy, absorb, empty_state, render
+from streams.core.events import ShopEvent
+from streams.core.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, label_window
+from streams.core.sessions import Session, SessionPolicy, absorb, empty_state, render
 from training.simulator import UserHistory
 
 SPLITS = ("train", "validation", "test")

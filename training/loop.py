@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from inference.model import HeadOutputs, IntentBert
+from inference.model.intent_bert import HeadOutputs, IntentBert
 
 POOL_BATCHES = 20  # batches per length-sorting pool
 

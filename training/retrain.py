@@ -34,12 +34,14 @@ import numpy as np
 import torch
 from transformers import HfArgumentParser
 
-from inference.export import existing_versions, export_version
+from inference import repository
 from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
-from inference.model import IntentBert
-from inference.tokenizer import load_tokenizer
-from streams.feedback import FeedbackExample
-from streams.feedback_store import FeedbackStore
+from inference.model.export import export_version
+from inference.model.intent_bert import IntentBert
+from inference.model.tokenizer import load_tokenizer
+from inference.repository import INTENT_BERT
+from streams.core.feedback import FeedbackExample
+from streams.sidecar.store import FeedbackStore
 from training.data import split_users
 from training.loop import FitConfig, Targets, fit, predict, tokenize
 from training.metrics import head_metrics
@@ -138,7 +140,7 @@ def macro_f1s(model: IntentBert, tokens: list[list[int]], targets: Targets) -> d
 
 def base_rows(users: int, seed: int, max_length: int, tokenizer: Any) -> tuple[list, Targets]:
     """Freshly simulated training windows, so the candidate keeps what feedback rarely shows."""
-    from streams.labelling import DEFAULT_LABEL_POLICY
+    from streams.core.labelling import DEFAULT_LABEL_POLICY
     from training.data import build_splits
     from training.simulator import SimConfig, simulate
     from training.train import as_tensors, worker_session_policy
@@ -160,7 +162,7 @@ def roll_out(triton_url: str) -> None:
     """Explicit model control: (re)loading intent_bert picks up its newest version."""
     import tritonclient.grpc as grpcclient
 
-    grpcclient.InferenceServerClient(triton_url).load_model("intent_bert")
+    grpcclient.InferenceServerClient(triton_url).load_model(INTENT_BERT)
 
 
 def run(
@@ -169,12 +171,12 @@ def run(
     log: Callable[[str], None] = print,
 ) -> tuple[int, dict[str, Any]]:
     repo = Path(args.repo)
-    versions = existing_versions(repo / "intent_bert")
+    versions = repository.versions(repo / INTENT_BERT)
     if not versions:
         log(f"retrain: no intent_bert version in {repo}; train one first (intentstream train)")
         return EXIT_BAD_INPUT, {}
     live_version = max(versions)
-    live = IntentBert.load(repo / "intent_bert" / str(live_version) / "artifacts")
+    live = IntentBert.load(repo / INTENT_BERT / str(live_version) / "artifacts")
     with FeedbackStore(Path(args.feedback_db)) as store:
         examples = store.examples()  # stored only once resolved
     if len(examples) < args.min_examples:
@@ -204,7 +206,7 @@ def run(
     val_tokens, val_targets = tok(val_ex), targets_of(val_ex)
 
     candidate = make_candidate(live) if make_candidate else IntentBert.load(
-        repo / "intent_bert" / str(live_version) / "artifacts")
+        repo / INTENT_BERT / str(live_version) / "artifacts")
     if make_candidate is None:
         tokens, targets = train_tokens, train_targets
         if args.base_users:

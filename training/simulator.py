@@ -17,7 +17,7 @@ views, typos in searches, advice and questions in otherwise ordinary sessions.
 
 Randomness comes only from `random.Random` instances seeded from (seed, user index), so a user's
 history depends on nothing else: the first N users are the same whatever N is. Every event is a
-dict valid under `streams.events.ShopEvent` (the tests check). Ground truth travels beside the
+dict valid under `streams.core.events.ShopEvent` (the tests check). Ground truth travels beside the
 events (`UserHistory.archetype`, per-session goal and the needs written into messages), for
 tests that compare labels against what the simulator meant.
 
@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, WindowLabels, label_window
+from streams.core.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, WindowLabels, label_window
 from training.catalog import COLOURS, PRODUCT_TYPES, Product, build_catalog, products_of_type
 
 HOUR_MS = 3_600_000
@@ -650,7 +650,7 @@ def known_labels(
     """The outcome labels of the user's window ending at `window_end`, from the full history.
 
     The window's own events are those of its session up to `window_end`; this reads only the
-    events after it for strength and churn (see `streams.labelling`).
+    events after it for strength and churn (see `streams.core.labelling`).
     """
     session = next(
         (x for x in history.sessions if x.start <= window_end <= x.end), None

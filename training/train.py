@@ -26,14 +26,15 @@ import numpy as np
 import torch
 from transformers import HfArgumentParser
 
-from inference.export import export_version
 from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
-from inference.model import IntentBert
-from inference.onnx import export_onnx_version
-from inference.tokenizer import base_path, load_tokenizer
+from inference.model.export import export_version
+from inference.model.intent_bert import IntentBert
+from inference.model.onnx import export_onnx_version
+from inference.model.tokenizer import base_path, load_tokenizer
+from inference.repository import INTENT_BERT, INTENT_BERT_ONNX
 from inference.tritonserver import copy_repository
-from streams.labelling import DAY_MS, HOUR_MS, LabelPolicy
-from streams.sessions import SessionPolicy
+from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.core.sessions import SessionPolicy
 from streams.settings import get_settings
 from training import uci
 from training.baseline import fit_baseline
@@ -479,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         version = export_version(model, repo)
         # Its own numbering: the version baked into MODEL_VERSION is the one Triton serves it as.
         onnx_report = export_onnx_version(model, repo, int8=run_args.int8)
-        exported = {"intent_bert": version, "intent_bert_onnx": onnx_report}
+        exported = {INTENT_BERT: version, INTENT_BERT_ONNX: onnx_report}
         t = lap("export", t)
     seconds["total"] = round(time.monotonic() - started, 1)
     load_at_end = os.getloadavg()

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from streams.sessions import SessionPolicy, render
+from streams.core.sessions import SessionPolicy, render
 from training.data import sessions_of
 
 CSV_NAME = "online_shoppers_intention.csv"

@@ -1,4 +1,4 @@
-"""Assemble the GPU model repository served by Triton's NGC image (stdlib only).
+"""Assemble the GPU model repository served by Triton's NGC image (no torch needed).
 
 `triton_models/` is the repository the CPU demo serves: `intent` → `tokenizer` (python backend)
 → `intent_bert` (python backend, torch). On a GPU server the network runs in Triton's
@@ -7,9 +7,9 @@ onnxruntime backend instead, so the deploy repository holds:
     <dest>/intent/config.pbtxt            the ensemble, its network step calling intent_bert_onnx
     <dest>/intent/1/                      (an ensemble needs a version directory, empty)
     <dest>/tokenizer/config.pbtxt         unchanged
-    <dest>/tokenizer/<N>/                 model.py + artifacts/, as written by inference.export
+    <dest>/tokenizer/<N>/                 model.py + artifacts/ (inference.model.export)
     <dest>/intent_bert_onnx/config.pbtxt  unchanged: onnxruntime_onnx, KIND_GPU
-    <dest>/intent_bert_onnx/<N>/          model.onnx, as written by inference.onnx
+    <dest>/intent_bert_onnx/<N>/          model.onnx, as written by inference.model.onnx
 
 The python `intent_bert` is left out: the NGC image has no torch, and clients never name it.
 Run it again after exporting a new version: versions already in <dest> are never touched (one
@@ -24,19 +24,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-ENSEMBLE = "intent"
-TOKENIZER = "tokenizer"
-CPU_NETWORK = "intent_bert"
-GPU_NETWORK = "intent_bert_onnx"
-CONFIG = "config.pbtxt"
+from inference.repository import (
+    CONFIG,
+    ENSEMBLE,
+    TOKENIZER,
+    copy_version,
+    versions,
+    write_text_atomically,
+)
+from inference.repository import INTENT_BERT as CPU_NETWORK
+from inference.repository import INTENT_BERT_ONNX as GPU_NETWORK
+
 ENSEMBLE_VERSION = "1"
 # What a version directory must hold before it is worth serving.
 REQUIRED_FILES = {TOKENIZER: ("model.py", "artifacts"), GPU_NETWORK: ("model.onnx",)}
@@ -53,14 +56,6 @@ _TENSOR_NAME = re.compile(r'\bname:\s*"([^"]+)"')
 
 class AssemblyError(Exception):
     """The source repository cannot be turned into a GPU deploy repository."""
-
-
-def versions(model_dir: Path) -> list[str]:
-    """Numbered version directories, ascending (hidden staging directories are not versions)."""
-    if not model_dir.is_dir():
-        return []
-    found = [p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    return sorted(found, key=int)
 
 
 def gpu_ensemble_config(ensemble: str, network: str) -> str:
@@ -102,16 +97,16 @@ def assemble(source: Path, dest: Path) -> dict[str, list[str]]:
     for name, numbers in plan.items():
         model_dir = dest / name
         model_dir.mkdir(parents=True, exist_ok=True)
-        _write_text(model_dir / CONFIG, configs[name])
+        write_text_atomically(model_dir / CONFIG, configs[name])
         for number in numbers:
             target = model_dir / number
             if target.exists():
                 report["kept"].append(f"{name}/{number}")
                 continue
-            _copy_atomically(source / name / number, target)
+            copy_version(source / name / number, target)
             report["copied"].append(f"{name}/{number}")
     (dest / ENSEMBLE / ENSEMBLE_VERSION).mkdir(parents=True, exist_ok=True)
-    _write_text(dest / ENSEMBLE / CONFIG, configs[ENSEMBLE])
+    write_text_atomically(dest / ENSEMBLE / CONFIG, configs[ENSEMBLE])
     return report
 
 
@@ -123,43 +118,17 @@ def _read(path: Path) -> str:
 
 
 def _servable_versions(model_dir: Path, required: Sequence[str]) -> list[str]:
-    numbers = versions(model_dir)
+    numbers = [str(n) for n in versions(model_dir)]
     if not numbers:
         raise AssemblyError(
             f"{model_dir} has no version: export one first "
-            "(python -m inference.export / python -m inference.onnx)"
+            "(python -m inference.model.export / python -m inference.model.onnx)"
         )
     for number in numbers:
         absent = [f for f in required if not (model_dir / number / f).exists()]
         if absent:
             raise AssemblyError(f"{model_dir / number} lacks {', '.join(absent)}")
     return numbers
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Replace a file in one rename, so a reading server never sees it half written."""
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temp, 0o644)  # mkstemp's 0600 would hide it from a server run as another user
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _copy_atomically(version: Path, target: Path) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{target.name}-", dir=target.parent))
-    try:
-        filled = staging / "v"
-        shutil.copytree(version, filled, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        filled.chmod(0o755)
-        filled.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from inference.tritonserver import TritonServer, tiny_triton_server
-from streams.embedded import EmbeddedBroker
+from streams.runtime.processes import EmbeddedBroker
 from tests.backtest.fixtures import SIM, SIM_USERS
 from training.simulator import UserHistory, simulate
 

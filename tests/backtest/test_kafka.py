@@ -15,10 +15,10 @@ import pytest
 from backtest.cli import backtest_main, replay_main
 from backtest.report import iso
 from inference.tritonserver import TritonServer
-from streams.embedded import EmbeddedBroker, WorkerProcess, free_port
-from streams.labelling import DAY_MS
+from streams.core.labelling import DAY_MS
+from streams.runtime.processes import EmbeddedBroker, WorkerProcess, free_port
+from streams.runtime.topics import ensure_topics
 from streams.settings import Settings
-from streams.topics import ensure_topics
 from tests.backtest.broker_state import produce_events, snapshot, wait_committed
 from tests.backtest.fixtures import SIM, metrics, only_run, write_jsonl
 

@@ -12,9 +12,9 @@ from backtest.evaluate import covering_alert
 from backtest.labels import outcomes_of
 from backtest.report import canonical
 from backtest.sources import csv_row_event, file_message, read_file
-from streams.alerts import AlertPolicy
-from streams.labelling import DAY_MS, HOUR_MS, LabelPolicy
-from streams.sessions import SessionPolicy
+from streams.core.alerts import AlertPolicy
+from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.core.sessions import SessionPolicy
 from tests.backtest.fixtures import UCI_CSV, write_jsonl
 from training import uci
 

@@ -9,9 +9,9 @@ import pytest
 
 from backtest.cli import engine_config, replay_main
 from backtest.engine import OrderedScorer, Run, replay
-from backtest.models import single_version_repo
 from backtest.sources import read_file
 from backtest.uci_eval import final_scores
+from inference.repository import single_version_repo
 from streams.settings import Settings
 from tests.backtest.fixtures import UCI_CSV, metrics, only_run, write_jsonl
 from training import uci

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from inference.tritonserver import TritonServer, tiny_triton_server
-from streams.embedded import EmbeddedBroker, SidecarProcess, WorkerProcess
+from streams.runtime.processes import EmbeddedBroker, SidecarProcess, WorkerProcess
 
 _ids = itertools.count()
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
-from streams.embedded import WorkerProcess
+from streams.runtime.processes import WorkerProcess
 from tests.e2e.kafka_io import committed_offsets, read_to_end, run
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ from collections import defaultdict
 import orjson
 import pytest
 
-from streams.feedback import AlertResponse
-from streams.feedback_store import FeedbackStore
-from streams.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.core.feedback import AlertResponse
+from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.sidecar.store import FeedbackStore
 from tests.e2e.kafka_io import produce, read_until, run
 from training.simulator import SimConfig, UserHistory, known_labels, simulate
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.embedded import free_port
+from streams.runtime.processes import free_port
 from tests.e2e.kafka_io import produce, read_until, run
 from tests.e2e.test_slice import all_users_complete, events_per_user
 from tests.e2e.traffic import make_traffic

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from inference.export import ensure_model
+from inference.model.export import ensure_model
 from inference.tritonserver import REPOSITORY_TEMPLATE, TritonServer, copy_repository
-from streams.privacy import pseudonymise
+from streams.core.privacy import pseudonymise
 from tests.e2e.kafka_io import produce, read_until, run
 
 pytestmark = pytest.mark.e2e

@@ -18,8 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from inference.model import IntentBert
-from inference.tokenizer import load_tokenizer
+from inference.model.intent_bert import IntentBert
+from inference.model.tokenizer import load_tokenizer
 from inference.tritonserver import TritonServer, copy_repository, tiny_triton_server
 
 TEMPLATE_REPO = Path(__file__).resolve().parents[2] / "triton_models"

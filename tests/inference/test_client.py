@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from inference.client import Prediction, ScoringError, TritonScorer, predictions_from_outputs
+from inference.client import ScoringError, TritonScorer, predictions_from_outputs
+from inference.heads import Prediction
 from inference.tritonserver import free_port
 
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from inference import export
-from inference.export import ExportError, ensure_model, existing_versions, export_version
-from inference.model import IntentBert
-from inference.tokenizer import encode
+from inference import repository
+from inference.model import export
+from inference.model.export import ExportError, ensure_model, export_version
+from inference.model.intent_bert import IntentBert
+from inference.model.tokenizer import encode
 
 
 def _entries(directory: Path) -> list[str]:
@@ -44,7 +45,7 @@ def test_versions_number_up(repo: Path, tiny_model: IntentBert) -> None:
     assert [export_version(tiny_model, repo) for _ in range(2)] == [1, 2]
     assert export_version(tiny_model, repo, version=7) == 7
     assert export_version(tiny_model, repo) == 8
-    assert existing_versions(repo / "intent_bert") == [1, 2, 7, 8]
+    assert repository.versions(repo / "intent_bert") == [1, 2, 7, 8]
     with pytest.raises(ExportError, match="already exists"):
         export_version(tiny_model, repo, version=2)
 
@@ -64,8 +65,8 @@ def test_failed_export_leaves_nothing(
 def test_ensure_model_builds_once(repo: Path) -> None:
     assert ensure_model(repo, tiny=True) == 1
     assert ensure_model(repo, tiny=True) == 1
-    assert existing_versions(repo / "intent_bert") == [1]
-    assert existing_versions(repo / "tokenizer") == [1]
+    assert repository.versions(repo / "intent_bert") == [1]
+    assert repository.versions(repo / "tokenizer") == [1]
 
 
 def test_exported_code_runs_without_the_inference_package(
@@ -128,4 +129,4 @@ def test_refuses_a_max_length_the_tokenizer_does_not_serve(
     model = IntentBert.tiny(len(tokenizer), max_length=64)
     with pytest.raises(ExportError, match="max_length 64 differs from the tokenizer's 128"):
         export_version(model, repo)
-    assert existing_versions(repo / "intent_bert") == []
+    assert repository.versions(repo / "intent_bert") == []

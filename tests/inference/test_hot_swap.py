@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from inference.client import ScoringError, TritonScorer
-from inference.export import export_version
-from inference.model import IntentBert
+from inference.model.export import export_version
+from inference.model.intent_bert import IntentBert
 from inference.tritonserver import tiny_triton_server
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS, label_probabilities, top_label
-from inference.model import HEADS_FILE, IntentBert
-from inference.tokenizer import base_path, encode
+from inference.model.intent_bert import HEADS_FILE, IntentBert
+from inference.model.tokenizer import base_path, encode
 
 TEXTS = ["viewed running shoes", "added to cart: red sneakers, size 42 " * 3, "hi"]
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from inference.client import Prediction, TritonScorer
-from inference.export import existing_versions, export_version
-from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
-from inference.model import IntentBert
-from inference.tokenizer import encode
+from inference import repository
+from inference.client import TritonScorer
+from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS, Prediction
+from inference.model.export import export_version
+from inference.model.intent_bert import IntentBert
+from inference.model.tokenizer import encode
 from inference.tritonserver import TritonServer, tiny_triton_server
 
 pytestmark = pytest.mark.e2e
@@ -74,7 +75,7 @@ def _process_exists(pid: int) -> bool:
 def test_scores_match_in_process_model(
     triton_server: TritonServer, tokenizer: PreTrainedTokenizerBase
 ) -> None:
-    version = existing_versions(triton_server.repo / "intent_bert")[-1]
+    version = repository.versions(triton_server.repo / "intent_bert")[-1]
     model = IntentBert.load(triton_server.repo / "intent_bert" / str(version) / "artifacts")
 
     predictions = _score(triton_server.grpc_url, TEXTS, max_batch=8)  # 7 concurrent requests

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.export import existing_versions
+from inference import repository
 from inference.tritonserver import (
     TritonError,
     TritonServer,
@@ -44,7 +44,7 @@ def test_copy_leaves_built_versions_out(repo: Path, tmp_path: Path) -> None:
     built = repo / "intent_bert" / "3" / "artifacts"
     built.mkdir(parents=True)
     copy = copy_repository(repo, tmp_path / "copy")
-    assert existing_versions(copy / "intent_bert") == []
+    assert repository.versions(copy / "intent_bert") == []
     assert (copy / "intent" / "1" / ".gitkeep").is_file()  # the ensemble's empty version stays
 
 

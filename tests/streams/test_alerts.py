@@ -1,6 +1,6 @@
 import pytest
 
-from streams.alerts import AlertPolicy, alerts_for, decide, signals, unit_coin
+from streams.core.alerts import AlertPolicy, alerts_for, decide, signals, unit_coin
 
 HOUR = 3_600_000
 POLICY = AlertPolicy(intent_threshold=0.6, churn_threshold=0.6, cooldown_ms=6 * HOUR,

@@ -2,9 +2,10 @@ import base64
 
 import orjson
 
-from streams.batching import RawMessage, plan_batch
-from streams.privacy import PrivacyPolicy, pseudonymise
-from streams.sessions import SessionPolicy
+from streams.core.batching import plan_batch
+from streams.core.privacy import PrivacyPolicy, pseudonymise
+from streams.core.raw_message import RawMessage
+from streams.core.sessions import SessionPolicy
 
 MIN = 60_000
 T0 = 1_700_000_000_000

@@ -1,8 +1,8 @@
 import orjson
 import pytest
 
-from streams.events import Rejection, ShopEvent, parse_event
-from streams.privacy import PrivacyPolicy, pseudonymise
+from streams.core.events import Rejection, ShopEvent, parse_event
+from streams.core.privacy import PrivacyPolicy, pseudonymise
 
 MAX = 16_384
 
@@ -78,7 +78,7 @@ def test_unknown_extra_fields_are_ignored_for_forward_compatibility():
     assert isinstance(event, ShopEvent)
 
 
-# --- privacy at the door (streams/privacy.py) ----------------------------------------------------
+# --- privacy at the door (streams/core/privacy.py) ------------------------------------------------
 
 KEY = b"k1"
 PII_TEXT = "I'm jane@example.com, +44 20 7946 0958, card 4111 1111 1111 1111, 12 Elm St"

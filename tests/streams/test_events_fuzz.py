@@ -8,7 +8,7 @@ more widely, in memory. Strategies live in tests/strategies.py, shared by both.
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.events import Rejection, ShopEvent, parse_event
+from streams.core.events import Rejection, ShopEvent, parse_event
 from tests.strategies import MAX_EVENT_BYTES, malformed_events, mutated_events, raw_garbage
 
 

@@ -9,10 +9,9 @@ import random
 import orjson
 import pytest
 
-from streams.alerts import AlertPolicy, alert_id, alerts_for
-from streams.batching import RawMessage
-from streams.events import ShopEvent
-from streams.feedback import (
+from streams.core.alerts import AlertPolicy, alert_id, alerts_for
+from streams.core.events import ShopEvent
+from streams.core.feedback import (
     MAX_KEPT_EVENTS,
     Applied,
     FeedbackPolicy,
@@ -26,11 +25,12 @@ from streams.feedback import (
     plan_feedback,
     resolve,
 )
-from streams.labelling import DAY_MS, HOUR_MS, LabelPolicy
-from streams.offsets import Gap, next_offsets, offset_gaps, splice
-from streams.records import HeadScore, IntentScore, ModelRef, Window, prediction_id
-from streams.sessions import SessionPolicy, absorb
-from streams.sessions import empty_state as empty_sessions
+from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.core.offsets import Gap, next_offsets, offset_gaps, splice
+from streams.core.raw_message import RawMessage
+from streams.core.records import HeadScore, IntentScore, ModelRef, Window, prediction_id
+from streams.core.sessions import SessionPolicy, absorb
+from streams.core.sessions import empty_state as empty_sessions
 from training.simulator import SimConfig, known_labels, simulate
 
 T0 = 1_767_225_600_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.feedback import (
+from streams.core.feedback import (
     AlertResponse,
     FeedbackExample,
     empty_state,
@@ -12,7 +12,7 @@ from streams.feedback import (
     on_score,
     resolve,
 )
-from streams.feedback_store import FeedbackStore
+from streams.sidecar.store import FeedbackStore
 from tests.streams.test_feedback import ALERTS, END, LABELS, SETTLES, T0, WINDOW, score
 
 

@@ -17,12 +17,15 @@ from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from inference.client import Prediction, ScoringError
-from streams import metrics, scoring, worker
-from streams.agent_io import report_lag
-from streams.alerts import AlertPolicy
-from streams.batching import BatchPlan, RawMessage, plan_batch
-from streams.metrics import (
+from inference.client import ScoringError
+from inference.heads import Prediction
+from streams.core.alerts import AlertPolicy
+from streams.core.batching import BatchPlan, plan_batch
+from streams.core.raw_message import RawMessage
+from streams.core.sessions import SessionPolicy
+from streams.runtime import metrics
+from streams.runtime.agent_io import report_lag
+from streams.runtime.metrics import (
     AgentMetrics,
     MetricsPortError,
     consumer_lag,
@@ -30,7 +33,8 @@ from streams.metrics import (
     split_invalid,
     tally,
 )
-from streams.sessions import SessionPolicy
+from streams.worker import agent as worker
+from streams.worker import scoring
 
 T0 = 1_767_225_600_000
 

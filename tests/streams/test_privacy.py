@@ -1,4 +1,4 @@
-"""PII scrubbing and keyed pseudonyms (streams/privacy.py), and TLS for the Triton client."""
+"""PII scrubbing and keyed pseudonyms (streams/core/privacy.py), and TLS for the Triton client."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inference.client import TritonScorer
-from streams.privacy import (
+from streams.core.privacy import (
     PLACEHOLDERS,
     PrivacyPolicy,
     protect_raw,

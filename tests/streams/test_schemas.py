@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from streams.schema_files import PUBLISHED, SCHEMA_DIR, render_schema
+from streams.runtime.schema_files import PUBLISHED, SCHEMA_DIR, render_schema
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
@@ -10,7 +10,7 @@ def test_published_schema_matches_the_code(name):
     model, topic = PUBLISHED[name]
     committed = (SCHEMA_DIR / name).read_text()
     assert committed == render_schema(model, topic, name), (
-        f"{name} is stale: run `python -m streams.schema_files` and commit"
+        f"{name} is stale: run `python -m streams.runtime.schema_files` and commit"
     )
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from streams.events import ShopEvent
-from streams.sessions import (
+from streams.core.events import ShopEvent
+from streams.core.sessions import (
     Outcome,
     SessionPolicy,
     absorb,

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
-from streams.sessions import SessionPolicy
+from streams.core.sessions import SessionPolicy
 from training.simulator import SimConfig, UserHistory, simulate
 
 MIN_MS = 60_000

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from streams.sessions import render
+from streams.core.sessions import render
 from training.data import SPLITS, build_splits, examples_of, sessions_of, split_users
 from training.simulator import UserHistory
 

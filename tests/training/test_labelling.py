@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from streams.labelling import (
+from streams.core.labelling import (
     DAY_MS,
     HOUR_MS,
     LabelPolicy,

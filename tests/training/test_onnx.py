@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from inference.export import ExportError
-from inference.model import IntentBert
-from inference.onnx import (
+from inference.model.export import ExportError
+from inference.model.intent_bert import IntentBert
+from inference.model.onnx import (
     INT8_FILE,
     INTENT_BERT_ONNX,
     ONNX_FILE,
@@ -20,7 +20,7 @@ from inference.onnx import (
     export_onnx_version,
     max_abs_difference,
 )
-from inference.tokenizer import encode, load_tokenizer
+from inference.model.tokenizer import encode, load_tokenizer
 
 from .conftest import TEMPLATE_REPO
 

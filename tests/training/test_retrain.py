@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference.export import existing_versions, export_version
-from inference.model import IntentBert
+from inference import repository
+from inference.model.export import export_version
+from inference.model.intent_bert import IntentBert
 from inference.tritonserver import REPOSITORY_TEMPLATE, copy_repository
-from streams.feedback import FeedbackExample, HeadFeedback, LabelPolicyRef, Labels
-from streams.feedback_store import FeedbackStore
-from streams.labelling import DEFAULT_LABEL_POLICY
-from streams.records import HeadScore, Window
+from streams.core.feedback import FeedbackExample, HeadFeedback, LabelPolicyRef, Labels
+from streams.core.labelling import DEFAULT_LABEL_POLICY
+from streams.core.records import HeadScore, Window
+from streams.sidecar.store import FeedbackStore
 from training.data import build_splits
 from training.retrain import (
     EXIT_REJECTED,
@@ -111,7 +112,7 @@ def test_a_worse_candidate_is_rejected_and_nothing_is_exported(feedback_repo, tm
                             base_users=0, progress=False)
     code, report = run(args, make_candidate=broken, log=lambda _: None)
     assert code == EXIT_REJECTED
-    assert existing_versions(repo / "intent_bert") == [1]
+    assert repository.versions(repo / "intent_bert") == [1]
     assert not report["gate"]["accepted"]
     assert sum(report["gate"]["candidate"].values()) < sum(report["gate"]["live"].values())
 
@@ -122,4 +123,4 @@ def test_a_passing_candidate_becomes_the_next_version(feedback_repo, tmp_path):
                             base_users=0, margin=-1.0, max_head_drop=1.0, progress=False)
     code, report = run(args, make_candidate=lambda live: live, log=lambda _: None)
     assert code == EXIT_ROLLED and report["new_version"] == 2
-    assert existing_versions(repo / "intent_bert") == [1, 2]
+    assert repository.versions(repo / "intent_bert") == [1, 2]

@@ -3,8 +3,8 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from streams.events import ShopEvent
-from streams.labelling import message_need, review_need
+from streams.core.events import ShopEvent
+from streams.core.labelling import message_need, review_need
 from training.simulator import (
     ARCHETYPES,
     SimConfig,
@@ -60,7 +60,7 @@ def test_all_archetypes_and_event_types_occur(histories: list[UserHistory]) -> N
 def test_the_labeller_reads_each_message_as_the_need_the_simulator_wrote(
     histories: list[UserHistory],
 ) -> None:
-    # Ground truth (the need behind each message) against streams.labelling's reading of it.
+    # Ground truth (the need behind each message) against streams.core.labelling's reading of it.
     for h in histories:
         for session in h.sessions:
             written = [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from inference.model import IntentBert
-from inference.tokenizer import load_tokenizer
+from inference.model.intent_bert import IntentBert
+from inference.model.tokenizer import load_tokenizer
 from training.loop import FitConfig, Targets, fit, multitask_loss, predict, tokenize
 from training.train import main
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
-from streams.events import ShopEvent
+from streams.core.events import ShopEvent
 from training import uci
 
 from .conftest import WORKER_POLICY

@@ -2,9 +2,9 @@
 
 The canonical copy lives at triton_models/intent_bert/model.py; export copies it into
 <version>/model.py. The network itself is not defined here: export also copies
-inference/model.py and inference/heads.py into <version>/artifacts/intentbert/, next to the
-weights, so each version runs the exact architecture it was saved with and this file stays
-self-contained (the stub process cannot rely on the `inference` package being importable).
+inference/model/intent_bert.py (as model.py) and inference/heads.py into
+<version>/artifacts/intentbert/, next to the weights, so each version runs the exact
+architecture it was saved with and this file stays self-contained (the stub process cannot rely on the `inference` package being importable).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-ARCHITECTURE_PACKAGE = "intentbert"  # written by inference/export.py
+ARCHITECTURE_PACKAGE = "intentbert"  # written by inference/model/export.py
 
 
 class TritonPythonModel:

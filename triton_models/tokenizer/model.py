@@ -3,7 +3,7 @@
 The canonical copy lives at triton_models/tokenizer/model.py; export copies it into
 <version>/model.py next to <version>/artifacts/ (the shared MiniLM tokenizer files).
 Self-contained: the stub process cannot rely on the `inference` package being importable.
-Truncation is on the left, as in inference/tokenizer.py, so the newest events are kept.
+Truncation is on the left, as in inference/model/tokenizer.py, so the newest events are kept.
 """
 
 from __future__ import annotations

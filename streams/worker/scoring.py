@@ -1,6 +1,6 @@
 """The broker-free middle of the pipeline: a planned batch → scores → alerts.
 
-The live worker (`streams/worker.py`) and replay/backtests call these same functions; only
+The live worker (`streams/worker/agent.py`) and replay/backtests call these same functions; only
 where state is kept and where records go differs (Faust tables and topics, or memory).
 """
 
@@ -12,12 +12,13 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from inference.client import Prediction, ScoringError, TritonScorer
-from streams import metrics
-from streams.alerts import Alert, AlertPolicy, AlertState, alerts_for
-from streams.batching import BatchPlan
-from streams.records import IntentScore, intent_score
-from streams.sessions import render
+from inference.client import ScoringError, TritonScorer
+from inference.heads import Prediction
+from streams.core.alerts import Alert, AlertPolicy, AlertState, alerts_for
+from streams.core.batching import BatchPlan
+from streams.core.records import IntentScore, intent_score
+from streams.core.sessions import render
+from streams.runtime import metrics
 
 log = structlog.get_logger("intentstream.scoring")
 

@@ -13,7 +13,7 @@ so a running Triton (which skips non-numeric entries) never loads half a version
 new intent_bert version, export it, then ask Triton to load `intent_bert` again (explicit model
 control): it swaps to the newest version.
 
-    python -m inference.export --repo triton_models [--tiny | --from DIR] [--if-missing]
+    python -m inference.model.export --repo triton_models [--tiny | --from DIR] [--if-missing]
 """
 
 from __future__ import annotations
@@ -23,36 +23,33 @@ import json
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from .model import IntentBert
+from inference import repository
+from inference.repository import INTENT_BERT, TOKENIZER
+
+from .intent_bert import IntentBert
 from .tokenizer import base_path, load_tokenizer
 
-INTENT_BERT = "intent_bert"
-TOKENIZER = "tokenizer"
 TOKENIZER_VERSION = 1
 BACKEND_FILE = "model.py"  # the python backend's code, canonical at model level
 ARTIFACTS = "artifacts"
 # The architecture travels with the weights; triton_models/intent_bert/model.py imports it.
 ARCHITECTURE_PACKAGE = "intentbert"
-ARCHITECTURE_FILES = ("model.py", "heads.py")
+# Source file -> its name in artifacts/intentbert/ (the names older versions were saved with).
+ARCHITECTURE_FILES = {
+    Path(__file__).with_name("intent_bert.py"): "model.py",
+    Path(__file__).parents[1] / "heads.py": "heads.py",
+}
 DEFAULT_SEED = 0
 _MAX_LENGTH_PARAMETER = re.compile(r'key:\s*"max_length",\s*value:\s*\{\s*string_value:\s*"(\d+)"')
 
 
 class ExportError(Exception):
     """The repository or the requested version cannot be written as asked."""
-
-
-def existing_versions(model_dir: Path) -> list[int]:
-    """Numbered version directories of one model, ascending."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def export_version(model: IntentBert, repo: Path, version: int | None = None) -> int:
@@ -63,7 +60,7 @@ def export_version(model: IntentBert, repo: Path, version: int | None = None) ->
     model_dir = _model_dir(repo, INTENT_BERT)
     _check_max_length(model, repo)
     if version is None:
-        version = max(existing_versions(model_dir), default=0) + 1
+        version = max(repository.versions(model_dir), default=0) + 1
     if version < 1:
         raise ExportError(f"version must be >= 1, got {version}")
 
@@ -80,7 +77,7 @@ def export_version(model: IntentBert, repo: Path, version: int | None = None) ->
 def ensure_tokenizer(repo: Path) -> bool:
     """Write the tokenizer's version if missing; True when it was written now."""
     model_dir = _model_dir(repo, TOKENIZER)
-    if existing_versions(model_dir):
+    if repository.versions(model_dir):
         return False
 
     def fill(staging: Path) -> None:
@@ -101,7 +98,7 @@ def build_model(*, tiny: bool, seed: int = DEFAULT_SEED) -> IntentBert:
 
 def ensure_model(repo: Path, tiny: bool, *, seed: int = DEFAULT_SEED) -> int:
     """The newest intent_bert version, building an untrained one first if there is none."""
-    versions = existing_versions(_model_dir(repo, INTENT_BERT))
+    versions = repository.versions(_model_dir(repo, INTENT_BERT))
     if versions:
         ensure_tokenizer(repo)
         return versions[-1]
@@ -140,26 +137,19 @@ def _check_max_length(model: IntentBert, repo: Path) -> None:
 def _copy_architecture(package_dir: Path) -> None:
     package_dir.mkdir()
     (package_dir / "__init__.py").write_text(
-        '"""IntentBert code copied from inference/ by inference/export.py."""\n',
+        '"""IntentBert code copied from inference/ by inference/model/export.py."""\n',
         encoding="utf-8",
     )
-    source = Path(__file__).parent
-    for name in ARCHITECTURE_FILES:
-        shutil.copy2(source / name, package_dir / name)
+    for source, name in ARCHITECTURE_FILES.items():
+        shutil.copy2(source, package_dir / name)
 
 
 def write_atomically(final: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a staging directory beside `final`, then rename it into place."""
-    if final.exists():
-        raise ExportError(f"{final} already exists")
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{final.name}-", dir=final.parent))
+    """`repository.write_atomically`, refusing an existing version as an ExportError."""
     try:
-        fill(staging)
-        staging.chmod(0o755)  # mkdtemp's 0700 would hide it from a server run as another user
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        repository.write_atomically(final, fill)
+    except FileExistsError as error:
+        raise ExportError(str(error)) from error
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -167,7 +157,7 @@ def write_atomically(final: Path, fill: Callable[[Path], None]) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m inference.export",
+        prog="python -m inference.model.export",
         description="Write an intent_bert version (and the tokenizer) into a Triton repository.",
     )
     parser.add_argument("--repo", type=Path, required=True, help="model repository directory")

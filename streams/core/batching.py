@@ -10,20 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from streams.events import Rejection, ShopEvent, not_from_the_future, parse_event
-from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy
-from streams.records import DeadLetter, DeadLetterSource, dead_letter
-from streams.sessions import Outcome, Session, SessionPolicy, UserState, absorb, empty_state
-
-
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    key: bytes | None
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
+from streams.core.events import Rejection, ShopEvent, not_from_the_future, parse_event
+from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy
+from streams.core.raw_message import RawMessage
+from streams.core.records import DeadLetter, DeadLetterSource, dead_letter
+from streams.core.sessions import Outcome, Session, SessionPolicy, UserState, absorb, empty_state
 
 
 @dataclass(frozen=True, slots=True)

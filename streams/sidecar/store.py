@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from streams.feedback import AlertResponse, FeedbackExample, ResponseStatus, with_responses
+from streams.core.feedback import AlertResponse, FeedbackExample, ResponseStatus, with_responses
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS examples (

@@ -3,7 +3,7 @@
 - `raw_message`: a Faust event as the pure pipeline's `RawMessage`;
 - `as_current`: tie a table write to an event, so it lands in that partition's changelog;
 - `produce_all`: await the broker's ack of every record before a batch is acked;
-- `with_skipped`: the batch plus any input Faust skipped (see `streams.offsets`), re-read with
+- `with_skipped`: the batch plus any input Faust skipped (see `streams.core.offsets`), re-read with
   a plain consumer (no group, no commits) so live consumer groups are never disturbed;
 - `run_acked_batches`: the at-least-once batch loop, which also counts what it takes;
 - `report_lag`: consumer lag per assigned input partition, for the metrics.
@@ -25,9 +25,9 @@ from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
 from faust.types import TP, AppT, EventT, StreamT, TableT
 
-from streams.batching import RawMessage
-from streams.metrics import AgentMetrics, consumer_lag, tally
-from streams.offsets import Gap, next_offsets, offset_gaps, splice
+from streams.core.offsets import Gap, next_offsets, offset_gaps, splice
+from streams.core.raw_message import RawMessage
+from streams.runtime.metrics import AgentMetrics, consumer_lag, tally
 
 log = structlog.get_logger("intentstream.agent_io")
 

@@ -1,6 +1,6 @@
 """Privacy at the door: PII scrubbing and keyed pseudonyms, applied as events are parsed.
 
-`streams.events.parse_event` scrubs every free-text field and (with a key) replaces the user
+`streams.core.events.parse_event` scrubs every free-text field and (with a key) replaces the user
 id before anything else sees the event, so session state, its changelog, the text sent to
 Triton, every output topic and the feedback store only ever hold the scrubbed text and the
 pseudonym. Dead letters get the byte-level variant (`scrub_bytes`, `pseudonymise_raw`), which

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypedDict
 
-from streams.events import ShopEvent
+from streams.core.events import ShopEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Pure: raw bytes in, a valid `ShopEvent` or a `Rejection` (reason code + detail) out. No Faust,
 no I/O, so the same function validates live traffic, replays and fuzz tests. The JSON Schema in
-`streams/schemas/shop_event.v1.json` is generated from `ShopEvent` (see `streams.schemas`).
+`streams/runtime/schemas/shop_event.v1.json` is generated from `ShopEvent` (see `streams.schemas`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy, pseudonymise, scrub_text
+from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy, pseudonymise, scrub_text
 
 EVENT_TYPES = (
     "view",

@@ -2,7 +2,7 @@
 
 ```
 shop.events ──────┐ (all keyed by user, same partition count: one agent reads the three)
-intent.scores ────┼─▶ label_predictions: micro-batch ─▶ streams.feedback.plan_feedback
+intent.scores ────┼─▶ label_predictions: micro-batch ─▶ streams.core.feedback.plan_feedback
 alerts.responses ─┘        ├─▶ feedback.examples (key = user)      new examples only
                            ├─▶ SQLite store (examples, responses)   INSERT OR IGNORE, fsync
                            └─▶ tables: per-user state, per-partition max event time ─▶ ack
@@ -25,17 +25,7 @@ import structlog
 from faust.cli import option
 from faust.types import EventT, StreamT
 
-from streams.agent_io import (
-    as_current,
-    partition_anchors,
-    produce_all,
-    report_lag,
-    run_acked_batches,
-    save_progress,
-    with_skipped,
-)
-from streams.faust_app import IntentstreamFaustApp
-from streams.feedback import (
+from streams.core.feedback import (
     FeedbackBatch,
     FeedbackExample,
     FeedbackPolicy,
@@ -45,8 +35,18 @@ from streams.feedback import (
     plan_feedback,
     with_responses,
 )
-from streams.feedback_store import FeedbackStore
-from streams.metrics import (
+from streams.core.records import encode
+from streams.runtime.agent_io import (
+    as_current,
+    partition_anchors,
+    produce_all,
+    report_lag,
+    run_acked_batches,
+    save_progress,
+    with_skipped,
+)
+from streams.runtime.faust_base import IntentstreamFaustApp
+from streams.runtime.metrics import (
     FEEDBACK,
     FEEDBACK_EXAMPLES,
     FEEDBACK_INVALID,
@@ -59,9 +59,9 @@ from streams.metrics import (
     split_invalid,
     tally,
 )
-from streams.records import encode
+from streams.runtime.topics import bootstrap_servers, ensure_topics
 from streams.settings import Settings, get_settings
-from streams.topics import bootstrap_servers, ensure_topics
+from streams.sidecar.store import FeedbackStore
 
 log = structlog.get_logger("intentstream.feedback")
 
@@ -115,7 +115,7 @@ inputs = app.topic(TOPICS.events, TOPICS.scores, TOPICS.responses, **_RAW)
 examples_topic = app.topic(settings.feedback_topic, **_RAW)
 
 _JSON = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
-# user_id -> UserFeedback (streams.feedback); in memory, rebuilt from its compacted changelog.
+# user_id -> UserFeedback (streams.core.feedback); in memory, rebuilt from its compacted changelog.
 users_table = app.Table("feedback_users", default=None, partitions=settings.partitions,
                         schema=_JSON, help="per-user pending predictions and recent events")
 # str(partition) -> {"max_ts": max event time seen there (the event-time clock),

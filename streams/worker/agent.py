@@ -4,7 +4,7 @@ At-least-once, end to end: a batch's offsets are acked only after its dead lette
 updates and scores have been produced (Faust commits only contiguous acked offsets, and
 flushes the producer before committing). A Triton outage stalls the batch with backoff instead
 of dropping it; the consumer's buffer then applies back-pressure. Input Faust skipped during a
-rebalance (faust-streaming/faust#527) is noticed by offset and re-read (streams/offsets.py).
+rebalance (faust-streaming/faust#527) is noticed by offset and re-read (streams/core/offsets.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ import structlog
 from faust.types import EventT, StreamT
 
 from inference.client import TritonScorer
-from streams import metrics
-from streams.agent_io import (
+from streams.core.alerts import Alert
+from streams.core.batching import BatchPlan, plan_batch
+from streams.core.raw_message import RawMessage
+from streams.core.records import IntentScore, encode
+from streams.runtime import metrics
+from streams.runtime.agent_io import (
     as_current,
     next_offset_reader,
     partition_anchors,
@@ -27,8 +31,8 @@ from streams.agent_io import (
     save_progress,
     with_skipped,
 )
-from streams.alerts import Alert
-from streams.app import (
+from streams.runtime.topics import bootstrap_servers
+from streams.worker.app import (
     alert_state_table,
     alert_topics,
     app,
@@ -39,10 +43,7 @@ from streams.app import (
     sessions_table,
     settings,
 )
-from streams.batching import BatchPlan, RawMessage, plan_batch
-from streams.records import IntentScore, encode
-from streams.scoring import decide_alerts, score_plan
-from streams.topics import bootstrap_servers
+from streams.worker.scoring import decide_alerts, score_plan
 
 log = structlog.get_logger("intentstream.worker")
 

@@ -3,7 +3,7 @@
 Faust (0.15) acks the messages it drops from a stream's buffer during a rebalance, so a commit
 can pass offsets an agent never saw (faust-streaming/faust#527). Each agent keeps its own next
 offset per input partition (in a changelog-backed table) and re-reads any gap before the batch
-that reveals it (`streams.agent_io.with_skipped`). Everything downstream is idempotent, so a
+that reveals it (`streams.runtime.agent_io.with_skipped`). Everything downstream is idempotent, so a
 gap that was in fact processed — or holds only transaction markers on Apache Kafka — costs
 only a re-read.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from streams.batching import RawMessage
+from streams.core.raw_message import RawMessage
 
 
 @dataclass(frozen=True, slots=True)

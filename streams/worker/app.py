@@ -5,10 +5,10 @@ from __future__ import annotations
 import faust
 import structlog
 
-from streams.faust_app import IntentstreamFaustApp
-from streams.metrics import WORKER_REGISTRY, serve_metrics
+from streams.runtime.faust_base import IntentstreamFaustApp
+from streams.runtime.metrics import WORKER_REGISTRY, serve_metrics
+from streams.runtime.topics import ensure_topics
 from streams.settings import Settings, get_settings
-from streams.topics import ensure_topics
 
 log = structlog.get_logger("intentstream.app")
 
@@ -61,10 +61,10 @@ def _json_table(name: str, help: str) -> faust.types.TableT:
     )
 
 
-# user_id -> UserState (streams.sessions)
+# user_id -> UserState (streams.core.sessions)
 sessions_table = _json_table("sessions", "per-user event-time session windows")
 # str(partition) -> {"next": {topic: offset after the last message processed}}: lets the
-# worker notice input Faust skipped during a rebalance and re-read it (streams/offsets.py).
+# worker notice input Faust skipped during a rebalance and re-read it (streams/core/offsets.py).
 progress_table = _json_table("worker_progress", "per-partition input offsets processed")
-# user_id -> AlertState (streams.alerts): last alert per head, for cooldown and dedup.
+# user_id -> AlertState (streams.core.alerts): last alert per head, for cooldown and dedup.
 alert_state_table = _json_table("alert_state", "per-user last alert per head")

@@ -10,7 +10,7 @@ Per user, a JSON-able state (it lives in a changelog-backed table) holds:
 - `pending`: predictions whose outcome is not yet known, oldest window end first.
 - `resolved`: ids of the latest resolved predictions, so a redelivered score (or a session's
   final `closed` scoring, which repeats the id of its last open one) is not labelled twice.
-- `alert_last`: a replica of the worker's alert cooldown state. `streams.alerts.decide` is
+- `alert_last`: a replica of the worker's alert cooldown state. `streams.core.alerts.decide` is
   deterministic, so replaying it over the user's scores in topic order gives exactly the
   worker's decisions: which predictions were alerted, and with which propensity.
 
@@ -18,8 +18,8 @@ Timers run on event time: a prediction resolves once the watermark of its user's
 (max event time seen there minus the allowed lateness) passes `window.end + settles_after`.
 Labels are computed as of that instant (`observed_until = window.end + settles_after`), never
 as of "now", so a replay yields exactly the same examples, however it is batched.
-Labels come from `streams.labelling.label_window`, the definition training uses.
-The Faust wiring is `streams/feedback_app.py`; topics, schemas and guarantees: docs/feedback.md.
+Labels come from `streams.core.labelling.label_window`, the definition training uses.
+The Faust wiring is `streams/sidecar/app.py`; topics, schemas and guarantees: docs/feedback.md.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any, Literal, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streams.alerts import (
+from streams.core.alerts import (
     HEADS,
     AlertPolicy,
     Head,
@@ -43,11 +43,11 @@ from streams.alerts import (
     head_probability,
     next_alert,
 )
-from streams.batching import RawMessage
-from streams.events import Rejection, ShopEvent, not_from_the_future, parse_event
-from streams.labelling import LabelPolicy, label_window
-from streams.privacy import DEFAULT_PRIVACY, PrivacyPolicy
-from streams.records import HeadScore, IntentScore, Window
+from streams.core.events import Rejection, ShopEvent, not_from_the_future, parse_event
+from streams.core.labelling import LabelPolicy, label_window
+from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy
+from streams.core.raw_message import RawMessage
+from streams.core.records import HeadScore, IntentScore, Window
 
 FEEDBACK_SCHEMA_VERSION = 1
 RESPONSE_SCHEMA_VERSION = 1
@@ -56,7 +56,7 @@ RESPONSE_SCHEMA_VERSION = 1
 # mislabelled.
 MAX_KEPT_EVENTS = 5000
 RESOLVED_IDS_KEPT = 32
-# The event fields labelling reads (`streams.labelling`): type and time, and for the window's
+# The event fields labelling reads (`streams.core.labelling`): type and time, and for the window's
 # intent type the text of messages and reviews, review ratings and search queries.
 LABEL_FIELDS = ("event_id", "ts", "type", "text", "rating", "query")
 
@@ -87,7 +87,7 @@ class Labels(BaseModel):
 
     strength: Literal["strong", "medium", "weak"] = Field(
         description="purchase within the horizon / cart activity only / neither")
-    intent_type: str = Field(description="the window's dominant need (streams.labelling)")
+    intent_type: str = Field(description="the window's dominant need (streams.core.labelling)")
     churn: bool = Field(description="no event at all within churn_after_ms after the window")
 
 
@@ -254,7 +254,7 @@ def replay_alerts(
 ) -> dict[str, PendingHead]:
     """The worker's alert decision per head for this score, updating the cooldown replica.
 
-    Same inputs as `streams.alerts.alerts_for` (scores in topic order, each id once), so the
+    Same inputs as `streams.core.alerts.alerts_for` (scores in topic order, each id once), so the
     same decisions; the end-to-end test checks them against the alert topics."""
     doc = score.model_dump(mode="json")
     end = score.window.end

@@ -16,7 +16,8 @@ absolute difference of any probability must stay within PARITY_TOLERANCE, else t
 is not written. The CPU tritonserver used here bundles only the python backend, so it cannot
 load this model (expected); onnxruntime itself runs it on CPU for the check.
 
-    python -m inference.onnx --repo triton_models --from runs/latest/model [--version N] [--int8]
+    python -m inference.model.onnx --repo triton_models --from runs/latest/model \
+        [--version N] [--int8]
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from .export import INTENT_BERT, ExportError, existing_versions, write_atomically
-from .model import IntentBert
+from inference import repository
+
+from .export import INTENT_BERT, ExportError, write_atomically
+from .intent_bert import IntentBert
 
 INTENT_BERT_ONNX = "intent_bert_onnx"
 ONNX_FILE = "model.onnx"
@@ -145,7 +148,7 @@ def export_onnx_version(
     if not (model_dir / "config.pbtxt").is_file():
         raise ExportError(f"{model_dir}/config.pbtxt missing: is {repo} the model repository?")
     if version is None:
-        version = max(existing_versions(model_dir), default=0) + 1
+        version = max(repository.versions(model_dir), default=0) + 1
     model = model.eval()
     report: dict[str, Any] = {"version": version, "tolerance": PARITY_TOLERANCE}
 
@@ -167,7 +170,7 @@ def export_onnx_version(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m inference.onnx",
+        prog="python -m inference.model.onnx",
         description="Write an intent_bert_onnx version (Triton onnxruntime backend).",
     )
     parser.add_argument("--repo", type=Path, required=True, help="model repository directory")
@@ -188,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         source = args.source
         if source is None:
-            versions = existing_versions(args.repo / INTENT_BERT)
+            versions = repository.versions(args.repo / INTENT_BERT)
             if not versions:
                 raise ExportError(f"no {INTENT_BERT} version in {args.repo}: pass --from")
             source = args.repo / INTENT_BERT / str(versions[-1]) / "artifacts"

@@ -22,7 +22,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from .heads import CHURN_LABEL, INTENT_TYPE_LABELS, STRENGTH_LABELS
+try:  # a built version: artifacts/intentbert/heads.py, copied beside this file by export
+    from .heads import CHURN_LABEL, INTENT_TYPE_LABELS, STRENGTH_LABELS
+except ImportError:  # in the repository: inference/heads.py
+    from inference.heads import CHURN_LABEL, INTENT_TYPE_LABELS, STRENGTH_LABELS
 
 WEIGHTS_FILE = "model.safetensors"
 ENCODER_CONFIG_FILE = "config.json"

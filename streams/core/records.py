@@ -1,6 +1,6 @@
 """Output records: `intent.scores` and the dead-letter envelope. Pure codecs, versioned.
 
-Each record type is a pydantic model, so the JSON Schema published in `streams/schemas/` and
+Each record type is a pydantic model, so the JSON Schema published in `streams/runtime/schemas/` and
 the bytes on the topic come from one definition. Ids are deterministic (derived from inputs,
 never from the clock) so at-least-once redelivery produces the same ids and consumers can dedup.
 """
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from streams.events import Rejection
-from streams.privacy import (
+from streams.core.events import Rejection
+from streams.core.privacy import (
     DEFAULT_PRIVACY,
     PrivacyPolicy,
     protect_raw,
@@ -23,10 +23,10 @@ from streams.privacy import (
     pseudonymise,
     scrub_text,
 )
-from streams.sessions import Session
+from streams.core.sessions import Session
 
 if TYPE_CHECKING:
-    from inference.client import Prediction
+    from inference.heads import Prediction
 
 SCORE_SCHEMA_VERSION = 1
 DLQ_SCHEMA_VERSION = 1

@@ -1,6 +1,6 @@
-"""The published JSON Schemas (`streams/schemas/*.json`), generated from the record models.
+"""The published JSON Schemas (`streams/runtime/schemas/*.json`), generated from the record models.
 
-`python -m streams.schema_files` rewrites them; a test fails when they drift from the code.
+`python -m streams.runtime.schema_files` rewrites them; a test fails when they drift from the code.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from streams.alerts import Alert
-from streams.events import ShopEvent
-from streams.feedback import AlertResponse, FeedbackExample
-from streams.records import DeadLetter, IntentScore
+from streams.core.alerts import Alert
+from streams.core.events import ShopEvent
+from streams.core.feedback import AlertResponse, FeedbackExample
+from streams.core.records import DeadLetter, IntentScore
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
