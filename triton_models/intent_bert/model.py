@@ -4,7 +4,8 @@ The canonical copy lives at triton_models/intent_bert/model.py; export copies it
 <version>/model.py. The network itself is not defined here: export also copies
 inference/model/intent_bert.py (as model.py) and inference/heads.py into
 <version>/artifacts/intentbert/, next to the weights, so each version runs the exact
-architecture it was saved with and this file stays self-contained (the stub process cannot rely on the `inference` package being importable).
+architecture it was saved with and this file stays self-contained (the stub process cannot
+rely on the `inference` package being importable).
 """
 
 from __future__ import annotations
