@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(
         3600, ge=0, description="event time this far past the message timestamp goes to the DLQ"
     )
+    dedup_event_ids: int = Field(
+        512, ge=1, description="event ids remembered per user to spot producer re-sends"
+    )
 
     # --- micro-batching and scoring ----------------------------------------------------------
     batch_max_events: int = Field(1000, ge=1, description="events taken per micro-batch")
@@ -80,6 +83,9 @@ class Settings(BaseSettings):
     # Short: a retry is one cheap request, and a long cap leaves a recovered Triton idle (the
     # Triton-down fault test saw up to 30 s of that with the old 30 s cap).
     score_retry_max_s: float = Field(5.0, gt=0, description="cap of the retry backoff")
+    score_max_attempts: int = Field(
+        3, ge=1, description="tries of a text Triton rejects before it is dead-lettered"
+    )
 
     # --- alerts (streams/core/alerts.py) ----------------------------------------------------------
     alert_intent_threshold: float = Field(0.6, ge=0, le=1, description="p(strong) to alert")
@@ -120,6 +126,9 @@ class Settings(BaseSettings):
     # --- observability -------------------------------------------------------------------------
     metrics_port: int = Field(9108, ge=0, le=65535, description="worker's /metrics; 0: off")
     feedback_metrics_port: int = Field(9109, ge=0, le=65535, description="sidecar's; 0: off")
+    stall_s: float = Field(
+        120.0, gt=0, description="unhealthy: lag > 0 and no batch completed for this long"
+    )
 
     # --- local state ---------------------------------------------------------------------------
     data_dir: Path = Path("var")
