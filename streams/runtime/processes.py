@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from inference.tritonserver import free_port  # one home for both launchers (and bench, tests)
+
 INTENTSTREAM = Path(sys.executable).with_name("intentstream")
 
 
@@ -33,12 +35,6 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
         proc.wait(timeout=grace_s)
     except ProcessLookupError:
         pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tansu_binary() -> Path:

@@ -6,7 +6,6 @@ Triton are in tests/e2e/test_metrics.py."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.request
 from collections.abc import Iterator
 
@@ -19,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from inference.client import ScoringError
 from inference.heads import Prediction
+from inference.tritonserver import free_port
 from streams.core.alerts import AlertPolicy
 from streams.core.batching import BatchPlan, plan_batch
 from streams.core.raw_message import RawMessage
@@ -94,12 +94,6 @@ def test_count_batch_counts_by_topic_and_observes_size_and_time():
 
 
 # --- the endpoint ----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_port_zero_serves_nothing():
     assert serve_metrics(0, CollectorRegistry(), "INTENTSTREAM_METRICS_PORT") is None
 
