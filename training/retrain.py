@@ -1,7 +1,12 @@
 """Retrain from feedback, gate against the live model, roll the winner onto Triton.
 
-    intentstream retrain [--feedback-db var/feedback.sqlite] [--repo triton_models]
-                         [--triton-url 127.0.0.1:8001] [--out runs/retrain]
+    intentstream retrain [--feedback-db var/feedback.sqlite ...] [--from-topic]
+                         [--repo triton_models] [--triton-url 127.0.0.1:8001] [--out runs/retrain]
+
+Examples come from every store given (`--feedback-db`, repeatable: one per sidecar of a group)
+or, with `--from-topic`, from the `feedback.examples` topic (SASL/TLS from the settings); either
+way each `example_id` once (`streams.sidecar.store.union`). The topic carries each example with
+the responses known when it was resolved; a store also joins the ones that came later.
 
 One linear `run()`: live version N → resolved feedback examples, split by user into train and
 held-out → candidate = N fine-tuned on feedback-train (+ freshly simulated base data, so it does
@@ -10,18 +15,22 @@ only if the candidate wins: export N+1 and ask Triton (explicit model control) t
 `latest: 1` version policy then retires N once N's in-flight requests finish.
 
 Feedback weighting (IPS, docs/feedback.md): an alert can cause the purchase it predicted, so an
-alerted example's label is not the outcome the model should learn. Training keeps un-alerted
-examples and weights each by 1 / P(no alert | score) = 1 / (1 - propensity), clipped, which
-makes the un-alerted sample stand for every score near the threshold (where exploration held
-some back). Scores alerted with certainty (propensity 1) have no un-alerted counterpart; their
-observed labels are kept with weight 1 — a known bias, stated in the report. Weights are applied
-by seeded resampling, which equals a weighted loss in expectation.
+alerted example's label is not the outcome the model should learn. Each head (intent, churn)
+has its own decision: P(alert) = 0 in cooldown, else that head's propensity. Training leaves out
+an example that any head alerted by chance (P(alert) < 1), and weights the rest by
+1 / P(what was logged) = the product over un-alerted heads of 1 / (1 - P(alert)) (the heads'
+exploration coins are independent), clipped, which makes the un-alerted sample stand for every
+score near the threshold (where exploration held some back). Heads alerted with certainty
+(P(alert) = 1) have no un-alerted counterpart; their examples are kept with factor 1 — a known
+bias, stated in the report. Weights are applied by seeded resampling, which equals a weighted
+loss in expectation.
 
 Exit status: 0 rolled out, 3 rejected by the gate, 2 unusable input (no model, too little data).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sys
@@ -32,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from aiokafka.errors import KafkaError
 from transformers import HfArgumentParser
 
 from inference import repository
@@ -41,7 +51,8 @@ from inference.model.intent_bert import IntentBert
 from inference.model.tokenizer import load_tokenizer
 from inference.repository import INTENT_BERT
 from streams.core.feedback import FeedbackExample
-from streams.sidecar.store import FeedbackStore
+from streams.settings import Settings
+from streams.sidecar.store import read_stores, union
 from training.data import split_users
 from training.loop import FitConfig, Targets, fit, predict, tokenize
 from training.metrics import head_metrics
@@ -50,11 +61,17 @@ MAX_IPS_WEIGHT = 20.0
 VALIDATION_SHARE = 0.15
 GATE_HEADS = ("strength", "intent_type", "churn")
 EXIT_ROLLED, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 2, 3
+DEFAULT_FEEDBACK_DB = "var/feedback.sqlite"
 
 
 @dataclass
 class RetrainArguments:
-    feedback_db: str = field(default="var/feedback.sqlite", metadata={"help": "feedback store"})
+    # "extend": `--feedback-db a --feedback-db b` and `--feedback-db a b` both read a and b.
+    feedback_db: list[str] = field(default_factory=list, metadata={
+        "help": f"feedback store; repeat for each sidecar's (default {DEFAULT_FEEDBACK_DB})",
+        "action": "extend"})
+    from_topic: bool = field(default=False, metadata={
+        "help": "read the examples from the feedback topic instead of stores"})
     repo: str = field(default="triton_models", metadata={"help": "Triton model repository"})
     triton_url: str | None = field(
         default=None, metadata={"help": "gRPC host:port of the live Triton to load N+1 on"})
@@ -73,6 +90,10 @@ class RetrainArguments:
     progress: bool = field(default=True)
 
     def __post_init__(self) -> None:
+        if isinstance(self.feedback_db, str):
+            self.feedback_db = [self.feedback_db]
+        if self.from_topic and self.feedback_db:
+            raise ValueError("--from-topic and --feedback-db are alternatives; give one")
         if not 0 < self.holdout < 1 - VALIDATION_SHARE:
             raise ValueError(f"--holdout must be in (0, {1 - VALIDATION_SHARE})")
         if self.min_examples < 2:
@@ -103,12 +124,17 @@ def gate(live: dict[str, float], candidate: dict[str, float], margin: float,
 
 
 def ips_weight(example: FeedbackExample) -> float | None:
-    """None: leave out (alerted by chance, its label shows the alert's effect); else weight."""
-    propensity = max(h.propensity for h in example.heads.values())
-    alerted = any(h.alerted for h in example.heads.values())
-    if alerted:
-        return 1.0 if propensity >= 1.0 else None
-    return min(MAX_IPS_WEIGHT, 1.0 / max(1e-6, 1.0 - propensity))
+    """None: leave out (a head alerted by chance, its label shows the alert's effect); else
+    the example's weight, from each head's own P(alert) (0 while that head was in cooldown)."""
+    weight = 1.0
+    for h in example.heads.values():
+        p_alert = 0.0 if h.cooldown else h.propensity
+        if h.alerted:
+            if p_alert < 1.0:
+                return None
+        else:
+            weight /= max(1e-6, 1.0 - p_alert)
+    return min(MAX_IPS_WEIGHT, weight)
 
 
 def targets_of(examples: Sequence[FeedbackExample]) -> Targets:
@@ -158,6 +184,59 @@ def concat(a: Targets, b: Targets) -> Targets:
                    b.intent_type]), torch.cat([a.churn, b.churn]))
 
 
+async def read_topic(settings: Settings, timeout_s: float = 60.0) -> list[bytes]:
+    """Every record value on the feedback topic, from its start to its end as of now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.runtime.topics import bootstrap_servers
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings.broker_url), enable_auto_commit=False,
+        auto_offset_reset="earliest", group_id=None, **settings.kafka_client_kwargs())
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(settings.feedback_topic) or set()
+        if not partitions:
+            await consumer.topics()  # refresh metadata once: the first answer may predate it
+            partitions = consumer.partitions_for_topic(settings.feedback_topic) or set()
+        tps = [TopicPartition(settings.feedback_topic, p) for p in sorted(partitions)]
+        if not tps:
+            raise LookupError(f"topic {settings.feedback_topic!r} does not exist")
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        values: list[bytes] = []
+        async with asyncio.timeout(timeout_s):
+            while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+                for tp, records in (await consumer.getmany(*tps, timeout_ms=500)).items():
+                    values += [r.value for r in records if r.offset < ends[tp]]
+        return values
+    finally:
+        await consumer.stop()
+
+
+def parse_examples(values: Sequence[bytes]) -> tuple[list[FeedbackExample], int]:
+    """The topic's records as examples, and how many could not be read as one."""
+    examples, bad = [], 0
+    for value in values:
+        try:
+            examples.append(FeedbackExample.model_validate_json(value))
+        except ValueError:
+            bad += 1
+    return examples, bad
+
+
+def load_examples(args: RetrainArguments, log: Callable[[str], None]) -> list[FeedbackExample]:
+    """The union of the examples, each id once (stores, or the topic)."""
+    if args.from_topic:
+        settings = Settings()
+        examples, bad = parse_examples(asyncio.run(read_topic(settings)))
+        if bad:
+            log(f"retrain: {bad} records on {settings.feedback_topic} are not feedback "
+                "examples; left out")
+        return union([examples])
+    return read_stores(Path(p) for p in args.feedback_db or [DEFAULT_FEEDBACK_DB])
+
+
 def roll_out(triton_url: str) -> None:
     """Explicit model control: (re)loading intent_bert picks up its newest version."""
     import tritonclient.grpc as grpcclient
@@ -177,8 +256,11 @@ def run(
         return EXIT_BAD_INPUT, {}
     live_version = max(versions)
     live = IntentBert.load(repo / INTENT_BERT / str(live_version) / "artifacts")
-    with FeedbackStore(Path(args.feedback_db)) as store:
-        examples = store.examples()  # stored only once resolved
+    try:
+        examples = load_examples(args, log)  # stored only once resolved
+    except (OSError, LookupError, TimeoutError, KafkaError) as exc:
+        log(f"retrain: cannot read the feedback examples: {exc}")
+        return EXIT_BAD_INPUT, {}
     if len(examples) < args.min_examples:
         log(f"retrain: {len(examples)} resolved feedback examples < --min-examples "
             f"{args.min_examples}; nothing to learn from yet")
@@ -200,7 +282,8 @@ def run(
 
     tokenizer = load_tokenizer(max_length=live.max_length)
     tok = lambda exs: tokenize(tokenizer, [e.text for e in exs], live.max_length)  # noqa: E731
-    train_tokens = [tok(train_ex)[i] for i in rows] if rows else []
+    all_train_tokens = tok(train_ex)  # once: rows repeat indices into it
+    train_tokens = [all_train_tokens[i] for i in rows]
     train_targets = targets_of(train_ex).rows(rows) if rows else None
     held_tokens, held_targets = tok(held_ex), targets_of(held_ex)
     val_tokens, val_targets = tok(val_ex), targets_of(val_ex)
@@ -232,8 +315,8 @@ def run(
                      "held_out": len(held_ex)},
         "gate": asdict(result),
         "arguments": asdict(args),
-        "ips": {"max_weight": MAX_IPS_WEIGHT, "note": "alerted-with-certainty examples kept "
-                "at weight 1 (their outcome may include the alert's effect)"},
+        "ips": {"max_weight": MAX_IPS_WEIGHT, "note": "heads alerted with certainty kept "
+                "at factor 1 (their outcome may include the alert's effect)"},
     }
     if result.accepted:
         new_version = export_version(candidate, repo)

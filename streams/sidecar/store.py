@@ -7,7 +7,9 @@ disk. Responses are kept apart and joined on read: one that arrives after its ex
 written still shows up in `examples()`.
 
 One writer process per file (the sidecar that owns it); readers (retraining) may open it at
-any time, WAL lets them read while it writes.
+any time, WAL lets them read while it writes. Several sidecars in one group each keep their
+own file: `union` / `read_stores` give the union of their examples, one per `example_id` (a
+partition that moved between sidecars can leave the same example in two files).
 """
 
 from __future__ import annotations
@@ -137,6 +139,41 @@ class FeedbackStore:
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM examples").fetchone()[0])
+
+
+def union(sources: Iterable[Iterable[FeedbackExample]]) -> list[FeedbackExample]:
+    """Every example once per `example_id`, oldest first, with every response any copy knows.
+
+    Copies of one id are the same prediction resolved from the same events (the labels are a
+    function of the events, tests/e2e/test_feedback.py), but each store joins only the responses
+    it consumed itself, so those are merged."""
+    first: dict[str, FeedbackExample] = {}
+    statuses: dict[str, set[ResponseStatus]] = defaultdict(set)
+    for examples in sources:
+        for example in examples:
+            first.setdefault(example.example_id, example)
+            for h in example.heads.values():
+                if h.alert_id:
+                    statuses[h.alert_id].update(h.responses)
+    ordered = {a: sorted(s, key=_STATUS_ORDER.__getitem__) for a, s in statuses.items()}
+    return sorted((with_responses(e, ordered) for e in first.values()),
+                  key=lambda e: (e.resolved_at, e.example_id))
+
+
+def read_stores(
+    paths: Iterable[Path], since: int | None = None, model_version: int | None = None
+) -> list[FeedbackExample]:
+    """The union of the examples in several stores (one per sidecar), each id once.
+
+    A path that does not exist is an error, not an empty store: a typo must not silently
+    leave a sidecar's examples out of training."""
+    lists = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"feedback store {path} does not exist")
+        with FeedbackStore(Path(path)) as store:
+            lists.append(store.examples(since=since, model_version=model_version))
+    return union(lists)
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:

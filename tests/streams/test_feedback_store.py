@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from streams.core.feedback import (
     AlertResponse,
     FeedbackExample,
@@ -12,7 +14,7 @@ from streams.core.feedback import (
     on_score,
     resolve,
 )
-from streams.sidecar.store import FeedbackStore
+from streams.sidecar.store import FeedbackStore, read_stores, union
 from tests.streams.test_feedback import ALERTS, END, LABELS, SETTLES, T0, WINDOW, score
 
 
@@ -63,3 +65,28 @@ def test_read_filters_for_retraining(tmp_path: Path):
         assert [e.user_id for e in store.examples()] == ["u1", "u2"]
         assert [e.user_id for e in store.examples(since=b.resolved_at)] == ["u2"]
         assert [e.user_id for e in store.examples(model_version=3)] == ["u1"]
+
+
+def test_the_union_of_several_stores_has_each_example_once_with_every_response(tmp_path: Path):
+    """Two sidecars' stores: u2 moved between them (in both); each saw some of its responses."""
+    [a] = examples("u1")
+    [b] = examples("u2")
+    [c] = examples("u3")
+    alert = b.heads["intent"].alert_id
+    assert alert is not None
+    first, second = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    with FeedbackStore(first) as store:
+        store.add([a, b], [response("r1", alert, "delivered")])
+    with FeedbackStore(second) as store:
+        store.add([b, c], [response("r2", alert, "clicked")])
+    merged = read_stores([second, first])
+    assert sorted(e.example_id for e in merged) == sorted(
+        [a.example_id, b.example_id, c.example_id])
+    [both] = [e for e in merged if e.example_id == b.example_id]
+    assert both.heads["intent"].responses == ["delivered", "clicked"]
+    assert union([[a], [a], []]) == [a]
+
+
+def test_a_store_that_does_not_exist_is_an_error_not_an_empty_union(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.sqlite does not exist"):
+        read_stores([tmp_path / "missing.sqlite"])

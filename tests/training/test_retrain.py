@@ -14,8 +14,10 @@ from streams.core.feedback import FeedbackExample, HeadFeedback, LabelPolicyRef,
 from streams.core.labelling import DEFAULT_LABEL_POLICY
 from streams.core.records import HeadScore, Window
 from streams.sidecar.store import FeedbackStore
+from training import retrain
 from training.data import build_splits
 from training.retrain import (
+    EXIT_BAD_INPUT,
     EXIT_REJECTED,
     EXIT_ROLLED,
     RetrainArguments,
@@ -42,9 +44,10 @@ def test_gate(candidate, accepted):
     assert gate(LIVE, candidate, margin=0.0, max_head_drop=0.02).accepted is accepted
 
 
-def head(propensity: float, alerted: bool) -> HeadFeedback:
-    return HeadFeedback(probability=0.5, propensity=propensity, cooldown=False, alerted=alerted,
-                        explored=False, alert_id="a" if alerted else None, responses=[])
+def head(propensity: float, alerted: bool, cooldown: bool = False) -> HeadFeedback:
+    return HeadFeedback(probability=0.5, propensity=propensity, cooldown=cooldown,
+                        alerted=alerted, explored=False, alert_id="a" if alerted else None,
+                        responses=[])
 
 
 @pytest.mark.parametrize(
@@ -55,6 +58,18 @@ def head(propensity: float, alerted: bool) -> HeadFeedback:
         (head(0.95, False), head(0.0, False), 20.0),  # held back by exploration: rare, weighty
         (head(0.95, True), head(0.0, False), None),  # alerted by chance: outcome confounded
         (head(1.0, True), head(0.0, False), 1.0),  # always alerted: kept, bias documented
+        # In cooldown nothing could be sent, whatever the score: P(alert) = 0, a plain example.
+        (head(0.95, False, cooldown=True), head(0.0, False), 1.0),
+        (head(1.0, False, cooldown=True), head(0.95, False, cooldown=True), 1.0),
+        # Each head's own propensity: the churn head's chance alert confounds the example even
+        # though the intent head alerted with certainty ...
+        (head(1.0, True), head(0.05, True), None),
+        # ... and a head held back by exploration weighs even when the other alerted surely.
+        (head(1.0, True), head(0.95, False), 20.0),
+        (head(0.05, True), head(1.0, False, cooldown=True), None),
+        # Both heads held below threshold: P(logged) is the product of the two.
+        (head(0.05, False), head(0.05, False), 1 / 0.95**2),
+        (head(0.5, False), head(0.5, False), 4.0),
     ],
 )
 def test_ips_weight(intent, churn, weight):
@@ -124,3 +139,53 @@ def test_a_passing_candidate_becomes_the_next_version(feedback_repo, tmp_path):
     code, report = run(args, make_candidate=lambda live: live, log=lambda _: None)
     assert code == EXIT_ROLLED and report["new_version"] == 2
     assert repository.versions(repo / "intent_bert") == [1, 2]
+
+
+def test_training_texts_are_tokenised_once_per_set(feedback_repo, tmp_path, monkeypatch):
+    """The fine-tuning rows index one tokenisation; re-tokenising per row was quadratic."""
+    repo, db = feedback_repo
+    calls: list[int] = []
+    real = retrain.tokenize
+
+    def counting(tokenizer, texts, max_length):
+        calls.append(len(texts))
+        return real(tokenizer, texts, max_length)
+
+    monkeypatch.setattr(retrain, "tokenize", counting)
+    args = RetrainArguments(feedback_db=str(db), repo=str(repo), out=str(tmp_path / "out"),
+                            base_users=0, progress=False)
+    _, report = run(args, make_candidate=lambda live: live, log=lambda _: None)
+    assert report["examples"]["train_used_after_ips"] > 50
+    assert len(calls) == 3  # train, held-out, validation
+
+
+def test_retrain_reads_the_union_of_several_stores(feedback_repo, tmp_path):
+    """Two sidecars' stores, overlapping in one example: every example counted once."""
+    repo, db = feedback_repo
+    with FeedbackStore(db) as store:
+        examples = store.examples()
+    half = len(examples) // 2
+    split = [tmp_path / "a.sqlite", tmp_path / "b.sqlite"]
+    for path, part in zip(split, (examples[: half + 1], examples[half:]), strict=True):
+        with FeedbackStore(path) as store:
+            store.add(part)
+    args = RetrainArguments(feedback_db=[str(p) for p in split], repo=str(repo),
+                            out=str(tmp_path / "out"), base_users=0, progress=False)
+    _, report = run(args, make_candidate=lambda live: live, log=lambda _: None)
+    assert report["examples"]["resolved"] == len(examples)
+
+
+def test_a_missing_store_is_a_clear_error(feedback_repo, tmp_path):
+    repo, db = feedback_repo
+    messages: list[str] = []
+    args = RetrainArguments(feedback_db=[str(db), str(tmp_path / "typo.sqlite")],
+                            repo=str(repo), out=str(tmp_path / "out"), progress=False)
+    code, _ = run(args, log=messages.append)
+    assert code == EXIT_BAD_INPUT
+    assert "typo.sqlite does not exist" in messages[0]
+
+
+def test_examples_on_the_topic_that_do_not_parse_are_counted():
+    [good] = [make_example("u", "t", "weak", "query", False, 1)]
+    examples, bad = retrain.parse_examples([good.model_dump_json().encode(), b"{}", b"nope"])
+    assert examples == [good] and bad == 2
