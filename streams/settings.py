@@ -163,6 +163,7 @@ class Settings(BaseSettings):
             max_events=self.session_max_events,
             max_chars=self.session_max_chars,
             max_future_ms=int(self.max_future_skew_s * 1000),
+            remembered_ids=self.dedup_event_ids,
         )
 
     def label_policy(self) -> LabelPolicy:

@@ -14,7 +14,16 @@ from streams.core.events import Rejection, ShopEvent, not_from_the_future, parse
 from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.core.raw_message import RawMessage
 from streams.core.records import DeadLetter, DeadLetterSource, dead_letter
-from streams.core.sessions import Outcome, Session, SessionPolicy, UserState, absorb, empty_state
+from streams.core.sessions import (
+    Admission,
+    Outcome,
+    Session,
+    SessionPolicy,
+    UserState,
+    absorb,
+    admit,
+    empty_state,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +37,9 @@ class BatchPlan:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     states: dict[str, UserState] = field(default_factory=dict)  # users whose state changed
     to_score: list[ToScore] = field(default_factory=list)
-    n_valid: int = 0
+    n_valid: int = 0  # events applied to a session
+    n_redelivered: int = 0  # at or below a user's applied input position: skipped
+    n_duplicates: int = 0  # producer re-sends (same event id and content): skipped
     # user -> index of the user's latest message in the batch: its partition is the one the
     # user's table changelog entry must go to (co-partitioned with the source topic).
     last_message: dict[str, int] = field(default_factory=dict)
@@ -38,6 +49,7 @@ def copy_state(state: UserState) -> UserState:
     """Copy deep enough for `absorb` (which replaces lists, never edits event dicts)."""
     current = state["current"]
     return {
+        **state,
         "current": None if current is None else {**current, "events": list(current["events"])},
         "pending": list(state["pending"]),
     }
@@ -64,18 +76,36 @@ def plan_batch(
             state = empty_state() if loaded is None else copy_state(loaded)
             plan.states[parsed.user_id] = state
         plan.last_message[parsed.user_id] = index
+        admission = admit(state, parsed, msg.partition, msg.offset, policy.remembered_ids)
+        if admission is Admission.REDELIVERED:
+            plan.n_redelivered += 1
+            continue
+        if admission is Admission.DUPLICATE:
+            plan.n_duplicates += 1
+            continue
+        if admission is Admission.CONFLICT:
+            plan.dead_letters.append(_dead_letter(msg, _conflict(parsed), privacy))
+            continue
         outcome = absorb(state, parsed, policy)
         if outcome is Outcome.LATE:
             plan.dead_letters.append(_dead_letter(msg, _late(parsed, state), privacy))
             continue
         plan.n_valid += 1
-    # Every touched user is scored, even on a duplicate: a redelivered event means the batch
-    # that carried it may not have been scored before a crash.
+    # Every touched user is scored, even on a redelivery: the batch that carried it may have
+    # written the state but not delivered its scores and alerts before a crash. Scoring the
+    # same state again gives the same prediction and alert ids.
     for state in plan.states.values():
         plan.to_score.extend(ToScore(s, closed=True) for s in state["pending"])
         if state["current"] is not None:
             plan.to_score.append(ToScore(state["current"], closed=False))
     return plan
+
+
+def _conflict(event: ShopEvent) -> Rejection:
+    return Rejection(
+        "conflicting_duplicate",
+        f"event_id {event.event_id!r} was already accepted for this user with other content",
+    )
 
 
 def _late(event: ShopEvent, state: UserState) -> Rejection:

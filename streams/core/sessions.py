@@ -6,6 +6,14 @@ text, while its window bounds and event count cover everything it absorbed. A se
 closed by a later event waits in `pending` until it has been scored, so a crash between closing
 and scoring cannot lose it: the worker removes it only after its score is produced.
 
+Redelivery is recognised by input position, producer re-sends by event id (`admit`): a user's
+state carries the (partition, offset) of the last input record it applied, written in the same
+table update as the sessions, so a record at or below it is skipped however long ago its
+session closed; and a bounded memory of the user's newest event ids (with a hash of each
+event's content) catches an event sent twice under new offsets, or an id reused for different
+content. That memory holds `SessionPolicy.remembered_ids` events: a re-send older than the
+user's last that many events is not recognised.
+
 State is plain JSON-able dicts, because it lives in a changelog-backed table.
 """
 
@@ -15,7 +23,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from streams.core.events import ShopEvent
 
@@ -28,6 +36,8 @@ class SessionPolicy:
     max_chars: int
     # How far event time may run ahead of the message's (producer/broker) timestamp.
     max_future_ms: int = 3_600_000
+    # Newest event ids remembered per user to recognise producer re-sends (module docstring).
+    remembered_ids: int = 512
 
 
 class Session(TypedDict):
@@ -43,6 +53,9 @@ class Session(TypedDict):
 class UserState(TypedDict):
     current: Session | None
     pending: list[Session]  # closed, not yet scored
+    # [partition, offset] of the last input record applied (absent in states written before it)
+    position: NotRequired[list[int]]
+    seen: NotRequired[list[str]]  # "<id hash>:<content hash>" of the newest events, oldest first
 
 
 class Outcome(Enum):
@@ -52,8 +65,43 @@ class Outcome(Enum):
     LATE = "late"  # older than the open session allows; not absorbed
 
 
+class Admission(Enum):
+    NEW = "new"  # apply it
+    REDELIVERED = "redelivered"  # at or below the applied input position: already applied
+    DUPLICATE = "duplicate"  # a producer re-send: same event id, same content
+    CONFLICT = "conflict"  # same event id, different content
+
+
 def empty_state() -> UserState:
     return {"current": None, "pending": []}
+
+
+def admit(
+    state: UserState, event: ShopEvent, partition: int, offset: int, remembered_ids: int
+) -> Admission:
+    """Whether a user's input record is new; records its position and id in `state` if so.
+
+    Redelivered records leave the state untouched. Every other record moves the position, so
+    a re-send or conflict dead-lettered once is not judged again when it is redelivered.
+    """
+    position = state.get("position")
+    if position is not None and position[0] == partition and offset <= position[1]:
+        return Admission.REDELIVERED
+    state["position"] = [partition, offset]
+    id_hash, content_hash = _fingerprint(event)
+    seen = state.get("seen") or []
+    for entry in seen:
+        if entry.startswith(f"{id_hash}:"):
+            return Admission.DUPLICATE if entry.endswith(content_hash) else Admission.CONFLICT
+    state["seen"] = [*seen, f"{id_hash}:{content_hash}"][-remembered_ids:]
+    return Admission.NEW
+
+
+def _fingerprint(event: ShopEvent) -> tuple[str, str]:
+    """Short hashes of an event's id (48 bits) and of its whole content (32 bits)."""
+    id_hash = hashlib.blake2b(event.event_id.encode(), digest_size=6).hexdigest()
+    content = hashlib.blake2b(event.model_dump_json().encode(), digest_size=4).hexdigest()
+    return id_hash, content
 
 
 def compact_event(event: ShopEvent) -> dict[str, Any]:
