@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from inference import repository  # noqa: E402
 from inference.tritonserver import TritonServer  # noqa: E402
+from streams.core.timeunits import DAY_MS  # noqa: E402
 from streams.runtime.processes import EmbeddedBroker, WorkerProcess  # noqa: E402
 from streams.runtime.topics import ensure_topics  # noqa: E402
 from streams.settings import Settings  # noqa: E402
@@ -57,8 +58,7 @@ def ensure_model() -> None:
 def simulated_events(n_users: int) -> Iterator[dict]:
     from training.simulator import SimConfig, event_stream
 
-    day = 86_400_000
-    start = (int(time.time() * 1000) // day - 28) * day  # the last four weeks, in event time
+    start = (int(time.time() * 1000) // DAY_MS - 28) * DAY_MS  # the last four weeks, in event time
     yield from event_stream(n_users, SimConfig(seed=int(time.time()) % 1000, start_ms=start))
 
 

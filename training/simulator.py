@@ -36,11 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, WindowLabels, label_window
+from streams.core.timeunits import DAY_MS, HOUR_MS, MINUTE_MS
 from training.catalog import COLOURS, PRODUCT_TYPES, Product, build_catalog, products_of_type
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
-MIN_SESSION_GAP_MS = 45 * 60_000  # longer than the worker's 30 min gap: one goal = one session
+MIN_SESSION_GAP_MS = 45 * MINUTE_MS  # longer than the worker's 30 min gap: one goal = one session
 
 ARCHETYPES: tuple[str, ...] = (
     "browser",

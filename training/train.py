@@ -33,8 +33,9 @@ from inference.model.onnx import export_onnx_version
 from inference.model.tokenizer import base_path, load_tokenizer
 from inference.repository import INTENT_BERT, INTENT_BERT_ONNX
 from inference.tritonserver import copy_repository
-from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.core.labelling import LabelPolicy
 from streams.core.sessions import SessionPolicy
+from streams.core.timeunits import DAY_MS, HOUR_MS
 from streams.settings import get_settings
 from training import uci
 from training.baseline import fit_baseline

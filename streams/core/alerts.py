@@ -27,6 +27,7 @@ from typing import Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field
 
 from streams.core.sessions import Session, render_event
+from streams.core.timeunits import HOUR_MS
 
 Head = Literal["intent", "churn"]
 HEADS: tuple[Head, ...] = ("intent", "churn")
@@ -37,7 +38,7 @@ ALERT_SCHEMA_VERSION = 1
 class AlertPolicy:
     intent_threshold: float = 0.6
     churn_threshold: float = 0.6
-    cooldown_ms: int = 6 * 3_600_000
+    cooldown_ms: int = 6 * HOUR_MS
     explore_rate: float = 0.05
     explore_band: float = 0.1
     seed: str = "intentstream"

@@ -25,11 +25,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
+# HOUR_MS is re-exported only for importers not yet moved to streams.core.timeunits.
+from streams.core.timeunits import DAY_MS, HOUR_MS  # noqa: F401
 
 CART_TYPES = frozenset({"add_to_cart", "remove_from_cart"})
 
+# Intent types are the model's vocabulary, INTENT_TYPE_LABELS in inference/heads.py: this module
+# only orders them. PURCHASE plus NEED_PRIORITY must be exactly that tuple (a test checks it).
+PURCHASE = "purchase"  # the intent type of cart or purchase activity
 # Most pressing first: when a window holds several explicit needs, the first listed wins.
 NEED_PRIORITY: tuple[str, ...] = ("complaint", "request", "advice", "query", "notice")
 
@@ -151,7 +154,7 @@ def intent_type(window: Sequence[Mapping[str, Any]]) -> str:
         return next(need for need in NEED_PRIORITY if need in explicit)
     types = {e["type"] for e in window}
     if types & (CART_TYPES | {"purchase"}):
-        return "purchase"
+        return PURCHASE
     if any(_ADVICE_SEARCH.search((e.get("query") or "").lower()) for e in window):
         return "advice"
     return "query"

@@ -15,7 +15,7 @@ import pytest
 from backtest.cli import backtest_main, replay_main
 from backtest.report import iso
 from inference.tritonserver import TritonServer
-from streams.core.labelling import DAY_MS
+from streams.core.timeunits import DAY_MS
 from streams.runtime.processes import EmbeddedBroker, WorkerProcess, free_port
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings

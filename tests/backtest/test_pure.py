@@ -13,8 +13,9 @@ from backtest.labels import outcomes_of
 from backtest.report import canonical
 from backtest.sources import csv_row_event, file_message, read_file
 from streams.core.alerts import AlertPolicy
-from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.core.labelling import LabelPolicy
 from streams.core.sessions import SessionPolicy
+from streams.core.timeunits import DAY_MS, HOUR_MS
 from tests.backtest.fixtures import UCI_CSV, write_jsonl
 from training import uci
 

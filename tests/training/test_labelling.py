@@ -10,9 +10,10 @@ import random
 
 import pytest
 
+from inference.heads import INTENT_TYPE_LABELS
 from streams.core.labelling import (
-    DAY_MS,
-    HOUR_MS,
+    NEED_PRIORITY,
+    PURCHASE,
     LabelPolicy,
     churned,
     intent_strength,
@@ -20,6 +21,7 @@ from streams.core.labelling import (
     label_window,
     message_need,
 )
+from streams.core.timeunits import DAY_MS, HOUR_MS
 from training.data import sessions_of
 from training.simulator import UserHistory
 
@@ -144,3 +146,16 @@ def test_message_needs(text: str, need: str) -> None:
 )
 def test_intent_type_is_the_most_explicit_need(window: list[dict], need: str) -> None:
     assert intent_type(window) == need
+
+
+def test_intent_types_are_the_models_vocabulary() -> None:
+    # inference/heads.py is the one source: the labeller may order it, never extend or drop it.
+    assert sorted((PURCHASE, *NEED_PRIORITY)) == sorted(INTENT_TYPE_LABELS)
+    assert len(NEED_PRIORITY) == len(set(NEED_PRIORITY))
+
+
+def test_every_simulated_window_gets_a_model_label(histories: list[UserHistory]) -> None:
+    seen = {intent_type(session["events"]) for h in histories
+            for session in sessions_of(h.events, WORKER_POLICY)}
+    assert seen <= set(INTENT_TYPE_LABELS)
+    assert len(seen) >= 3  # the simulator exercises more than the fallback
