@@ -1,6 +1,6 @@
 """Run the real tritonserver that nvidia-pytriton ships, on loopback (demo, tests, laptops).
 
-The wheel's server needs three adjustments (docs: ../shared/notes/triton.md):
+The wheel's server needs three adjustments to run from a virtualenv:
 1. a backend directory of symlinks that includes the python stub for this Python version;
 2. this interpreter's bin/ first on PATH, so the stub finds the venv's packages;
 3. the base interpreter's LIBDIR on LD_LIBRARY_PATH, so the stub loads the right libpython.

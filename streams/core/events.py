@@ -2,7 +2,8 @@
 
 Pure: raw bytes in, a valid `ShopEvent` or a `Rejection` (reason code + detail) out. No Faust,
 no I/O, so the same function validates live traffic, replays and fuzz tests. The JSON Schema in
-`streams/runtime/schemas/shop_event.v1.json` is generated from `ShopEvent` (see `streams.schemas`).
+`streams/runtime/schemas/shop_event.v1.json` is generated from `ShopEvent`
+(see `streams.runtime.schema_files`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import (
@@ -24,16 +25,6 @@ from pydantic import (
 
 from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy, pseudonymise, scrub_text
 
-EVENT_TYPES = (
-    "view",
-    "click",
-    "search",
-    "add_to_cart",
-    "remove_from_cart",
-    "purchase",
-    "support_message",
-    "review",
-)
 EventType = Literal[
     "view",
     "click",
@@ -44,6 +35,7 @@ EventType = Literal[
     "support_message",
     "review",
 ]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)  # the same names, as a tuple to iterate
 ITEM_TYPES = frozenset({"view", "click", "add_to_cart", "remove_from_cart", "purchase"})
 
 # Event time must be plausible: anything outside is a producer bug, not a shopper.

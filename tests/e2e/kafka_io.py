@@ -66,7 +66,7 @@ async def read_to_end(
     """Everything on `topics` now: read from the beginning up to the end offsets seen at start.
 
     Only for topics written one record per batch (the worker's outputs on the embedded
-    profile): Tansu's "latest" offset is wrong for multi-record batches (shared/notes)."""
+    profile): Tansu's "latest" offset is wrong for multi-record batches (docs/broker.md)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
         auto_offset_reset="earliest", max_partition_fetch_bytes=MAX_REQUEST_BYTES,
@@ -92,8 +92,8 @@ async def committed_offsets(
 ) -> dict[int, int]:
     """partition -> the group's committed offset (-1: none yet).
 
-    Partitions are always named: on Tansu, asking for all of a group's offsets breaks the
-    connection (shared/notes/broker.md)."""
+    Partitions are always named: on Tansu, asking for all of a group's offsets (no partitions
+    listed) breaks the connection."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
