@@ -5,6 +5,7 @@
 - `produce_all`: await the broker's ack of every record before a batch is acked;
 - `with_skipped`: the batch plus any input Faust skipped (see `streams.core.offsets`), re-read with
   a plain consumer (no group, no commits) so live consumer groups are never disturbed;
+- `fill_gaps`: ack re-read offsets in Faust's own bookkeeping, so its commit moves past them;
 - `run_acked_batches`: the at-least-once batch loop, which also counts what it takes;
 - `report_lag`: consumer lag per assigned input partition, for the metrics.
 """
@@ -17,13 +18,15 @@ import itertools
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
-from faust.types import TP, AppT, EventT, StreamT, TableT
+from faust.types import TP, AppT, ConsumerT, EventT, StreamT, TableT
+from faust.types.tuples import ConsumerMessage
 
 from streams.core.offsets import Gap, next_offsets, offset_gaps, splice
 from streams.core.raw_message import RawMessage
@@ -99,22 +102,51 @@ def next_offset_reader(progress: TableT) -> Callable[[str, int], int | None]:
     return next_offset
 
 
+@dataclass(frozen=True)
+class SkippedInput:
+    """How an agent finds and re-reads input Faust skipped: its own progress, the brokers."""
+
+    next_offset: Callable[[str, int], int | None]
+    bootstrap: list[str]
+    client_kwargs: Mapping[str, Any] = field(default_factory=dict)  # aiokafka security
+
+
 async def with_skipped(
-    events: Sequence[EventT], next_offset: Callable[[str, int], int | None],
-    bootstrap: list[str], metrics: AgentMetrics,
-    client_kwargs: Mapping[str, Any] | None = None,
-) -> list[RawMessage]:
-    """The batch as raw messages, plus any earlier input Faust skipped without processing."""
+    events: Sequence[EventT], skipped: SkippedInput, metrics: AgentMetrics
+) -> tuple[list[RawMessage], list[Gap]]:
+    """The batch as raw messages, plus any earlier input Faust skipped without processing,
+    and the gaps that input filled (for `fill_gaps` once the batch is processed)."""
     messages = [raw_message(e) for e in events]
-    gaps = offset_gaps(messages, next_offset)
+    gaps = offset_gaps(messages, skipped.next_offset)
     if not gaps:
-        return messages
-    recovered = await read_gaps(bootstrap, gaps, client_kwargs=client_kwargs)
+        return messages, []
+    recovered = await read_gaps(skipped.bootstrap, gaps, client_kwargs=skipped.client_kwargs)
     log.warning("input.skipped_reread", gaps=[f"{g.topic}[{g.partition}]:{g.start}-{g.end}"
                                               for g in gaps], messages=len(recovered))
     for topic, n in tally(m.topic for m in recovered).items():
         metrics.reread.labels(topic).inc(n)
-    return splice(messages, recovered)
+    return splice(messages, recovered), gaps
+
+
+def fill_gaps(consumer: ConsumerT, gaps: Sequence[Gap]) -> None:
+    """Ack every offset of processed gaps in Faust's bookkeeping.
+
+    Faust commits the first unbroken run of acked offsets from its committed one; offsets it
+    read and dropped unacked (during a rebalance) leave a hole there that nothing fills, and
+    the partition's commit froze for good (../shared/notes/faust-offsets.md). Acking the
+    whole range, not only the records returned, also covers offsets that hold no record
+    (transaction markers). Offsets below the commit or already acked are ignored by Faust;
+    a partition no longer assigned is skipped (its new owner redelivers from the commit).
+    """
+    assigned = consumer.assignment()
+    for gap in gaps:
+        tp = TP(gap.topic, gap.partition)
+        if tp not in assigned:
+            continue
+        for offset in range(gap.start, gap.end):
+            consumer.ack(ConsumerMessage(
+                topic=gap.topic, partition=gap.partition, offset=offset, timestamp=0.0,
+                timestamp_type=0, headers=None, key=None, value=None, checksum=None, tp=tp))
 
 
 def partition_anchors(events: Sequence[EventT]) -> dict[int, EventT]:
@@ -141,17 +173,21 @@ async def run_acked_batches(
     stream: StreamT,
     max_events: int,
     within_s: float,
-    process: Callable[[Sequence[EventT]], Awaitable[object]],
+    skipped: SkippedInput,
+    process: Callable[[Sequence[EventT], list[RawMessage]], Awaitable[object]],
     failure: str,
     metrics: AgentMetrics,
 ) -> None:
     """The at-least-once loop: a micro-batch is acked only after `process` returned.
 
-    `noack_take` leaves acking to us, so a batch that failed or was cancelled mid-way stays
-    unacked and Faust commits nothing past it. An exception is a bug, not bad input (that is
-    dead-lettered or counted): stop with a non-zero exit rather than idle with a dead agent;
-    a restarted process handles the unacked batch again. Every log line of a batch carries
-    its sequence number and size.
+    `process` gets the batch's events and its raw messages, with any input Faust skipped put
+    back in place (`with_skipped`). `noack_take` leaves acking to us, so a batch that failed
+    or was cancelled mid-way stays unacked and Faust commits nothing past it; once processed,
+    its events and the re-read offsets are acked, so the commit reaches the end of processed
+    input whatever delivered it. An exception is a bug, not bad input (that is dead-lettered
+    or counted): stop with a non-zero exit rather than idle with a dead agent; a restarted
+    process handles the unacked batch again. Every log line of a batch carries its sequence
+    number and size.
     """
     numbers = itertools.count(1)
     async for events in stream.noack_take(max_events, within_s):
@@ -159,13 +195,15 @@ async def run_acked_batches(
         with structlog.contextvars.bound_contextvars(batch=next(numbers),
                                                      batch_events=len(events)):
             try:
-                await process(events)
+                messages, gaps = await with_skipped(events, skipped, metrics)
+                await process(events, messages)
             except Exception as exc:
                 log.exception(failure)
                 await app.crash(exc)
                 raise
         for event in events:
             await stream.ack(event)
+        fill_gaps(app.consumer, gaps)
         metrics.count_batch((e.message.topic for e in events), time.perf_counter() - started)
 
 

@@ -35,15 +35,16 @@ from streams.core.feedback import (
     plan_feedback,
     with_responses,
 )
+from streams.core.raw_message import RawMessage
 from streams.core.records import encode
 from streams.runtime.agent_io import (
+    SkippedInput,
     as_current,
     partition_anchors,
     produce_all,
     report_lag,
     run_acked_batches,
     save_progress,
-    with_skipped,
 )
 from streams.runtime.faust_base import IntentstreamFaustApp
 from streams.runtime.metrics import (
@@ -95,7 +96,6 @@ class FeedbackApp(IntentstreamFaustApp):
 
 settings = get_settings()
 app = FeedbackApp(settings)
-KAFKA_CLIENT = settings.kafka_client_kwargs()  # for the plain consumer re-reading skipped input
 POLICY = FeedbackPolicy(
     label=settings.label_policy(),
     alert=settings.alert_policy(),  # must equal the worker's: its decisions are replayed
@@ -161,11 +161,11 @@ def report_batch(batch: FeedbackBatch, fresh: Sequence[FeedbackExample]) -> None
                   session_id=e.session_id, model_version=e.model_version)
 
 
-async def process_batch(store: FeedbackStore, events: Sequence[EventT]) -> FeedbackBatch:
+async def process_batch(
+    store: FeedbackStore, events: Sequence[EventT], messages: Sequence[RawMessage]
+) -> FeedbackBatch:
     if app.timers_stale:
         rebuild_timers()
-    messages = await with_skipped(events, next_offset, bootstrap_servers(settings.broker_url),
-                                  FEEDBACK, KAFKA_CLIENT)
     batch = plan_feedback(messages, TOPICS, users_table.get,
                           lambda partition: progress(partition)["max_ts"], app.timers, POLICY)
     if batch.responses:  # first (idempotent), so examples resolved now already carry them
@@ -201,8 +201,10 @@ async def label_predictions(stream: StreamT) -> None:
     try:
         await run_acked_batches(
             app, stream, settings.batch_max_events, settings.batch_within_s,
-            lambda events: process_batch(store, events), failure="feedback.batch_failed",
-            metrics=FEEDBACK,
+            SkippedInput(next_offset, bootstrap_servers(settings.broker_url),
+                         settings.kafka_client_kwargs()),
+            lambda events, messages: process_batch(store, events, messages),
+            failure="feedback.batch_failed", metrics=FEEDBACK,
         )
     finally:
         store.close()

@@ -22,6 +22,7 @@ from streams.core.raw_message import RawMessage
 from streams.core.records import IntentScore, encode
 from streams.runtime import metrics
 from streams.runtime.agent_io import (
+    SkippedInput,
     as_current,
     next_offset_reader,
     partition_anchors,
@@ -29,7 +30,6 @@ from streams.runtime.agent_io import (
     report_lag,
     run_acked_batches,
     save_progress,
-    with_skipped,
 )
 from streams.runtime.topics import bootstrap_servers
 from streams.worker.app import (
@@ -47,10 +47,9 @@ from streams.worker.scoring import decide_alerts, score_plan
 
 log = structlog.get_logger("intentstream.worker")
 
-POLICY = settings.session_policy()
+SESSION_POLICY = settings.session_policy()
 ALERT_POLICY = settings.alert_policy()
 PRIVACY = settings.privacy_policy()
-KAFKA_CLIENT = settings.kafka_client_kwargs()  # for the plain consumer re-reading skipped input
 
 
 def write_states(
@@ -62,7 +61,7 @@ def write_states(
         if only_pending:
             if not state["pending"]:
                 continue
-            state = {"current": state["current"], "pending": []}
+            state = {**state, "pending": []}
         with as_current(anchors[messages[plan.last_message[user_id]].partition]):
             sessions_table[user_id] = state
 
@@ -135,18 +134,16 @@ async def send_scores(
                       churn=round(r.churn, 4))
 
 
-async def process_batch(scorer: TritonScorer, events: Sequence[EventT]) -> BatchPlan:
-    messages = await with_skipped(
-        events, next_offset_reader(progress_table), bootstrap_servers(settings.broker_url),
-        metrics.WORKER, KAFKA_CLIENT,
-    )
+async def process_batch(
+    scorer: TritonScorer, events: Sequence[EventT], messages: Sequence[RawMessage]
+) -> BatchPlan:
     anchors = partition_anchors(events)
-    plan = plan_batch(messages, sessions_table.get, POLICY, settings.max_event_bytes,
+    plan = plan_batch(messages, sessions_table.get, SESSION_POLICY, settings.max_event_bytes,
                       PRIVACY)
     await send_dead_letters(plan)
     write_states(plan, messages, anchors)
     records = await score_plan(
-        scorer, plan, POLICY.max_chars, settings.score_retry_max_s
+        scorer, plan, SESSION_POLICY.max_chars, settings.score_retry_max_s
     )
     if records:
         await send_scores(plan, messages, records)
@@ -171,8 +168,11 @@ async def score_sessions(stream: StreamT) -> None:
     try:
         await run_acked_batches(
             app, stream, settings.batch_max_events, settings.batch_within_s,
-            lambda events: process_batch(scorer, events), failure="batch.failed",
-            metrics=metrics.WORKER,
+            SkippedInput(next_offset_reader(progress_table),
+                         bootstrap_servers(settings.broker_url),
+                         settings.kafka_client_kwargs()),
+            lambda events, messages: process_batch(scorer, events, messages),
+            failure="batch.failed", metrics=metrics.WORKER,
         )
     finally:
         await scorer.close()
