@@ -59,7 +59,8 @@ from training.metrics import (
 )
 from training.simulator import ARCHETYPE_WEIGHTS, ARCHETYPES, SimConfig, simulate
 
-HEADS: dict[str, tuple[str, ...]] = {
+# The model's output heads and their label columns (alert heads are streams.core.alerts').
+MODEL_HEADS: dict[str, tuple[str, ...]] = {
     "strength": STRENGTH_LABELS,
     "intent_type": INTENT_TYPE_LABELS,
     "churn": ("no_churn", "churn"),
@@ -213,6 +214,12 @@ def targets_of(examples: Sequence[Example]) -> dict[str, list[int]]:
     }
 
 
+def label_counts(targets: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+    """Per head, how many examples carry each label (every label listed, zeros included)."""
+    return {head: dict(zip(labels, np.bincount(targets[head], minlength=len(labels)).tolist(),
+                           strict=True)) for head, labels in MODEL_HEADS.items()}
+
+
 def as_tensors(targets: dict[str, list[int]]) -> Targets:
     return Targets(
         torch.tensor(targets["strength"], dtype=torch.long),
@@ -234,7 +241,7 @@ def compute_metrics(
 ) -> dict[str, dict[str, Any]]:
     """Test metrics per head; churn's decision threshold is chosen on validation."""
     out = {}
-    for head, labels in HEADS.items():
+    for head, labels in MODEL_HEADS.items():
         threshold = None
         if head == "churn":
             threshold = best_threshold(val_targets[head], columns(head, val_probs[head])[:, 1])
@@ -247,7 +254,7 @@ def compute_metrics(
 def validation_score(head: str, y: Sequence[int], probs: np.ndarray) -> float:
     """The baseline's model-selection score: the headline metric on validation."""
     threshold = best_threshold(y, probs[:, 1]) if head == "churn" else None
-    return head_metrics(y, probs, HEADS[head], threshold=threshold)[HEADLINE_METRIC]
+    return head_metrics(y, probs, MODEL_HEADS[head], threshold=threshold)[HEADLINE_METRIC]
 
 
 def compare(
@@ -262,7 +269,7 @@ def compare(
     """Per head and metric: both values, the difference, and who is better (ECE: lower); for
     the headline metric also a 95% interval of the difference, resampling test users."""
     out: dict[str, Any] = {}
-    for head, labels in HEADS.items():
+    for head, labels in MODEL_HEADS.items():
         interval = bootstrap_delta_interval(
             y[head],
             predicted_labels(columns(head, model_probs[head]), model[head]["threshold"]),
@@ -414,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # --- baseline: TF-IDF + logistic regression on the same texts and split -------------------
     baseline = fit_baseline(
-        texts["train"], targets["train"], {h: len(v) for h, v in HEADS.items()},
+        texts["train"], targets["train"], {h: len(v) for h, v in MODEL_HEADS.items()},
         texts["validation"], targets["validation"], validation_score, run_args.seed,
     )
     baseline_val = {h: p[:, 1] if h == "churn" else p
@@ -491,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": {
             "encoder": "tiny random 2-layer BERT (tests)" if model_args.tiny
             else "sentence-transformers/all-MiniLM-L6-v2 (6 layers, 384 hidden), offline copy",
-            "heads": {h: list(v) for h, v in HEADS.items()},
+            "heads": {h: list(v) for h, v in MODEL_HEADS.items()},
             "max_length": model_args.max_length,
             "truncation": "left (the newest events are kept)",
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -510,9 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name: {
                     "users": len({x.user_id for x in splits[name]}),
                     "windows": len(splits[name]),
-                    "labels": {h: dict(zip(HEADS[h], np.bincount(targets[name][h],
-                                                                   minlength=len(HEADS[h])).tolist(),
-                                            strict=True)) for h in HEADS},
+                    "labels": label_counts(targets[name]),
                 }
                 for name in SPLITS
             },
@@ -545,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps({
         "out": str(out),
         "exported": exported,
-        "beats_baseline": {h: comparison[h]["beats_baseline"] for h in HEADS},
+        "beats_baseline": {h: comparison[h]["beats_baseline"] for h in MODEL_HEADS},
         "seconds": seconds["total"],
     }))
     return 0

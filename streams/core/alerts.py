@@ -30,7 +30,8 @@ from streams.core.sessions import Session, render_event
 from streams.core.timeunits import HOUR_MS
 
 Head = Literal["intent", "churn"]
-HEADS: tuple[Head, ...] = ("intent", "churn")
+ALERT_HEADS: tuple[Head, ...] = ("intent", "churn")  # alert heads, not the model's output heads
+HEADS = ALERT_HEADS  # old name, still imported by streams/core/feedback.py, backtest/evaluate.py
 ALERT_SCHEMA_VERSION = 1
 
 
@@ -177,7 +178,7 @@ def alerts_for(
     alerts: list[Alert] = []
     new_state: AlertState = dict(state)
     event_time = score["window"]["end"]
-    for head in HEADS:
+    for head in ALERT_HEADS:
         probability = head_probability(score, head)
         decision = decide(head, probability, score["prediction_id"], event_time,
                           state.get(head), policy)
