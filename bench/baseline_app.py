@@ -5,11 +5,10 @@ module is its own process, so one app object carries one agent."""
 from __future__ import annotations
 
 from streams.runtime.faust_base import IntentstreamFaustApp
+from streams.runtime.raw_topics import raw_topic
 from streams.settings import get_settings
 
 settings = get_settings()
 app = IntentstreamFaustApp(settings.app_id, **settings.faust_settings())
-_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-        "value_serializer": "raw", "partitions": settings.partitions}
-events_topic = app.topic(settings.events_topic, **_RAW)
-out_topic = app.topic(settings.scores_topic, **_RAW)
+events_topic = raw_topic(app, settings.events_topic, partitions=settings.partitions)
+out_topic = raw_topic(app, settings.scores_topic, partitions=settings.partitions)

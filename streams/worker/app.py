@@ -7,6 +7,7 @@ import structlog
 
 from streams.runtime.faust_base import IntentstreamFaustApp
 from streams.runtime.metrics import WORKER_REGISTRY, serve_metrics
+from streams.runtime.raw_topics import raw_topic
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings, get_settings
 
@@ -36,10 +37,7 @@ app = IntentStreamApp(settings)
 
 
 def _raw_topic(name: str) -> faust.TopicT:
-    return app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-        partitions=settings.partitions,
-    )
+    return raw_topic(app, name, partitions=settings.partitions)
 
 
 events_topic = _raw_topic(settings.events_topic)
