@@ -26,7 +26,6 @@ import orjson
 import structlog
 from tqdm import tqdm
 
-from inference import repository
 from inference.client import ScoringError
 from inference.repository import INTENT_BERT
 from inference.tritonserver import REPOSITORY_TEMPLATE, TritonError
@@ -44,10 +43,6 @@ from .sources import KafkaRange, Source, read_file, read_kafka
 
 log = structlog.get_logger("intentstream.backtest")
 PROBE_TEXT = "view: product page"
-# The demo model `make demo` trains when a checkout has none (scripts/demo.py), so a fresh
-# clone can replay at once; `intentstream train` builds the real one.
-DEMO_TRAIN_ARGS = ["--tiny", "--users", "400", "--epochs", "2", "--no-uci",
-                   "--out", "runs/demo-model"]
 
 
 # --- arguments ----------------------------------------------------------------------------------
@@ -416,13 +411,12 @@ def backtest_main(argv: Sequence[str] | None = None) -> int:
 def ensure_a_model(args: argparse.Namespace) -> None:
     """A fresh clone has no built model: train the demo model, as `make demo` does."""
     default_repo = Path(args.model_repo).resolve() == REPOSITORY_TEMPLATE.resolve()
-    if (args.triton_url or args.model_version is not None or not default_repo
-            or repository.versions(args.model_repo / INTENT_BERT)):
+    if args.triton_url or args.model_version is not None or not default_repo:
         return
-    print("no model version in triton_models/: training the demo model first (~1-2 min; "
-          "`intentstream train` builds the full one)", file=sys.stderr, flush=True)
-    from training.train import main as train_main
+    from training.demo_model import DemoModelError, ensure_demo_model
 
-    if train_main([*DEMO_TRAIN_ARGS, "--repo", str(args.model_repo)]) != 0:
-        raise ModelError("training the demo model failed; see the output above")
+    try:
+        ensure_demo_model(args.model_repo)
+    except DemoModelError as error:
+        raise ModelError(str(error)) from None
 

@@ -23,12 +23,9 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from inference.repository import INTENT_BERT
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference import repository  # noqa: E402
 from inference.tritonserver import TritonServer  # noqa: E402
 from streams.core.timeunits import DAY_MS  # noqa: E402
 from streams.runtime.processes import EmbeddedBroker, WorkerProcess  # noqa: E402
@@ -37,22 +34,16 @@ from streams.settings import Settings  # noqa: E402
 from streams.worker.commands import format_score  # noqa: E402
 
 REPO = ROOT / "triton_models"
-# The demo model: the tiny config trained briefly on simulated shoppers, so a fresh clone is
-# scoring within minutes. `intentstream train` builds the full MiniLM model (docs/model.md).
-DEMO_TRAIN_ARGS = ["--tiny", "--users", "400", "--epochs", "2", "--no-uci",
-                   "--out", "runs/demo-model", "--repo", str(REPO)]
 MALFORMED_EVERY = 100  # one bad record per this many events
 
 
 def ensure_model() -> None:
-    if repository.versions(REPO / INTENT_BERT):
-        return
-    print("[demo] no model version in triton_models/: training the demo model (~1-2 min)…",
-          flush=True)
-    from training.train import main as train_main
+    from training.demo_model import DemoModelError, ensure_demo_model
 
-    if train_main(DEMO_TRAIN_ARGS) != 0:
-        raise SystemExit("[demo] training the demo model failed; see the output above")
+    try:
+        ensure_demo_model(REPO)
+    except DemoModelError as error:
+        raise SystemExit(f"[demo] {error}") from None
 
 
 def simulated_events(n_users: int) -> Iterator[dict]:

@@ -1,0 +1,34 @@
+"""The demo model: what `make demo` and `intentstream replay` train when the model repository
+has no built version yet, so a fresh clone scores within minutes. `intentstream train` builds
+the full model (docs/model.md). Importing this module is cheap: torch loads only to train.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from inference import repository
+from inference.repository import INTENT_BERT
+
+# The tiny config trained briefly on simulated shoppers; `--repo` is added per call.
+DEMO_TRAIN_ARGS: tuple[str, ...] = ("--tiny", "--users", "400", "--epochs", "2", "--no-uci",
+                                    "--out", "runs/demo-model")
+
+
+class DemoModelError(RuntimeError):
+    """Training the demo model failed (its own output says why)."""
+
+
+def ensure_demo_model(repo: Path) -> bool:
+    """Train the demo model into `repo` unless it holds an intent_bert version already.
+    True if it trained one."""
+    if repository.versions(Path(repo) / INTENT_BERT):
+        return False
+    print(f"no model version in {repo}: training the demo model first (~1-2 min; "
+          "`intentstream train` builds the full one)", file=sys.stderr, flush=True)
+    from training.train import main as train_main
+
+    if train_main([*DEMO_TRAIN_ARGS, "--repo", str(repo)]) != 0:
+        raise DemoModelError("training the demo model failed; see the output above")
+    return True
