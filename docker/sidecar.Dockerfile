@@ -4,9 +4,9 @@
 # `intentstream feedback ARGS` hands ARGS to that app's Faust CLI, so its worker is
 # `intentstream feedback worker -l info`, as `intentstream worker -l info` is the scorer's.
 #
-# NOT RUNNABLE YET: the `feedback` command lands with the feedback issue. Until then this image
-# builds but exits at once ("No such command"), which is why compose keeps the service behind
-# the `feedback` profile (docker/OPS.md).
+# The worker image already holds the sidecar (streams/sidecar/) and only the `serve` extra: no
+# torch. Compose keeps the service behind the `feedback` profile, so a plain `up` does not start
+# it (docker/OPS.md).
 #
 # The base is the worker image, so build that first, then (from the repository root):
 #

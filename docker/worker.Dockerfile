@@ -15,25 +15,22 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# torch first, from the CPU index: the package pins torch, and from PyPI that resolves to the
-# multi-GB CUDA build. The worker never runs the network (Triton does), so CPU is enough.
-# Keep TORCH_VERSION equal to the pin in pyproject.toml.
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
-
-# Only what the wheel needs (pyproject packages: streams, inference, training), so edits to
-# tests or docs do not invalidate this layer.
+# The serving role only (the `serve` extra of pyproject.toml): Faust, aiokafka, the Triton gRPC
+# client, Prometheus. No torch, scikit-learn, onnx or matplotlib: Triton runs the network, and
+# the worker, the sidecar and `create-topics` import none of them (tests/deploy/test_serve_path.py).
+# Only the two packages they load, so edits to tests, docs or the training code do not
+# invalidate this layer; inference/model/ (torch) stays out too (.dockerignore). `intentstream
+# train`, `backtest`, `bench` and `replay` are for a full checkout (`make venv`), not this image.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY inference ./inference
-COPY training ./training
-COPY backtest ./backtest
-COPY bench ./bench
-# A non-editable install: the runtime stage copies /opt/venv and nothing from /src.
-RUN pip install . \
- && python -c "import faust, tritonclient.grpc, streams.settings"
+# A non-editable install: the runtime stage copies /opt/venv and nothing from /src. The checks
+# fail the build if the entrypoint cannot start or if a dependency dragged in a training library.
+RUN pip install '.[serve]' \
+ && intentstream worker --help > /dev/null \
+ && intentstream feedback worker --help > /dev/null \
+ && python -c "import importlib.util as u; heavy = [m for m in ('torch', 'transformers', 'sklearn', 'onnx', 'onnxruntime', 'matplotlib') if u.find_spec(m)]; assert not heavy, f'training libraries in the serving image: {heavy}'"
 
 # --- runtime ------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

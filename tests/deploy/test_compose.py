@@ -16,7 +16,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from ruamel.yaml import YAML
 
 from streams.settings import Settings
 from tests.deploy.conftest import DOCKER, ROOT
+from tests.deploy.serve_env import run_python
 
 COMPOSE_FILE = DOCKER / "compose.yaml"
 ENV_PREFIX = "INTENTSTREAM_"
@@ -270,8 +270,7 @@ def test_deployment_shape(compose: dict[str, Any]) -> None:
     partitions = int(worker["environment"][f"{ENV_PREFIX}PARTITIONS"])
     assert 1 <= replicas <= partitions, "workers beyond the partition count sit idle"
     assert worker["depends_on"]["topic-init"]["condition"] == "service_completed_successfully"
-    # Not started by a plain `up` until its command exists (the feedback issue); one replica,
-    # its store being a local file.
+    # Opt-in (a plain `up` does not start it); one replica, its store being a local file.
     feedback = services["feedback"]
     assert feedback["profiles"] == ["feedback"]
     assert int(feedback["deploy"]["replicas"]) == 1
@@ -371,22 +370,16 @@ def topic_init_command() -> list[str]:
     return compose["services"]["topic-init"]["entrypoint"]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The console script's function (`intentstream` is `streams.cli:main`) in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=120,
-    )
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The console script's function (`intentstream` is `streams.cli:main`) in a subprocess,
+    with only what the image installs importable (tests/deploy/serve_env.py)."""
+    return run_python(env, "-m", "streams.cli", *args)
 
 
 @pytest.fixture(scope="module")
-def faust_commands() -> set[str]:
+def faust_commands(serve_env: dict[str, str]) -> set[str]:
     """What `intentstream --help` lists: Faust's commands and the app's own."""
-    listing = run_cli("--help").stdout.split("Commands:", 1)[1]
+    listing = run_cli(serve_env, "--help").stdout.split("Commands:", 1)[1]
     return {line.split()[0] for line in listing.splitlines() if line.strip()}
 
 
@@ -408,13 +401,15 @@ def test_topic_init_runs_create_topics(faust_commands: set[str], pyproject: dict
     assert "create-topics" in faust_commands
 
 
-def test_sidecar_image_runs_the_feedback_app(pyproject: dict[str, Any]) -> None:
+def test_sidecar_image_runs_the_feedback_app(
+    serve_env: dict[str, str], pyproject: dict[str, Any]
+) -> None:
     command = sidecar_command()
     assert command == ["intentstream", "feedback", "worker", "-l", "info"]
     assert_console_script(command, pyproject)
     # `feedback` is dispatched before Faust's CLI, so ask for the command's own help: exit
     # status 0 means every word of it is understood.
-    done = run_cli(*command[1:], "--help")
+    done = run_cli(serve_env, *command[1:], "--help")
     assert done.returncode == 0, done.stdout[-2000:]
 
 
@@ -429,41 +424,57 @@ def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
     return excluded
 
 
-def test_worker_image_builds_what_the_package_needs(pyproject: dict[str, Any]) -> None:
-    dockerfile = DOCKER / "worker.Dockerfile"
-    instructions = dockerfile_instructions(dockerfile)
-    copied = {
+def copied_sources(instructions: list[tuple[str, str]]) -> set[str]:
+    """The repository paths the build context COPYs (not those from another stage)."""
+    return {
         source
         for key, args in instructions
         if key == "COPY" and "--from" not in args
         for source in args.split()[:-1]
         if not source.startswith("--")
     }
-    packages = {
-        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    }
-    assert packages <= copied, "a package of the wheel is not copied into the build stage"
 
-    # Every file copied is in the repository and passes the Dockerfile's .dockerignore.
+
+def test_worker_image_holds_what_the_serving_code_loads(
+    pyproject: dict[str, Any], serve_probe: dict[str, Any]
+) -> None:
+    dockerfile = DOCKER / "worker.Dockerfile"
+    instructions = dockerfile_instructions(dockerfile)
+    copied = copied_sources(instructions)
     ignore = Path(f"{dockerfile}.dockerignore").read_text(encoding="utf-8").splitlines()
     patterns = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
-    for source in sorted(copied):
-        path = ROOT / source
-        assert path.exists(), f"COPY {source}: not in the repository"
-        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
-        for file in files:
-            relative = file.relative_to(ROOT).as_posix()
-            if "__pycache__" not in relative:
-                assert not dockerignore_excludes(relative, patterns), f"{relative} is ignored"
-    assert dockerignore_excludes("tests/conftest.py", patterns)  # the rest stays out
-    assert dockerignore_excludes("streams/__pycache__/app.cpython-311.pyc", patterns)
 
-    # The CPU torch installed first must be the version the package pins.
-    pinned = next(d for d in pyproject["project"]["dependencies"] if d.startswith("torch=="))
+    def in_image(relative: str) -> bool:
+        inside = any(relative == c or relative.startswith(c.rstrip("/") + "/") for c in copied)
+        return inside and not dockerignore_excludes(relative, patterns)
+
+    # Every file of every first-party module the worker, the sidecar and the client load.
+    files = [Path(f) for f in serve_probe["first_party"].values() if f]
+    assert ROOT / "streams" / "worker" / "agent.py" in files  # the probe saw the worker
+    missing = [rel for rel in (f.relative_to(ROOT).as_posix() for f in files) if not in_image(rel)]
+    assert missing == [], "loaded by the serving code but not in the worker image"
+    # The serving image holds only the two packages they load, not the torch side.
+    left_out = ("training/train.py", "backtest/cli.py", "bench/cli.py", "inference/model/export.py")
+    assert not [path for path in left_out if in_image(path)]
+    assert not in_image("tests/conftest.py")
+    assert not in_image("streams/__pycache__/app.cpython-311.pyc")
+    for source in copied:
+        assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+
+    # It installs the serve extra, and that extra carries no training library (the base
+    # dependencies neither): torch from PyPI would be the multi-GB CUDA build.
+    runs = " ".join(args for key, args in instructions if key == "RUN")
+    assert "pip install '.[serve]'" in runs
+    serving = (
+        pyproject["project"]["dependencies"]
+        + pyproject["project"]["optional-dependencies"]["serve"]
+    )
+    heavy = ("torch", "transformers", "scikit-learn", "onnx", "matplotlib")
+    assert not [d for d in serving if d.startswith(heavy)], serving
+    assert "torch==2.13.0" in pyproject["project"]["optional-dependencies"]["train"]
     args = dict(a.split("=", 1) for k, a in instructions if k == "ARG" and "=" in a)
-    assert f"torch=={args['TORCH_VERSION']}" == pinned
     assert args["PYTHON_IMAGE"] == "python:3.11-slim"
-    assert "download.pytorch.org/whl/cpu" in args["TORCH_INDEX_URL"]
+    assert "TORCH_VERSION" not in args
 
     # The last stage runs unprivileged.
     users = [args for key, args in instructions if key == "USER"]
