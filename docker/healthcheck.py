@@ -1,12 +1,15 @@
-"""Container health check of the worker and sidecar images: can this process reach its services?
+"""Container health check of the worker and sidecar images: is this process making progress?
 
-Faust's web server is off (`Settings.faust_settings`), so there is no HTTP liveness endpoint. A
-worker that crashes exits non-zero and the engine restarts it; what the engine cannot see is a
-worker that runs but cannot reach Kafka or Triton and is stalling with backoff (by design: it
-never drops a batch). This reports that, from the same settings the worker reads, by opening a
-TCP connection to every bootstrap server and to Triton's gRPC port.
+It asks the process's own `/health` (beside `/metrics`, streams/runtime/metrics.py): unhealthy
+when consumer lag is above 0 and no micro-batch has completed for `STALL_S`, which is what a
+TCP probe cannot see: a worker that runs but is stuck (a stalled partition, Kafka or Triton
+unreachable while it retries with backoff, by design never dropping a batch), or a process
+that no longer answers. A crash exits non-zero and the engine restarts it anyway.
 
-    python /opt/intentstream/healthcheck.py [--no-triton]     exit 0 healthy, 1 not
+With the metrics endpoint off (port 0) there is no /health; the check then falls back to
+opening a TCP connection to every bootstrap server and to Triton's gRPC port.
+
+    python /opt/intentstream/healthcheck.py [--feedback] [--no-triton]   exit 0 healthy, 1 not
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from streams.runtime.metrics import probe_health
 from streams.runtime.topics import bootstrap_servers
 from streams.settings import Settings
 
@@ -45,16 +49,30 @@ def unreachable(targets: Sequence[tuple[str, int]], timeout_s: float) -> list[st
     return failed
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-triton", action="store_true", help="check the broker only")
-    parser.add_argument("--timeout", type=float, default=3.0, help="seconds per connection")
-    args = parser.parse_args(argv)
-    failed = unreachable(endpoints(Settings(), triton=not args.no_triton), args.timeout)
+def reachability(settings: Settings, *, triton: bool, timeout_s: float) -> int:
+    failed = unreachable(endpoints(settings, triton=triton), timeout_s)
     if failed:
         print("unreachable: " + ", ".join(failed), file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--feedback", action="store_true",
+                        help="check the feedback sidecar (its metrics port) instead of a worker")
+    parser.add_argument("--no-triton", action="store_true",
+                        help="fallback check: the broker only (the sidecar needs no Triton)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    port = settings.feedback_metrics_port if args.feedback else settings.metrics_port
+    if port <= 0:
+        return reachability(settings, triton=not (args.no_triton or args.feedback),
+                            timeout_s=args.timeout)
+    ok, line = probe_health(port, timeout_s=args.timeout)
+    print(f"{'healthy' if ok else 'unhealthy'}: {line}", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

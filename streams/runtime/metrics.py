@@ -5,23 +5,35 @@ shows only what that process does. The two agents share a set of names (`AgentMe
 events in, batch sizes and times, consumer lag), told apart by the scrape target. Counting is
 per micro-batch (`inc(n)`), never per event. Pure helpers (lag arithmetic, tallies) are kept
 apart from the HTTP server so they can be tested without one.
+
+Health (`/health` beside `/metrics`, `intentstream health`): a process is unhealthy when its
+consumer lag is above 0 and no micro-batch has completed for `STALL_S` — input waits and
+nothing moves it (a stalled partition, Triton or the broker down, a hung agent). Both are
+known here already: `AgentMetrics.count_batch` runs once per completed batch and `set_lag`
+at every lag refresh, so the check needs no hook of its own.
 """
 
 from __future__ import annotations
 
 import collections
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
-from wsgiref.simple_server import WSGIServer
+from typing import Any, TypeVar
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -56,6 +68,18 @@ WORKER_REGISTRY = _registry()
 FEEDBACK_REGISTRY = _registry()
 
 
+@dataclass
+class Progress:
+    """What the health check reads: when a batch last completed, and the lag last reported.
+
+    Monotonic seconds; `started` stands in for the last batch until the first one completes,
+    so a process that never completes one is a stall too."""
+
+    started: float = field(default_factory=time.monotonic)
+    last_batch: float | None = None
+    lags: dict[TP, int] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class AgentMetrics:
     """What both agents report, under the same names, each in its own registry."""
@@ -66,10 +90,18 @@ class AgentMetrics:
     batch_seconds: Histogram
     lag: Gauge
     highwater: Gauge
+    last_batch: Gauge
     lag_reported: set[TP] = field(default_factory=set)  # label sets now exported
+    progress: Progress = field(default_factory=Progress)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> AgentMetrics:
+        created = cls._create(registry)
+        _AGENTS[id(registry)] = created  # so the registry's HTTP server can answer /health
+        return created
+
+    @classmethod
+    def _create(cls, registry: CollectorRegistry) -> AgentMetrics:
         return cls(
             events_in=Counter(
                 "intentstream_events_in", "Input records taken from Kafka, by topic "
@@ -92,6 +124,10 @@ class AgentMetrics:
                 "intentstream_consumer_highwater", "Highwater (end offset) of each assigned "
                 "input partition as last fetched; can be misreported on the embedded Tansu "
                 "broker (docs/broker.md)", ["topic", "partition"], registry=registry),
+            last_batch=Gauge(
+                "intentstream_last_batch_completed_timestamp_seconds", "When the last "
+                "micro-batch completed (Unix time; 0: none yet). /health reports a stall when "
+                "lag > 0 and this is older than STALL_S", registry=registry),
         )
 
     def count_batch(self, topics: Iterable[str], seconds: float) -> None:
@@ -102,6 +138,8 @@ class AgentMetrics:
             n += count
         self.batch_events.observe(n)
         self.batch_seconds.observe(seconds)
+        self.progress.last_batch = time.monotonic()
+        self.last_batch.set_to_current_time()
 
     def set_lag(self, highwaters: Mapping[TP, int | None], lags: Mapping[TP, int]) -> None:
         """Export the current lags; drop partitions no longer assigned to this process."""
@@ -114,8 +152,10 @@ class AgentMetrics:
                 highwaters.get((topic, partition)) or 0)
         self.lag_reported.clear()
         self.lag_reported.update(lags)
+        self.progress.lags = dict(lags)
 
 
+_AGENTS: dict[int, AgentMetrics] = {}  # id(registry) -> its agent's metrics
 WORKER = AgentMetrics.create(WORKER_REGISTRY)
 FEEDBACK = AgentMetrics.create(FEEDBACK_REGISTRY)
 
@@ -137,6 +177,10 @@ TRITON_SECONDS = Histogram(
 TRITON_RETRIES = Counter(
     "intentstream_triton_retries", "Failed Triton scoring calls, each retried after a "
     "backoff (the batch stalls meanwhile, nothing is dropped)", registry=WORKER_REGISTRY)
+SKIPPED = Counter(
+    "intentstream_input_skipped", "Valid input records not applied again, by kind: "
+    "redelivered (at or below the user state's input position) or duplicate (a producer "
+    "re-send of an event id already applied)", ["kind"], registry=WORKER_REGISTRY)
 ALERTS = Counter(
     "intentstream_alerts", "Alerts produced, by head (intent, churn) and whether "
     "exploration sent it (explored=true: below threshold, sent to learn)",
@@ -199,22 +243,97 @@ def split_invalid(invalid: Mapping[str, int]) -> dict[tuple[str, str], int]:
     return out
 
 
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    reason: str
+    lag: int
+    since_batch_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"healthy": self.healthy, "reason": self.reason, "lag": self.lag,
+                "since_batch_s": round(self.since_batch_s, 1)}
+
+
+def health(progress: Progress, now: float, stall_s: float) -> Health:
+    """Unhealthy when input waits (lag > 0) and no batch completed for `stall_s` seconds."""
+    lag = sum(progress.lags.values())
+    since = now - (progress.last_batch if progress.last_batch is not None else progress.started)
+    if lag > 0 and since >= stall_s:
+        behind = sorted((f"{t}[{p}]" for (t, p), n in progress.lags.items() if n > 0))
+        what = "no batch completed" if progress.last_batch is not None else \
+            "no batch completed since start"
+        return Health(False, f"stalled: lag {lag} ({', '.join(behind)}) and {what} for "
+                             f"{since:.0f}s (STALL_S {stall_s:g})", lag, since)
+    if lag > 0:
+        return Health(True, f"processing: lag {lag}, last batch {since:.0f}s ago", lag, since)
+    return Health(True, "caught up: lag 0", lag, since)
+
+
 # --- HTTP --------------------------------------------------------------------------------------
 class MetricsPortError(RuntimeError):
     """The metrics port cannot be bound (taken, or privileged): a configuration error."""
 
 
-def serve_metrics(port: int, registry: CollectorRegistry, setting: str) -> WSGIServer | None:
-    """Serve `registry` on http://0.0.0.0:`port`/metrics in a daemon thread; 0 turns it off.
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and health probes every few seconds: no access log."""
+
+
+def metrics_app(registry: CollectorRegistry, stall_s: float) -> Callable:
+    """WSGI: /health answers 200 or 503 with a JSON reason; any other path the metrics."""
+    metrics = make_wsgi_app(registry)
+    agent = _AGENTS.get(id(registry))
+
+    def app(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        if environ.get("PATH_INFO") != "/health":
+            return metrics(environ, start_response)
+        if agent is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"no health check for this registry\n"]
+        state = health(agent.progress, time.monotonic(), stall_s)
+        start_response("200 OK" if state.healthy else "503 Service Unavailable",
+                       [("Content-Type", "application/json")])
+        return [json.dumps(state.as_dict()).encode()]
+    return app
+
+
+def serve_metrics(
+    port: int, registry: CollectorRegistry, setting: str, stall_s: float | None = None
+) -> WSGIServer | None:
+    """Serve `registry` on http://0.0.0.0:`port`/metrics, and /health, in a daemon thread;
+    0 turns it off. `stall_s`: the health check's stall window (default: STALL_S).
 
     `setting` names the env var in the error, so the operator knows what to change."""
     if port <= 0:
         return None
+    if stall_s is None:
+        from streams.settings import get_settings
+
+        stall_s = get_settings().stall_s
     try:
-        server, _thread = start_http_server(port, registry=registry)
+        server = make_server("0.0.0.0", port, metrics_app(registry, stall_s),
+                             ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as exc:
         raise MetricsPortError(
             f"cannot serve metrics on port {port}: {exc.strerror or exc}; set {setting} to a "
             "free port, or to 0 to turn the metrics endpoint off"
         ) from exc
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics-http").start()
     return server
+
+
+def probe_health(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> tuple[bool, str]:
+    """Ask a process's /health: (healthy, one line saying why). Unreachable is unhealthy."""
+    url = f"http://{host}:{port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return True, json.loads(resp.read())["reason"]
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return False, json.loads(body)["reason"]
+        except (ValueError, KeyError):
+            return False, f"{url} answered {exc.code}"
+    except (OSError, ValueError, KeyError) as exc:
+        return False, f"cannot ask {url}: {getattr(exc, 'reason', exc)}"

@@ -86,7 +86,8 @@ class FeedbackApp(IntentstreamFaustApp):
     async def on_first_start(self) -> None:
         # Once per process, before joining the group: a taken port is a config error.
         if serve_metrics(self.settings.feedback_metrics_port, FEEDBACK_REGISTRY,
-                         "INTENTSTREAM_FEEDBACK_METRICS_PORT") is not None:
+                         "INTENTSTREAM_FEEDBACK_METRICS_PORT",
+                         stall_s=self.settings.stall_s) is not None:
             log.info("metrics.serving", port=self.settings.feedback_metrics_port)
         # The inputs must exist with the tables' partition count before the consumer subscribes.
         await ensure_topics(self.settings, names=sidecar_topics(self.settings))
