@@ -7,7 +7,8 @@ valid line is never a `key_mismatch`.
 
 Kafka is read with **no consumer group**: partitions are assigned by hand and nothing is ever
 committed, so live consumer groups (the worker's, the feedback sidecar's) never see this reader
-join, rebalance or move. Nothing is produced.
+join, rebalance or move. Nothing is produced. The reader takes the worker's SASL/TLS settings
+(`Settings.kafka_client_kwargs`), so a backtest reads the same secured cluster.
 """
 
 from __future__ import annotations
@@ -173,6 +174,15 @@ class KafkaRange:
     from_ms: int  # record timestamp to start at (event-time start minus producer clock skew)
     until_ms: int | None  # record timestamp to stop at; None: the end as of now
     idle_s: float = 1.0  # a partition with nothing new for this long is at its end
+    # aiokafka's SASL/TLS keyword arguments; None: the worker's (`Settings.kafka_client_kwargs`)
+    client_kwargs: Mapping[str, Any] | None = None
+
+    def security(self) -> dict[str, Any]:
+        if self.client_kwargs is not None:
+            return dict(self.client_kwargs)
+        from streams.settings import get_settings
+
+        return get_settings().kafka_client_kwargs()
 
 
 async def read_kafka(spec: KafkaRange) -> list[RawMessage]:
@@ -191,6 +201,7 @@ async def read_kafka(spec: KafkaRange) -> list[RawMessage]:
         enable_auto_commit=False,
         auto_offset_reset="none",
         client_id="intentstream-backtest",
+        **spec.security(),
     )
     await consumer.start()
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -47,12 +48,9 @@ def watch_consumer_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
-@app.command(
-    option("--max-records", type=int, default=0, help="stop after this many (0: run forever)"),
-    option("--idle-timeout", type=float, default=0.0, help="stop after this long with no record"),
-)
-async def watch(self, max_records: int, idle_timeout: float) -> None:
-    """Print intent scores as they arrive on the scores topic."""
+async def watch_scores(settings: Settings, max_records: int, idle_timeout: float,
+                       out: Callable[[str], None] = print) -> int:
+    """Print scores from the scores topic's start; return how many were printed."""
     consumer = AIOKafkaConsumer(settings.scores_topic, **watch_consumer_kwargs(settings))
     await consumer.start()
     seen = 0
@@ -65,10 +63,21 @@ async def watch(self, max_records: int, idle_timeout: float) -> None:
                     break
             for records in batch.values():
                 for record in records:
-                    print(format_score(orjson.loads(record.value)), flush=True)
+                    out(format_score(orjson.loads(record.value)))
                     seen += 1
     finally:
         await consumer.stop()
+    return seen
+
+
+@app.command(
+    option("--max-records", type=int, default=0, help="stop after this many (0: run forever)"),
+    option("--idle-timeout", type=float, default=0.0, help="stop after this long with no record"),
+)
+async def watch(self, max_records: int, idle_timeout: float) -> None:
+    """Print intent scores as they arrive on the scores topic."""
+    await watch_scores(settings, max_records, idle_timeout,
+                       out=lambda line: print(line, flush=True))
     await asyncio.sleep(0)
 
 
