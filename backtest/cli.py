@@ -1,8 +1,9 @@
 """`intentstream backtest` (a Kafka topic, by event-time range) and `intentstream replay` (a
 file: our events as JSONL/CSV, or the UCI Online Shoppers CSV). Both run the live code path
 (`backtest.engine`) against one model version, optionally a baseline version too, and write a
-report directory (`backtest.report`). Exit status: 0 written, 1 failed, 2 bad request (missing
-model version, file or topic).
+report directory (`backtest.report`). Exit status: 0 written, 1 failed (Triton or the broker
+not reachable, training the demo model failed), 2 bad request (missing model version, file or
+topic; nothing to score: no valid event in the file or range, counts by reason on stderr).
 
     intentstream backtest --from 2026-11-01 --to 2026-11-08 [--model-version N]
                           [--baseline-version M] [--label-until T] [--out DIR]
@@ -17,6 +18,7 @@ import hashlib
 import re
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,15 +26,18 @@ from typing import Any
 
 import orjson
 import structlog
-from tqdm import tqdm
+from aiokafka.errors import KafkaConnectionError
 
 from inference.client import ScoringError
 from inference.repository import INTENT_BERT
 from inference.tritonserver import REPOSITORY_TEMPLATE, TritonError
-from streams.core.events import parse_event_time
+from streams.core.events import Rejection, parse_event, parse_event_time
+from streams.core.raw_message import RawMessage
 from streams.core.records import IntentScore
+from streams.runtime.reachable import Unreachable, require_listening
 from streams.runtime.topics import bootstrap_servers
 from streams.settings import Settings, get_settings
+from training.progress import progress_bar
 
 from . import uci_eval
 from .engine import ROUND_TEXTS, EngineConfig, OrderedScorer, Run, replay
@@ -173,9 +178,10 @@ async def _replay_on(url: str, job: Job, alive: Callable[[], bool],
         if expected is not None and version != expected:
             raise ModelError(f"the Triton at {url} serves intent_bert v{version}, not "
                              f"v{expected}; leave out --triton-url to serve v{expected} here")
-        with tqdm(total=len(job.source.messages), unit="event", desc="events",
-                  disable=not job.progress, position=0) as events, \
-                tqdm(unit="text", desc="scored", disable=not job.progress, position=1) as texts:
+        with progress_bar(enabled=job.progress, total=len(job.source.messages), unit="event",
+                          desc="events", position=0) as events, \
+                progress_bar(enabled=job.progress, unit="text", desc="scored",
+                             position=1) as texts:
             scorer.on_scored = texts.update
             run = await replay(job.source.messages, scorer, job.config, on_events=events.update)
         return run, version
@@ -348,14 +354,49 @@ def _tick_s(args: argparse.Namespace, settings: Settings, uci: bool) -> float | 
     return None if args.tick_s == "all" else float(args.tick_s)
 
 
+class NothingToScore(Exception):
+    """No valid event in the scoring range: a bad request (exit 2), whatever the model."""
+
+
+def unscorable(messages: Sequence[RawMessage], config: EngineConfig) -> Counter[str] | None:
+    """None as soon as one message is a valid event inside the scoring range; else, per
+    reason, why none is: its rejection reason (as its dead letter would say), or
+    `before_range` / `after_range` for a valid event outside --from/--to."""
+    reasons: Counter[str] = Counter()
+    for msg in messages:
+        parsed = parse_event(msg.value, msg.key, config.max_event_bytes, config.privacy)
+        if isinstance(parsed, Rejection):
+            reasons[parsed.reason] += 1
+        elif config.score_from is not None and parsed.ts < config.score_from:
+            reasons["before_range"] += 1
+        elif config.score_until is not None and parsed.ts >= config.score_until:
+            reasons["after_range"] += 1
+        else:
+            return None
+    return reasons
+
+
+def require_something_to_score(source: Source, config: EngineConfig, where: str) -> None:
+    reasons = unscorable(source.messages, config)
+    if reasons is None:
+        return
+    counts = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common())
+    raise NothingToScore(f"no valid event to score in {where}: {len(source.messages)} records"
+                         + (f", rejected: {counts}" if counts else ""))
+
+
 def _guard(main: Callable[[], int]) -> int:
+    """Expected failures as one line on stderr and an exit status, never a traceback."""
     try:
         return main()
-    except (ModelError, FileNotFoundError, LookupError) as error:
+    except (ModelError, FileNotFoundError, LookupError, NothingToScore) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (TritonError, ScoringError) as error:
         print(f"error: Triton: {error}", file=sys.stderr)
+        return 1
+    except (Unreachable, KafkaConnectionError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
 
 
@@ -364,11 +405,12 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
 
     def main() -> int:
         settings = _settings(args)
-        ensure_a_model(args)
         source = read_file(args.file, args.limit_rows)
         uci = source.uci is not None
         config = engine_config(settings, _tick_s(args, settings, uci), start=args.start,
                                end=args.end, label_until=None, label=not uci)
+        require_something_to_score(source, config, str(args.file))  # before any model work
+        ensure_a_model(args)
         job = Job("uci" if uci else "replay", source, config, settings, not args.no_progress)
         return execute(job, args)
 
@@ -396,13 +438,17 @@ def backtest_main(argv: Sequence[str] | None = None) -> int:
             until_ms=None if args.lateness_s is None else label_until + int(
                 args.lateness_s * 1000),
         )
+        require_listening(spec.bootstrap, "broker",
+                          "start one, or point --broker-url / INTENTSTREAM_BROKER_URL at it")
         messages = asyncio.run(read_kafka(spec))
         description = {"type": "kafka", "topic": spec.topic, "from": iso(args.start),
                        "to": iso(args.end), "label_until": iso(label_until),
                        "lateness_s": args.lateness_s}
         log.info("backtest.read", records=len(messages), topic=spec.topic)
-        job = Job("backtest", Source(messages, description), config, settings,
-                  not args.no_progress)
+        source = Source(messages, description)
+        require_something_to_score(
+            source, config, f"{spec.topic} from {iso(args.start)} to {iso(args.end)}")
+        job = Job("backtest", source, config, settings, not args.no_progress)
         return execute(job, args)
 
     return _guard(main)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from inference.model.intent_bert import HeadOutputs, IntentBert
+from training.progress import progress_bar
 
 POOL_BATCHES = 20  # batches per length-sorting pool
 
@@ -158,8 +158,8 @@ def fit(
     best_state, best_step, waited, step = copy.deepcopy(model.state_dict()), 0, 0, 0
     history = [{"step": 0, "val_loss": best_loss}]
     batches: list[list[int]] = []
-    bar = tqdm(total=total, desc="fine-tuning", unit="step", disable=not config.progress,
-               mininterval=2.0)
+    bar = progress_bar(enabled=config.progress, total=total, desc="fine-tuning", unit="step",
+                       mininterval=2.0)
     running = None
     stopped_early = False
     while step < total:
