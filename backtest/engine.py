@@ -234,13 +234,15 @@ class Engine:
         if not pending.ticks:
             return
         combined = BatchPlan(to_score=[item for _, plan in pending.ticks for item in plan.to_score])
-        records = await score_plan(self.scorer, combined, self.config.session.max_chars,
-                                   self.config.retry_max_s, clock=no_clock)
-        start = 0
+        scored = await score_plan(self.scorer, combined, self.config.session.max_chars,
+                                  self.config.retry_max_s, clock=no_clock)
+        self.run.dead_letters.update("scoring_failed" for _ in scored.failed)
+        by_item = {id(item): record for item, record in zip(scored.scored, scored.records,
+                                                             strict=True)}
         for tick, plan in pending.ticks:
-            mine = records[start : start + len(plan.to_score)]
-            start += len(plan.to_score)
-            alerts, changed = decide_alerts(plan, mine, self.alert_states.get,
+            items = [item for item in plan.to_score if id(item) in by_item]
+            mine = [by_item[id(item)] for item in items]
+            alerts, changed = decide_alerts(items, mine, self.alert_states.get,
                                             self.config.alerts)
             self.alert_states.update(changed)
             self.run.records.extend(mine)

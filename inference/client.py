@@ -3,8 +3,10 @@
 It talks gRPC to the `intent` ensemble (tokenizer → intent_bert), so no tokenizer or torch
 runs in the worker. A call splits its texts into requests of at most `max_batch` and sends them
 concurrently, which lets Triton's dynamic batcher merge them with other workers' requests.
-Any failure (unreachable server, timeout, bad answer) surfaces as one `ScoringError`, which
-the caller backs off on and retries.
+Any failure surfaces as one `ScoringError`; its `transient` flag tells the caller whether the
+server could not answer (unreachable, timed out, model not loaded: back off and retry) or
+answered about these texts (the model rejected the request, or its outputs have a wrong shape
+or non-finite numbers: narrow it down, a retry of the same texts will likely fail again).
 """
 
 from __future__ import annotations
@@ -27,8 +29,20 @@ from .repository import ENSEMBLE, INTENT_BERT
 OUTPUTS = ("STRENGTH", "INTENT_TYPE", "CHURN", "MODEL_VERSION")
 
 
+# gRPC status codes that say the server could not answer now, not that the input is bad. An
+# unloaded model (a rollout) answers NOT_FOUND; a model that raised on a request, INTERNAL.
+TRANSIENT_STATUSES = frozenset({
+    "StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.NOT_FOUND",
+    "StatusCode.CANCELLED", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.UNKNOWN",
+})
+
+
 class ScoringError(Exception):
-    """Triton could not score a batch (unreachable, timed out, or an invalid answer)."""
+    """Triton could not score a batch; `transient`: the server, not the texts, is the cause."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +131,23 @@ class TritonScorer:
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as error:
-            raise ScoringError(f"{self.model_name} at {self.url}: {error.message()}") from error
+            status = error.status()
+            raise ScoringError(
+                f"{self.model_name} at {self.url}: {status}: {error.message()}",
+                transient=status is None or status in TRANSIENT_STATUSES,
+            ) from error
         return predictions_from_outputs(
             {name: result.as_numpy(name) for name in OUTPUTS}, len(texts)
         )
+
+    async def served_max_batch(self) -> int:
+        """The ensemble's `max_batch_size` as Triton serves it; ScoringError if unreachable."""
+        try:
+            config = await self._connection().get_model_config(
+                self.model_name, as_json=True, client_timeout=self.timeout_s)
+        except InferenceServerException as error:
+            raise ScoringError(f"{self.model_name} at {self.url}: {error.message()}") from error
+        return int(config["config"].get("max_batch_size", 0))
 
     async def ready(self) -> bool:
         """Whether the server answers and the model is loaded."""
@@ -163,7 +190,10 @@ def predictions_from_outputs(outputs: dict[str, np.ndarray | None], rows: int) -
         array = outputs.get(name)
         if array is None or array.shape != shape:
             found = None if array is None else array.shape
-            raise ScoringError(f"output {name}: expected shape {shape}, got {found}")
+            raise ScoringError(f"output {name}: expected shape {shape}, got {found}",
+                               transient=False)
+        if name != "MODEL_VERSION" and not np.isfinite(array).all():
+            raise ScoringError(f"output {name}: non-finite probabilities", transient=False)
         arrays[name] = array
     strength, intent_type = arrays["STRENGTH"], arrays["INTENT_TYPE"]
     churn, versions = arrays["CHURN"], arrays["MODEL_VERSION"]

@@ -174,5 +174,24 @@ def dead_letter(
     )
 
 
+# Session text and user ids are already scrubbed and pseudonymised when they reach the scorer.
+_ALREADY_PROTECTED = PrivacyPolicy(scrub_pii=True, pseudonym_key=None)
+
+
+def scoring_failed(
+    session: Session, text: str, error: str, source: DeadLetterSource
+) -> DeadLetter:
+    """A session the model could not score, as a dead letter carrying its rendered text.
+
+    `source` is the session's latest input record, so an operator can find its events."""
+    rejection = Rejection(
+        "scoring_failed",
+        f"session {session['session_id']} ({session['n_events']} events) could not be scored: "
+        f"{error}",
+    )
+    return dead_letter(text.encode(), session["user_id"].encode(), rejection, source,
+                       _ALREADY_PROTECTED)
+
+
 def encode(record: BaseModel) -> bytes:
     return orjson.dumps(record.model_dump(mode="json"))

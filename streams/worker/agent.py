@@ -15,11 +15,12 @@ from collections.abc import Sequence
 import structlog
 from faust.types import EventT, StreamT
 
-from inference.client import TritonScorer
+from inference.client import ScoringError, TritonScorer
 from streams.core.alerts import Alert
-from streams.core.batching import BatchPlan, plan_batch
+from streams.core.batching import BatchPlan, ToScore, plan_batch
 from streams.core.raw_message import RawMessage
-from streams.core.records import IntentScore, encode
+from streams.core.records import DeadLetter, DeadLetterSource, IntentScore, encode, scoring_failed
+from streams.core.sessions import render
 from streams.runtime import metrics
 from streams.runtime.agent_io import (
     SkippedInput,
@@ -43,13 +44,22 @@ from streams.worker.app import (
     sessions_table,
     settings,
 )
-from streams.worker.scoring import decide_alerts, score_plan
+from streams.worker.scoring import ScoredPlan, ScoringMetrics, decide_alerts, score_plan
 
 log = structlog.get_logger("intentstream.worker")
 
 SESSION_POLICY = settings.session_policy()
 ALERT_POLICY = settings.alert_policy()
 PRIVACY = settings.privacy_policy()
+SCORING_METRICS = ScoringMetrics(
+    texts=metrics.BATCH_TEXTS.observe,
+    triton_seconds=metrics.TRITON_SECONDS.observe,
+    retry=metrics.TRITON_RETRIES.inc,
+)
+
+
+class StartupError(Exception):
+    """The configuration cannot work against what is deployed (the worker exits non-zero)."""
 
 
 def write_states(
@@ -68,10 +78,11 @@ def write_states(
 
 async def raise_alerts(
     plan: BatchPlan, messages: Sequence[RawMessage], anchors: dict[int, EventT],
-    records: Sequence[IntentScore],
+    scored: ScoredPlan,
 ) -> list[Alert]:
     """Alerts for a batch's scores; alert state is saved only after delivery."""
-    alerts, changed = decide_alerts(plan, records, alert_state_table.get, ALERT_POLICY)
+    alerts, changed = decide_alerts(scored.scored, scored.records, alert_state_table.get,
+                                    ALERT_POLICY)
     await produce_all(
         [alert_topics[a.head].send(key=a.user_id.encode(), value=encode(a),
                                    partition=input_partition(plan, messages, a.user_id))
@@ -95,17 +106,31 @@ def report_alerts(alerts: Sequence[Alert]) -> None:
         metrics.ALERTS.labels(head, "true" if explored else "false").inc(n)
 
 
-async def send_dead_letters(plan: BatchPlan) -> None:
+async def send_dead_letters(letters: Sequence[DeadLetter]) -> None:
     """Dead letters keyed like their input (by user, pseudonymised when user ids are), so they
     spread over the DLQ's partitions in per-user order. The log names the reason and where the
     input was, never its bytes or text: those are on the DLQ topic only."""
-    await produce_all([dlq_topic.send(key=d.message_key(), value=encode(d))
-                       for d in plan.dead_letters])
-    for d in plan.dead_letters:
+    await produce_all([dlq_topic.send(key=d.message_key(), value=encode(d)) for d in letters])
+    for d in letters:
         log.warning("dead_letter", reason=d.reason, topic=d.source.topic,
                     partition=d.source.partition, offset=d.source.offset)
-    for reason, n in metrics.tally(d.reason for d in plan.dead_letters).items():
+    for reason, n in metrics.tally(d.reason for d in letters).items():
         metrics.DEAD_LETTERS.labels(reason).inc(n)
+
+
+def unscored_letters(
+    plan: BatchPlan, messages: Sequence[RawMessage], failed: Sequence[tuple[ToScore, str]]
+) -> list[DeadLetter]:
+    """`scoring_failed` dead letters for the sessions the model could not score, each pointing
+    at its user's latest input record in the batch."""
+    letters = []
+    for item, error in failed:
+        msg = messages[plan.last_message[item.session["user_id"]]]
+        source = DeadLetterSource(topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                                  timestamp=msg.timestamp_ms)
+        text = render(item.session, SESSION_POLICY.max_chars)
+        letters.append(scoring_failed(item.session, text, error, source))
+    return letters
 
 
 def input_partition(plan: BatchPlan, messages: Sequence[RawMessage], user_id: str) -> int:
@@ -140,20 +165,40 @@ async def process_batch(
     anchors = partition_anchors(events)
     plan = plan_batch(messages, sessions_table.get, SESSION_POLICY, settings.max_event_bytes,
                       PRIVACY)
-    await send_dead_letters(plan)
+    await send_dead_letters(plan.dead_letters)
     write_states(plan, messages, anchors)
-    records = await score_plan(
-        scorer, plan, SESSION_POLICY.max_chars, settings.score_retry_max_s
+    scored = await score_plan(
+        scorer, plan, SESSION_POLICY.max_chars, settings.score_retry_max_s,
+        max_attempts=settings.score_max_attempts, observe=SCORING_METRICS,
     )
-    if records:
-        await send_scores(plan, messages, records)
-        await raise_alerts(plan, messages, anchors, records)
+    if scored.failed:  # a closed one leaves `pending` below: dead-lettered is done
+        await send_dead_letters(unscored_letters(plan, messages, scored.failed))
+    if scored.records:
+        await send_scores(plan, messages, scored.records)
+        await raise_alerts(plan, messages, anchors, scored)
     # Closed sessions leave the table only once their final score is on the topic.
     write_states(plan, messages, anchors, only_pending=True)
     save_progress(progress_table, messages, events)
+    for kind, n in (("redelivered", plan.n_redelivered), ("duplicate", plan.n_duplicates)):
+        if n:
+            metrics.SKIPPED.labels(kind).inc(n)
     log.info("batch.done", valid=plan.n_valid, dead_letters=len(plan.dead_letters),
-             scored=len(plan.to_score))
+             redelivered=plan.n_redelivered, duplicates=plan.n_duplicates,
+             scored=len(scored.records), scoring_failed=len(scored.failed))
     return plan
+
+
+async def check_served_batch_size(scorer: TritonScorer) -> None:
+    """SCORE_MAX_BATCH above what the served model takes would fail every large batch."""
+    try:
+        served = await scorer.served_max_batch()
+    except ScoringError as exc:  # checked when it can be; scoring retries until Triton is up
+        log.warning("triton.unreachable_at_start", error=str(exc)[:300])
+        return
+    if served and settings.score_max_batch > served:
+        raise StartupError(
+            f"INTENTSTREAM_SCORE_MAX_BATCH={settings.score_max_batch} is above the served "
+            f"model {settings.triton_model!r}'s max_batch_size {served}")
 
 
 @app.agent(events_topic)
@@ -166,6 +211,12 @@ async def score_sessions(stream: StreamT) -> None:
         **settings.triton_client_kwargs(),
     )
     try:
+        try:
+            await check_served_batch_size(scorer)
+        except StartupError as exc:
+            log.error("startup.failed", error=str(exc))
+            await app.crash(exc)
+            raise
         await run_acked_batches(
             app, stream, settings.batch_max_events, settings.batch_within_s,
             SkippedInput(next_offset_reader(progress_table),

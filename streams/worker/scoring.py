@@ -1,7 +1,14 @@
 """The broker-free middle of the pipeline: a planned batch → scores → alerts.
 
 The live worker (`streams/worker/agent.py`) and replay/backtests call these same functions; only
-where state is kept and where records go differs (Faust tables and topics, or memory).
+where state is kept, where records go and where the numbers are counted differs (Faust tables,
+topics and the worker's metrics; or memory and no metrics: `ScoringMetrics` is injected).
+
+Scoring never drops a session and never stalls on one: an unreachable or timed-out Triton is
+retried with capped backoff for as long as it takes; an answer about the texts themselves (the
+model rejected a request, or returned a wrong shape or non-finite numbers) is narrowed down by
+splitting the batch, and a text that still fails after `max_attempts` tries is reported as
+failed (the worker dead-letters its session as `scoring_failed`) so its partition goes on.
 """
 
 from __future__ import annotations
@@ -9,41 +16,109 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
 from inference.client import ScoringError, TritonScorer
 from inference.heads import Prediction
 from streams.core.alerts import Alert, AlertPolicy, AlertState, alerts_for
-from streams.core.batching import BatchPlan
+from streams.core.batching import BatchPlan, ToScore
 from streams.core.records import IntentScore, intent_score
 from streams.core.sessions import render
-from streams.runtime import metrics
 
 log = structlog.get_logger("intentstream.scoring")
 
 
-async def score_until_done(
-    scorer: TritonScorer, texts: list[str], retry_max_s: float
-) -> tuple[list[Prediction], float]:
-    """Score, retrying with capped exponential backoff; never drops the batch."""
-    delay = 0.5
-    attempt = 0
-    while True:
-        attempt += 1
-        started = time.perf_counter()
+def _ignore(*_: object) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ScoringMetrics:
+    """Where scoring reports its numbers: the worker's registry, or nowhere (replay)."""
+
+    texts: Callable[[int], None] = _ignore  # texts in one scored plan
+    triton_seconds: Callable[[float], None] = _ignore  # one successful scoring call
+    retry: Callable[[], None] = _ignore  # one failed call that is tried again
+    failed: Callable[[int], None] = _ignore  # texts given up on
+
+
+NO_METRICS = ScoringMetrics()
+
+
+@dataclass(frozen=True)
+class ScoredPlan:
+    """A plan's scores, in plan order, and the sessions the model could not score."""
+
+    records: list[IntentScore]
+    scored: list[ToScore]  # the plan items `records` are for, same order
+    failed: list[tuple[ToScore, str]]  # (item, the last error) after max_attempts tries
+
+
+async def score_isolating(
+    scorer: TritonScorer,
+    texts: Sequence[str],
+    retry_max_s: float,
+    max_attempts: int = 3,
+    observe: ScoringMetrics = NO_METRICS,
+    first_delay_s: float = 0.5,
+) -> tuple[list[Prediction | None], dict[int, str]]:
+    """Predictions for `texts` (None where given up) and the errors of those given up on."""
+    results: list[Prediction | None] = [None] * len(texts)
+    attempts = [0] * len(texts)
+    given_up: dict[int, str] = {}
+    todo = list(range(len(texts)))
+    delay = first_delay_s
+    while todo:
         try:
-            predictions = await scorer.score(texts)
-        except ScoringError as exc:
-            metrics.TRITON_RETRIES.inc()
-            log.warning("triton.retry", attempt=attempt, delay_s=delay, texts=len(texts),
-                        error=str(exc)[:300])
+            failed = await _score_narrowing(scorer, texts, todo, results, observe)
+        except ScoringError as exc:  # transient: the server, not the texts
+            observe.retry()
+            log.warning("triton.retry", delay_s=delay, texts=len(todo), error=str(exc)[:300])
+            todo = [i for i in todo if results[i] is None]
             await asyncio.sleep(delay)
             delay = min(delay * 2, retry_max_s)
             continue
-        elapsed = time.perf_counter() - started
-        metrics.TRITON_SECONDS.observe(elapsed)
-        return predictions, elapsed * 1000
+        todo = []
+        for i, error in failed.items():
+            attempts[i] += 1
+            if attempts[i] >= max_attempts:
+                given_up[i] = error
+            else:
+                todo.append(i)
+        if todo:
+            observe.retry()
+            log.warning("triton.text_rejected", delay_s=delay, texts=len(todo),
+                        error=failed[todo[0]][:300])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, retry_max_s)
+    if given_up:
+        observe.failed(len(given_up))
+    return results, given_up
+
+
+async def _score_narrowing(
+    scorer: TritonScorer, texts: Sequence[str], indices: list[int],
+    results: list[Prediction | None], observe: ScoringMetrics,
+) -> dict[int, str]:
+    """Score `indices` into `results`; halve a batch the model rejects, down to single texts.
+    Returns the single texts that failed; a transient error propagates."""
+    started = time.perf_counter()
+    try:
+        predictions = await scorer.score([texts[i] for i in indices])
+    except ScoringError as exc:
+        if exc.transient:
+            raise
+        if len(indices) == 1:
+            return {indices[0]: str(exc)}
+        middle = len(indices) // 2
+        failed = await _score_narrowing(scorer, texts, indices[:middle], results, observe)
+        return failed | await _score_narrowing(scorer, texts, indices[middle:], results, observe)
+    observe.triton_seconds(time.perf_counter() - started)
+    for i, prediction in zip(indices, predictions, strict=True):
+        results[i] = prediction
+    return {}
 
 
 async def score_plan(
@@ -52,31 +127,42 @@ async def score_plan(
     max_chars: int,
     retry_max_s: float,
     clock: Callable[[], float] = time.time,
-) -> list[IntentScore]:
-    """One score record per session the plan marked, in plan order (one Triton call)."""
+    *,
+    max_attempts: int = 3,
+    observe: ScoringMetrics = NO_METRICS,
+) -> ScoredPlan:
+    """One score record per session the plan marked that the model could score, in plan order."""
     if not plan.to_score:
-        return []
+        return ScoredPlan([], [], [])
     texts = [render(item.session, max_chars) for item in plan.to_score]
-    metrics.BATCH_TEXTS.observe(len(texts))
-    predictions, latency_ms = await score_until_done(scorer, texts, retry_max_s)
+    observe.texts(len(texts))
+    started = time.perf_counter()
+    predictions, errors = await score_isolating(scorer, texts, retry_max_s, max_attempts,
+                                                observe)
+    latency_ms = (time.perf_counter() - started) * 1000
     now_ms = int(clock() * 1000)
-    return [
-        intent_score(item.session, item.closed, text, pred, latency_ms, now_ms)
-        for item, text, pred in zip(plan.to_score, texts, predictions, strict=True)
-    ]
+    records, scored = [], []
+    for item, text, prediction in zip(plan.to_score, texts, predictions, strict=True):
+        if prediction is not None:
+            records.append(intent_score(item.session, item.closed, text, prediction,
+                                        latency_ms, now_ms))
+            scored.append(item)
+    failed = [(plan.to_score[i], error) for i, error in sorted(errors.items())]
+    return ScoredPlan(records, scored, failed)
 
 
 def decide_alerts(
-    plan: BatchPlan,
+    scored: Sequence[ToScore],
     records: Sequence[IntentScore],
     load_state: Callable[[str], AlertState | None],
     policy: AlertPolicy,
 ) -> tuple[list[Alert], dict[str, AlertState]]:
-    """Alerts for a batch's scores in score order, and the alert states that changed."""
+    """Alerts for a batch's scores in score order (`scored[i]` is what `records[i]` scored),
+    and the alert states that changed."""
     states: dict[str, AlertState] = {}
     changed: dict[str, AlertState] = {}
     alerts: list[Alert] = []
-    for item, record in zip(plan.to_score, records, strict=True):
+    for item, record in zip(scored, records, strict=True):
         user = record.user_id
         state = states[user] if user in states else (load_state(user) or {})
         raised, states[user] = alerts_for(

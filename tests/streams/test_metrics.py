@@ -210,7 +210,7 @@ def test_dead_letters_are_counted_by_reason_keyed_by_user_and_logged_without_pay
     before = {r: worker_sample("intentstream_dead_letters_total", reason=r)
               for r in ("not_json", "not_object")}
     with structlog.testing.capture_logs() as logs:
-        asyncio.run(worker.send_dead_letters(plan))
+        asyncio.run(worker.send_dead_letters(plan.dead_letters))
     assert [key for key, _ in topics["dlq"].sent] == [b"u9", b"u1"]  # not the topic name
     for reason in ("not_json", "not_object"):
         assert worker_sample("intentstream_dead_letters_total", reason=reason) == (
@@ -252,9 +252,11 @@ def test_scoring_counts_retries_latency_texts_scores_and_alerts(topics):
     policy = AlertPolicy(explore_rate=0.0)
 
     async def run_steps() -> list:
-        records = await scoring.score_plan(FakeScorer(failures=1), plan, 1200, retry_max_s=1)
+        scored = await scoring.score_plan(FakeScorer(failures=1), plan, 1200, retry_max_s=1,
+                                          observe=worker.SCORING_METRICS)
+        records = scored.records
         await worker.send_scores(plan, messages, records)
-        alerts, _ = scoring.decide_alerts(plan, records, lambda user: None, policy)
+        alerts, _ = scoring.decide_alerts(scored.scored, records, lambda user: None, policy)
         worker.report_alerts(alerts)
         return records
 
