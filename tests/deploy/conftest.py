@@ -49,12 +49,14 @@ def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 # The entry points of the serving image: the worker's agents and commands, the sidecar, the
-# Triton client. Prints what got loaded: first-party modules with their files, third-party
-# top-level names.
+# Triton client, the container health check (a script, loaded by path as the image runs it).
+# Prints what got loaded: first-party modules with their files, third-party top-level names.
 PROBE = """
-import json, sys
+import importlib.util, json, sys
 import streams.cli, streams.worker.agent, streams.worker.commands, streams.sidecar.app
 import inference.client
+spec = importlib.util.spec_from_file_location("healthcheck", "docker/healthcheck.py")
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
 first = ("streams", "inference")
 loaded = {n: m for n, m in sys.modules.items() if m is not None and "." not in n}
 print(json.dumps({

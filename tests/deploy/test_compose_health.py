@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 from inference.tritonserver import free_port
 from tests.deploy.conftest import DOCKER
@@ -15,7 +15,9 @@ from tests.deploy.serve_env import run_python
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
-    return yaml.safe_load((DOCKER / "compose.yaml").read_text(encoding="utf-8"))["services"]
+    # YAML 1.2 as Compose reads it, with the dev extra's parser (PyYAML is not a dependency).
+    text = (DOCKER / "compose.yaml").read_text(encoding="utf-8")
+    return YAML(typ="safe", pure=True).load(text)["services"]
 
 
 @pytest.mark.parametrize(("service", "flags"), [("worker", []), ("feedback", ["--feedback"])])

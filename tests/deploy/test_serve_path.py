@@ -29,7 +29,7 @@ from tests.deploy.serve_env import (
 )
 
 TRAINING_LIBRARIES = ("torch", "transformers", "sklearn", "onnx", "onnxruntime", "matplotlib")
-FIRST_PARTY = ("streams", "inference", "training", "backtest", "bench")
+FIRST_PARTY = ("streams", "inference", "training", "backtest", "bench", "tests", "scripts")
 
 
 def test_the_guard_refuses_what_serve_does_not_install(serve_env: dict[str, str]) -> None:
@@ -114,6 +114,46 @@ def test_the_core_needs_only_the_base_dependencies() -> None:
     imports = third_party(set().union(*(module_level_imports(f) for f in files)))
     assert "pydantic" in imports
     assert unlisted(imports, ()) == {}, "streams/core must run on pyproject's base dependencies"
+
+
+def all_imports(path: Path) -> set[str]:
+    """Top-level names of every import in the file, inside functions too."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+# Runs in NVIDIA's Triton image with what docker/triton/Dockerfile installs (test_compose.py).
+NGC_IMAGE_CODE = ROOT / "docker" / "triton"
+# Where code lives -> the extras of the role that runs it (README.md, "Installed by role").
+# streams/ includes the embedded launcher (demo, tests); retrain, backtest and bench talk to
+# Kafka and Triton, so they run with serve.
+ROLES = {
+    "streams": ("serve", "embedded"),
+    "inference": ("serve", "embedded", "train"),
+    "training": ("serve", "train"),
+    "backtest": ("serve", "embedded", "train", "report"),
+    "bench": ("serve", "embedded", "train"),
+    "scripts": ("serve", "embedded"),
+    "docker": ("serve",),
+    "tests": ("serve", "embedded", "train", "report", "dev"),
+}
+
+
+@pytest.mark.parametrize(("directory", "extras"), ROLES.items(), ids=list(ROLES))
+def test_every_role_lists_what_its_code_imports(directory: str, extras: tuple[str, ...]) -> None:
+    files = [
+        path
+        for path in sorted((ROOT / directory).rglob("*.py"))
+        if "__pycache__" not in path.parts and not path.is_relative_to(NGC_IMAGE_CODE)
+    ]
+    assert files, directory
+    imports = third_party(set().union(*(all_imports(f) for f in files)))
+    assert unlisted(imports, extras) == {}, f"{directory}/ imports what {extras} do not list"
 
 
 def test_the_scan_sees_an_unlisted_import(tmp_path: Path) -> None:
