@@ -2,10 +2,10 @@
 
 The worker image installs `pip install '.[serve]'` (docker/worker.Dockerfile). Here that is
 simulated in this venv (which holds every extra) by refusing every module outside the serve
-role's installed closure (tests/deploy/serve_env.py), then importing the serving entry points
-and running the image's commands. A second check reads the code: every third-party module the
-serving code imports is a distribution pyproject.toml lists for that role, not one that happens
-to arrive as somebody's dependency.
+role's installed closure (tests/deploy/serve_env.py), then importing the serving entry points;
+test_compose.py runs the image's commands the same way. A second check reads the code: every
+third-party module the serving code imports is a distribution pyproject.toml lists for that
+role, not one that happens to arrive as somebody's dependency.
 """
 
 from __future__ import annotations
@@ -50,17 +50,6 @@ def test_serving_modules_load_no_training_code(serve_probe: dict[str, Any]) -> N
     first_party = serve_probe["first_party"]
     assert {"streams.worker.agent", "streams.sidecar.app", "inference.client"} <= first_party.keys()
     assert not [name for name in first_party if name.startswith(NOT_IN_IMAGE)]
-
-
-@pytest.mark.parametrize(
-    "command",
-    [["worker", "--help"], ["feedback", "worker", "--help"], ["create-topics", "--help"]],
-    ids=" ".join,
-)
-def test_image_commands_run_with_serve_only(serve_env: dict[str, str], command: list[str]) -> None:
-    done = run_python(serve_env, "-m", "streams.cli", *command)
-    assert done.returncode == 0, f"refused: {refused(serve_env)}\n{done.stdout[-2000:]}"
-    assert "Usage:" in done.stdout
 
 
 # --- what pyproject.toml lists ------------------------------------------------------------------
