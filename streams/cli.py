@@ -41,7 +41,7 @@ GROUPS: tuple[tuple[str, tuple[Command, ...]], ...] = (
     )),
     ("model", (
         Command("train", "fine-tune the model on simulated shoppers, compare it with TF-IDF+LR, "
-                "export it", "training.train:main"),
+                "export it", "training.train_args:main"),
         Command("retrain", "retrain on feedback examples; promote only if it beats the live "
                 "model", "training.retrain:main"),
     )),

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from streams.core.sessions import SessionPolicy, render
 from training.data import sessions_of
@@ -124,6 +123,8 @@ def comparable_split(labels: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of the train and test parts of the data README's comparable split:
     `train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)` (the indices depend
     only on y and the row count, so splitting indices gives the same parts as splitting X)."""
+    from sklearn.model_selection import train_test_split  # here: replay and --help skip sklearn
+
     y = np.asarray(labels, dtype=int)
     train, test = train_test_split(
         np.arange(len(y)), test_size=TEST_SIZE, stratify=y, random_state=SPLIT_SEED

@@ -1,0 +1,145 @@
+"""`intentstream train`'s arguments, parsed before anything heavy is imported.
+
+`--help` and a bad value (one line, exit 2) need neither torch nor scikit-learn; only a run
+imports `training.train`. The three dataclasses are the options `intentstream train --help`
+lists, grouped as the run reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers.hf_argparser import HfArgumentParser
+
+from streams.core.labelling import LabelPolicy
+from streams.core.timeunits import DAY_MS, HOUR_MS
+from training.uci import CSV_NAME
+
+UCI_CANDIDATES = (Path("data") / CSV_NAME, Path("..") / "shared" / "data" / CSV_NAME)
+
+
+@dataclass
+class DataArguments:
+    users: int = field(default=1500, metadata={"help": "simulated users (split 70/15/15 by user)"})
+    windows_per_user: int = field(
+        default=5, metadata={"help": "at most this many labelled windows per user (seeded sample)"}
+    )
+    prefix_share: float = field(
+        default=0.5, metadata={"help": "share of sessions that also give a mid-session window"}
+    )
+    sim_days: float = field(default=28.0, metadata={"help": "days of history per user"})
+    horizon_hours: float = field(
+        default=24.0, metadata={"help": "H: a purchase this soon after the window is `strong`"}
+    )
+    churn_days: float = field(
+        default=7.0, metadata={"help": "D: no activity this long after the window is churn"}
+    )
+    uci: bool = field(
+        default=True, metadata={"help": "also fine-tune and evaluate on the UCI real sessions"}
+    )
+    uci_csv: str | None = field(
+        default=None,
+        metadata={"help": f"UCI CSV (default: the first of {[str(p) for p in UCI_CANDIDATES]})"},
+    )
+    uci_train_limit: int | None = field(
+        default=4000,
+        metadata={"help": "fine-tune on a stratified sample of this many UCI training rows"},
+    )
+    uci_analytics: bool = field(
+        default=True, metadata={"help": "also run the variant with the GA aggregates in the text"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.users < 20:
+            raise ValueError("--users must be >= 20 (each split needs users)")
+        if self.windows_per_user < 1:
+            raise ValueError("--windows-per-user must be >= 1")
+        if not 0 <= self.prefix_share <= 1:
+            raise ValueError("--prefix-share must be in [0, 1]")
+        if self.sim_days * 24 <= max(self.horizon_hours, self.churn_days * 24):
+            raise ValueError("--sim-days must exceed the label horizon and churn days")
+        if self.uci_train_limit is not None and self.uci_train_limit < 100:
+            raise ValueError("--uci-train-limit must be >= 100")
+
+    def label_policy(self) -> LabelPolicy:
+        return LabelPolicy(
+            horizon_ms=int(self.horizon_hours * HOUR_MS),
+            churn_after_ms=int(self.churn_days * DAY_MS),
+        )
+
+    def uci_path(self) -> Path:
+        if self.uci_csv:
+            return Path(self.uci_csv)
+        found = next((p for p in UCI_CANDIDATES if p.is_file()), None)
+        if found is None:
+            tried = [str(p) for p in UCI_CANDIDATES]
+            raise FileNotFoundError(f"UCI CSV not found at {tried}: pass --uci-csv or --no-uci")
+        return found
+
+
+@dataclass
+class ModelArguments:
+    tiny: bool = field(
+        default=False, metadata={"help": "2-layer random encoder (tests), not all-MiniLM-L6-v2"}
+    )
+    max_length: int = field(
+        default=128, metadata={"help": "tokens per text; longer texts lose their beginning"}
+    )
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.max_length <= 512:
+            raise ValueError("--max-length must be in 8..512")
+
+
+@dataclass
+class RunArguments:
+    out: str = field(default="runs/latest", metadata={"help": "model, metrics and model card"})
+    repo: str = field(default="triton_models", metadata={"help": "Triton model repository"})
+    export: bool = field(
+        default=True, metadata={"help": "write a new intent_bert and intent_bert_onnx version"}
+    )
+    int8: bool = field(default=False, metadata={"help": "also write a dynamic-int8 ONNX file"})
+    seed: int = field(default=0, metadata={"help": "seeds simulation, split, init and batches"})
+    epochs: float = field(default=2.0, metadata={"help": "passes over the training windows"})
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps (over epochs)"})
+    batch_size: int = field(default=16, metadata={"help": "windows per step"})
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "AdamW peak rate (default 5e-5; tiny model 1e-3)"}
+    )
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps warming up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    evals_per_epoch: int = field(default=2, metadata={"help": "validation checks per epoch"})
+    patience: int = field(default=2, metadata={"help": "checks without improvement before stop"})
+    uci_epochs: float = field(default=1.0, metadata={"help": "passes over the UCI training rows"})
+    threads: int | None = field(default=None, metadata={"help": "torch threads (default: all)"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.uci_epochs <= 0:
+            raise ValueError("--epochs and --uci-epochs must be > 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("--max-steps must be >= 1")
+        if self.batch_size < 1 or self.evals_per_epoch < 1 or self.patience < 1:
+            raise ValueError("--batch-size, --evals-per-epoch and --patience must be >= 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError("--warmup-ratio must be in [0, 1)")
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[DataArguments, ModelArguments, RunArguments]:
+    """The three argument groups; a value out of range exits 2 with its one-line reason."""
+    parser = HfArgumentParser((DataArguments, ModelArguments, RunArguments))
+    parser.prog = "intentstream train"
+    try:
+        return parser.parse_args_into_dataclasses(args=list(argv) if argv is not None else None)
+    except ValueError as error:  # from a __post_init__ range check
+        parser.error(str(error))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`intentstream train`: parse, then import the training code and run it."""
+    data_args, model_args, run_args = parse_args(argv)
+    from training.train import run
+
+    return run(data_args, model_args, run_args)
