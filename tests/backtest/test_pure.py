@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import pytest
 
+from backtest.cli import unscorable
 from backtest.engine import EngineConfig, order_messages
 from backtest.evaluate import covering_alert
 from backtest.labels import outcomes_of
@@ -116,3 +117,17 @@ def test_covering_alert(head, alerts, outcome, expected):
 def test_canonical_json_rounds_and_drops_non_finite():
     assert canonical({"a": 0.1234567891, "b": float("nan"), "c": (1, True)}) == {
         "a": 0.123457, "b": None, "c": [1, True]}
+
+
+def test_unscorable_counts_each_reason_until_a_valid_event_in_range(sim_events, tmp_path):
+    bad = (b"{broken", b"[1, 2]", b'{"user_id": "u1"}')
+    source = read_file(write_jsonl(tmp_path / "bad.jsonl", [], bad))
+    assert unscorable(source.messages, config()) == {"not_json": 1, "not_object": 1,
+                                                     "missing_field": 1}
+    mixed = read_file(write_jsonl(tmp_path / "mixed.jsonl", sim_events[:3], bad))
+    assert unscorable(mixed.messages, config()) is None
+    first, last = sim_events[0]["ts"], sim_events[2]["ts"]
+    outside = config(score_from=first + 1, score_until=last)
+    reasons = unscorable(read_file(write_jsonl(tmp_path / "one.jsonl", [sim_events[0]])).messages,
+                         outside)
+    assert reasons == {"before_range": 1}
