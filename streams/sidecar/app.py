@@ -62,7 +62,7 @@ from streams.runtime.metrics import (
 )
 from streams.runtime.topics import bootstrap_servers, ensure_topics
 from streams.settings import Settings, get_settings
-from streams.sidecar.store import FeedbackStore
+from streams.sidecar.store import FeedbackStore, StoreThread
 
 log = structlog.get_logger("intentstream.feedback")
 
@@ -163,22 +163,23 @@ def report_batch(batch: FeedbackBatch, fresh: Sequence[FeedbackExample]) -> None
 
 
 async def process_batch(
-    store: FeedbackStore, events: Sequence[EventT], messages: Sequence[RawMessage]
+    store: StoreThread, events: Sequence[EventT], messages: Sequence[RawMessage]
 ) -> FeedbackBatch:
     if app.timers_stale:
         rebuild_timers()
     batch = plan_feedback(messages, TOPICS, users_table.get,
                           lambda partition: progress(partition)["max_ts"], app.timers, POLICY)
     if batch.responses:  # first (idempotent), so examples resolved now already carry them
-        store.add([], batch.responses)
-    already = store.stored(e.example_id for e in batch.examples)
+        await store.add([], batch.responses)
+    already = await store.stored(e.example_id for e in batch.examples)
     fresh = [e for e in batch.examples if e.example_id not in already]
-    statuses = store.statuses(h.alert_id for e in fresh for h in e.heads.values() if h.alert_id)
+    statuses = await store.statuses(
+        h.alert_id for e in fresh for h in e.heads.values() if h.alert_id)
     fresh = [with_responses(e, statuses) for e in fresh]
     await produce_all(
         [examples_topic.send(key=e.user_id.encode(), value=encode(e)) for e in fresh])
     if fresh:
-        batch.counts["stored"] = store.add(fresh)
+        batch.counts["stored"] = await store.add(fresh)
     # State last: if we crash before this, the redelivered batch resolves the same predictions.
     # A table write goes to the changelog partition of the event it is tied to: any of the
     # batch's events from the same partition number (the inputs are co-partitioned).
@@ -198,7 +199,7 @@ async def process_batch(
 
 @app.agent(inputs)
 async def label_predictions(stream: StreamT) -> None:
-    store = FeedbackStore(settings.feedback_db)
+    store = StoreThread(settings.feedback_db)  # SQLite's fsync off the event loop
     try:
         await run_acked_batches(
             app, stream, settings.batch_max_events, settings.batch_within_s,

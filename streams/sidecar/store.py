@@ -7,18 +7,23 @@ disk. Responses are kept apart and joined on read: one that arrives after its ex
 written still shows up in `examples()`.
 
 One writer process per file (the sidecar that owns it); readers (retraining) may open it at
-any time, WAL lets them read while it writes. Several sidecars in one group each keep their
-own file: `union` / `read_stores` give the union of their examples, one per `example_id` (a
-partition that moved between sidecars can leave the same example in two files).
+any time, WAL lets them read while it writes. The sidecar reaches its store through
+`StoreThread`: one thread of its own with its own connection, so a commit's fsync never blocks
+the event loop (heartbeats, fetches, the other agents' work). Several sidecars in one group
+each keep their own file: `union` / `read_stores` give the union of their examples, one per
+`example_id` (a partition that moved between sidecars can leave the same example in two files).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from streams.core.feedback import AlertResponse, FeedbackExample, ResponseStatus, with_responses
 
@@ -44,6 +49,7 @@ CREATE INDEX IF NOT EXISTS responses_alert ON responses (alert_id);
 """
 _STATUS_ORDER = {"delivered": 0, "clicked": 1, "converted": 2}
 _SQL_VARS = 500  # ids per IN (...) query, under SQLite's variable limit
+T = TypeVar("T")
 
 
 class FeedbackStore:
@@ -139,6 +145,37 @@ class FeedbackStore:
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM examples").fetchone()[0])
+
+
+class StoreThread:
+    """A `FeedbackStore` used from asyncio: every call runs on one dedicated thread, which opened
+    the connection and is the only one to use it (SQLite connections belong to their thread).
+
+    Calls are serialised in submission order, so a batch's writes and the next batch's reads see
+    each other as they would inline. A cancelled await does not cancel the call: a write that
+    started completes (idempotent, so the redelivered batch finds it)."""
+
+    def __init__(self, path: Path) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback-store")
+        self._store = self._executor.submit(FeedbackStore, path).result()
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def add(
+        self, examples: Sequence[FeedbackExample], responses: Sequence[AlertResponse] = ()
+    ) -> int:
+        return await self._call(self._store.add, list(examples), list(responses))
+
+    async def stored(self, example_ids: Iterable[str]) -> set[str]:
+        return await self._call(self._store.stored, list(example_ids))
+
+    async def statuses(self, alert_ids: Iterable[str]) -> dict[str, list[ResponseStatus]]:
+        return await self._call(self._store.statuses, list(alert_ids))
+
+    def close(self) -> None:
+        self._executor.submit(self._store.close).result()
+        self._executor.shutdown()
 
 
 def union(sources: Iterable[Iterable[FeedbackExample]]) -> list[FeedbackExample]:

@@ -16,7 +16,7 @@ import pytest
 
 from streams.core.feedback import AlertResponse
 from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
-from streams.sidecar.store import FeedbackStore
+from streams.sidecar.store import FeedbackStore, read_stores
 from tests.e2e.kafka_io import produce, read_until, run
 from training.simulator import SimConfig, UserHistory, known_labels, simulate
 
@@ -201,3 +201,51 @@ def test_sidecar_sigkill_and_restart_loses_and_duplicates_no_example(stack):
         assert first.setdefault(doc["example_id"], doc)["labels"] == doc["labels"]
     assert len(disagreeing) <= 0.01 * n
     assert restarted.alive, restarted.log_tail()
+
+
+def stored_ids(path) -> set[str]:
+    if not path.exists():
+        return set()
+    with FeedbackStore(path) as store:
+        return {e.example_id for e in store.examples()}
+
+
+def test_two_sidecars_in_a_group_one_sigkilled_their_stores_union_is_the_expected_set(stack):
+    """Two sidecars share the group, each with its own store; one is SIGKILLed mid-stream, the
+    other takes its partitions over. `retrain`'s union of the two stores (read_stores) is
+    exactly the settled predictions, each once."""
+    histories, records = traffic(n_users=120, days=4, seed=47)
+    small = {**ENV, "INTENTSTREAM_BATCH_MAX_EVENTS": "100"}
+    dbs = [stack.workdir / "feedback-a.sqlite", stack.workdir / "feedback-b.sqlite"]
+    worker = stack.start_worker(**ENV)
+    doomed, survivor = (
+        stack.start_sidecar(**small, INTENTSTREAM_FEEDBACK_DB=str(db),
+                            INTENTSTREAM_DATA_DIR=str(stack.workdir / f"data-{i}"))
+        for i, db in enumerate(dbs))
+    run(produce(stack.bootstrap, stack.topics["events"], records))
+    deadline = time.monotonic() + 120
+    while len(stored_ids(dbs[0])) < 20:  # the doomed one is demonstrably mid-stream
+        assert time.monotonic() < deadline and doomed.alive and survivor.alive and worker.alive, \
+            "the first sidecar stored nothing"
+        time.sleep(0.05)
+    before_kill = len(stored_ids(dbs[0]))
+    doomed.kill()
+    seen = wait_for_examples(stack, histories, timeout_s=150,
+                             alive=lambda: survivor.alive and worker.alive)
+    expected = settled_predictions(seen, stack)
+    # A store commits just after its examples are on the topic: give the last one a moment.
+    deadline = time.monotonic() + 20
+    while not stored_ids(dbs[0]) | stored_ids(dbs[1]) >= expected \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    a, b = stored_ids(dbs[0]), stored_ids(dbs[1])
+    merged = read_stores(dbs)
+    ids = [e.example_id for e in merged]
+    n, disagreeing = agreement(merged, histories)
+    print(f"\n[feedback group] {len(records)} events; sidecar A stored {before_kill} before its "
+          f"SIGKILL, {len(a)} in all; sidecar B {len(b)}; {len(a & b)} in both; union "
+          f"{len(ids)} ({len(expected)} settled); {len(disagreeing)} disagree")
+    assert set(ids) == expected and len(ids) == len(set(ids))
+    assert a and b  # both did part of the work
+    assert len(disagreeing) <= 0.01 * n
+    assert survivor.alive, survivor.log_tail()

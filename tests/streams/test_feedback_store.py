@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from streams.core.feedback import (
     on_score,
     resolve,
 )
-from streams.sidecar.store import FeedbackStore, read_stores, union
+from streams.sidecar.store import FeedbackStore, StoreThread, read_stores, union
 from tests.streams.test_feedback import ALERTS, END, LABELS, SETTLES, T0, WINDOW, score
 
 
@@ -90,3 +92,33 @@ def test_the_union_of_several_stores_has_each_example_once_with_every_response(t
 def test_a_store_that_does_not_exist_is_an_error_not_an_empty_union(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match=r"missing\.sqlite does not exist"):
         read_stores([tmp_path / "missing.sqlite"])
+
+
+def test_the_sidecars_store_thread_writes_off_the_event_loop(tmp_path: Path, monkeypatch):
+    """Every call runs on the store's own thread (its connection's), never the loop's; the
+    writes are the plain store's, visible to any reader."""
+    [a] = examples("u1")
+    alert = a.heads["intent"].alert_id
+    threads: list[int] = []
+    real_add = FeedbackStore.add
+
+    def add(self, *args):
+        threads.append(threading.get_ident())
+        return real_add(self, *args)
+
+    monkeypatch.setattr(FeedbackStore, "add", add)
+
+    async def use(store: StoreThread) -> tuple[int, int, set[str], dict]:
+        new = await store.add([a], [response("r1", alert, "clicked")])
+        again = await store.add([a])
+        return new, again, await store.stored([a.example_id, "x"]), await store.statuses([alert])
+
+    store = StoreThread(tmp_path / "f.sqlite")
+    try:
+        new, again, stored, statuses = asyncio.run(use(store))
+    finally:
+        store.close()
+    assert (new, again, stored, statuses) == (1, 0, {a.example_id}, {alert: ["clicked"]})
+    assert threading.get_ident() not in threads and len(set(threads)) == 1
+    with FeedbackStore(tmp_path / "f.sqlite") as reader:
+        assert [e.example_id for e in reader.examples()] == [a.example_id]
