@@ -23,20 +23,26 @@ class Traffic:
     malformed: list[tuple[bytes | None, bytes]]
 
 
+def browse_event(rng: random.Random, user: str, n: int, ts: int) -> dict:
+    """The user's n-th event, at `ts`: a valid view, click, search or add-to-cart. Item ids
+    follow the catalog position, so the same product has the same id in every run."""
+    kind = rng.choice(["view", "view", "click", "search", "add_to_cart"])
+    doc: dict = {"event_id": f"{user}-e{n}", "user_id": user, "ts": ts, "type": kind}
+    if kind == "search":
+        doc["query"] = rng.choice(QUERIES)
+    else:
+        title, category, price = product = rng.choice(CATALOG)
+        doc["item"] = {"id": f"sku-{CATALOG.index(product)}", "title": title,
+                       "category": category, "price": price}
+    return doc
+
+
 def user_events(rng: random.Random, user: str, n: int) -> list[dict]:
     ts = T0 + rng.randrange(0, 3_600_000)
     events = []
     for i in range(n):
         ts += rng.randrange(5_000, 240_000)  # well within the inactivity gap
-        kind = rng.choice(["view", "view", "click", "search", "add_to_cart"])
-        doc: dict = {"event_id": f"{user}-e{i}", "user_id": user, "ts": ts, "type": kind}
-        if kind == "search":
-            doc["query"] = rng.choice(QUERIES)
-        else:
-            title, category, price = rng.choice(CATALOG)
-            doc["item"] = {"id": f"sku-{abs(hash(title)) % 10_000}", "title": title,
-                           "category": category, "price": price}
-        events.append(doc)
+        events.append(browse_event(rng, user, i, ts))
     return events
 
 
