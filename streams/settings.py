@@ -11,9 +11,8 @@ from __future__ import annotations
 import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import faust
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,11 +21,14 @@ from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
 from streams.core.privacy import PrivacyPolicy
 from streams.core.sessions import SessionPolicy
 
+if TYPE_CHECKING:  # faust is the serving extra's; settings work without it (train, replay)
+    from faust.types.auth import CredentialsT
+
 BrokerProfile = Literal["kafka", "embedded"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
-# Why each embedded adjustment exists: ../shared/notes/broker.md, summarised in docs/broker.md.
+# Why each embedded adjustment exists: docs/broker.md.
 EMBEDDED_BROKER_OVERRIDES: dict[str, Any] = {
     # Tansu answers ListOffsets "latest" with the start of the last batch + 1; one record per
     # batch makes end offsets right, so changelog recovery does not stop early.
@@ -217,7 +219,9 @@ class Settings(BaseSettings):
             )
         return kwargs
 
-    def faust_credentials(self) -> faust.types.auth.CredentialsT | None:
+    def faust_credentials(self) -> CredentialsT | None:
+        import faust  # the serving extra: only its apps ask for credentials
+
         protocol = self.kafka_security_protocol
         if protocol == "PLAINTEXT":
             return None

@@ -1,11 +1,13 @@
 """Input offsets: finding what Faust skipped, so no accepted event is lost. Pure.
 
-Faust (0.15) acks the messages it drops from a stream's buffer during a rebalance, so a commit
-can pass offsets an agent never saw (faust-streaming/faust#527). Each agent keeps its own next
-offset per input partition (in a changelog-backed table) and re-reads any gap before the batch
-that reveals it (`streams.runtime.agent_io.with_skipped`). Everything downstream is idempotent, so a
-gap that was in fact processed — or holds only transaction markers on Apache Kafka — costs
-only a re-read.
+During a rebalance Faust (0.15) can drop buffered messages it has read, so an agent never sees
+them: without an ack (its Cython iterator, queue clears), which leaves a hole its commit never
+passes; or, on other paths, with one, so its commit passes them (faust-streaming/faust#527).
+Each agent keeps its own next offset per input partition (in a changelog-backed table) and
+re-reads any gap before the batch that reveals it (`streams.runtime.agent_io.with_skipped`);
+once the batch is processed the gap is acked in Faust's bookkeeping (`fill_gaps`), so the
+commit moves on. User state is idempotent by input position, so a gap that was in fact
+processed — or holds only transaction markers on Apache Kafka — costs only a re-read.
 """
 
 from __future__ import annotations

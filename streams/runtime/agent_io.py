@@ -133,7 +133,7 @@ def fill_gaps(consumer: ConsumerT, gaps: Sequence[Gap]) -> None:
 
     Faust commits the first unbroken run of acked offsets from its committed one; offsets it
     read and dropped unacked (during a rebalance) leave a hole there that nothing fills, and
-    the partition's commit froze for good (../shared/notes/faust-offsets.md). Acking the
+    the partition's commit froze for good (docs/feedback.md, "Input skipped by Faust"). Acking the
     whole range, not only the records returned, also covers offsets that hold no record
     (transaction markers). Offsets below the commit or already acked are ignored by Faust;
     a partition no longer assigned is skipped (its new owner redelivers from the commit).
