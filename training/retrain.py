@@ -184,8 +184,12 @@ def concat(a: Targets, b: Targets) -> Targets:
                    b.intent_type]), torch.cat([a.churn, b.churn]))
 
 
-async def read_topic(settings: Settings, timeout_s: float = 60.0) -> list[bytes]:
-    """Every record value on the feedback topic, from its start to its end as of now."""
+async def read_topic(settings: Settings, timeout_s: float = 60.0, idle_s: float = 1.0
+                     ) -> list[bytes]:
+    """Every record value on the feedback topic, from its start to its end as of now.
+
+    The end: every partition at its end offset and then nothing new for `idle_s` (the embedded
+    broker reports the start of the last batch + 1 as the end, docs/broker.md)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from streams.runtime.topics import bootstrap_servers
@@ -205,10 +209,14 @@ async def read_topic(settings: Settings, timeout_s: float = 60.0) -> list[bytes]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         values: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        last_record = loop.time()
         async with asyncio.timeout(timeout_s):
-            while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-                for tp, records in (await consumer.getmany(*tps, timeout_ms=500)).items():
-                    values += [r.value for r in records if r.offset < ends[tp]]
+            while (any([await consumer.position(tp) < end for tp, end in ends.items()])
+                   or loop.time() - last_record < idle_s):
+                for records in (await consumer.getmany(*tps, timeout_ms=200)).values():
+                    values += [r.value for r in records]
+                    last_record = loop.time() if records else last_record
         return values
     finally:
         await consumer.stop()

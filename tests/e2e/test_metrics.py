@@ -1,11 +1,14 @@
 """Observability end to end: the real Tansu broker, tritonserver and worker process. What the
 worker's /metrics endpoint counts must equal what went in and what came out on the topics,
-and its JSON log must carry user and prediction ids but no event text."""
+and its JSON log must carry user and prediction ids but no event text. `intentstream health`
+answers healthy once the worker has caught up, unhealthy when input waits and nothing moves."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -13,7 +16,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.runtime.processes import free_port
+from streams.runtime.processes import INTENTSTREAM, IntentstreamProcess, free_port
 from tests.e2e.kafka_io import produce, read_until, run
 from tests.e2e.test_slice import all_users_complete, events_per_user
 from tests.e2e.traffic import make_traffic
@@ -90,6 +93,8 @@ def test_metrics_equal_what_went_in_and_came_out_and_logs_carry_ids(stack):
                 and len(present) == 4 and not lags)
 
     samples = wait_for(port, drained, timeout_s=60, alive=lambda: worker.alive)
+    health = ask_health(worker)
+    assert (health.returncode, health.stdout.split(":")[0]) == (0, "healthy"), health.stdout
     assert value(samples, "intentstream_events_in_total", topic=t["events"]) == n_in
     assert value(samples, "intentstream_batch_events_sum") == n_in
     lags = {labels: v for (name, labels), v in samples.items()
@@ -167,10 +172,48 @@ def test_metrics_equal_what_went_in_and_came_out_and_logs_carry_ids(stack):
 
     side = wait_for(sidecar_port, sidecar_done, timeout_s=90, alive=lambda: sidecar.alive)
     assert sidecar_done(side), sidecar.log_tail()
+    health = ask_health(sidecar, "--feedback")
+    assert (health.returncode, health.stdout.split(":")[0]) == (0, "healthy"), health.stdout
     assert by_label(side, "intentstream_feedback_invalid_total", "input", "reason") == {
         ("events", reason): float(n) for reason, n in Counter(d["reason"] for d in dlq).items()}
     assert ("intentstream_dead_letters_total" not in {name for name, _ in side})  # own registry
     assert sidecar.alive, sidecar.log_tail()
+
+
+def ask_health(process: IntentstreamProcess, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`intentstream health` with the process's own settings (so its port)."""
+    return subprocess.run([str(INTENTSTREAM), "health", *flags], env=process.env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_health_reports_a_worker_that_cannot_make_progress(stack):
+    """Triton unreachable: the worker retries its batch forever (by design), lag stays > 0 and
+    no batch completes, so after STALL_S /health answers 503 and `intentstream health` exits 1;
+    a TCP probe of Kafka would have called it healthy."""
+    traffic = make_traffic(n_users=5, events_per_user=(2, 3), n_malformed=0, seed=9)
+    port = free_port()
+    worker = stack.start_worker(INTENTSTREAM_METRICS_PORT=str(port), INTENTSTREAM_STALL_S="3",
+                                INTENTSTREAM_TRITON_URL=f"127.0.0.1:{free_port()}")
+    run(produce(stack.bootstrap, stack.topics["events"], traffic.records))
+    deadline = time.monotonic() + 90
+    code, body = 0, b""
+    while time.monotonic() < deadline and worker.alive:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+                code, body = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            code, body = exc.code, exc.read()
+            break
+        except OSError:
+            pass  # not serving yet
+        time.sleep(0.5)
+    health = ask_health(worker)
+    print(f"\n[health] Triton unreachable: /health {code} {body.decode()}; "
+          f"`intentstream health` exit {health.returncode}: {health.stdout.strip()}")
+    assert worker.alive, worker.log_tail()
+    assert code == 503 and orjson.loads(body)["healthy"] is False
+    assert health.returncode == 1
+    assert health.stdout.startswith("unhealthy: stalled: lag "), health.stdout
 
 
 def test_a_taken_metrics_port_stops_the_worker_with_a_clear_error(stack):
