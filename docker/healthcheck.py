@@ -61,15 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feedback", action="store_true",
                         help="check the feedback sidecar (its metrics port) instead of a worker")
+    # The sidecar image's HEALTHCHECK passes --no-triton (the sidecar needs no Triton), so it
+    # also means "the sidecar" until that image passes --feedback.
     parser.add_argument("--no-triton", action="store_true",
-                        help="fallback check: the broker only (the sidecar needs no Triton)")
+                        help="the sidecar: its metrics port; fallback check the broker only")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
     args = parser.parse_args(argv)
     settings = Settings()
-    port = settings.feedback_metrics_port if args.feedback else settings.metrics_port
+    sidecar = args.feedback or args.no_triton
+    port = settings.feedback_metrics_port if sidecar else settings.metrics_port
     if port <= 0:
-        return reachability(settings, triton=not (args.no_triton or args.feedback),
-                            timeout_s=args.timeout)
+        return reachability(settings, triton=not sidecar, timeout_s=args.timeout)
     ok, line = probe_health(port, timeout_s=args.timeout)
     print(f"{'healthy' if ok else 'unhealthy'}: {line}", file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1

@@ -54,6 +54,7 @@ def test_without_a_metrics_endpoint_the_exit_status_follows_reachability(
     healthcheck: ModuleType, listening: int, closed_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("INTENTSTREAM_METRICS_PORT", "0")
+    monkeypatch.setenv("INTENTSTREAM_FEEDBACK_METRICS_PORT", "0")
     monkeypatch.setenv("INTENTSTREAM_BROKER_URL", f"kafka://127.0.0.1:{listening}")
     monkeypatch.setenv("INTENTSTREAM_TRITON_URL", f"127.0.0.1:{closed_port}")
     assert healthcheck.main(["--timeout", "1"]) == 1  # Triton is down
@@ -84,7 +85,12 @@ def test_the_exit_status_follows_the_processes_own_health(
         agent.progress.last_batch -= 1.0
         assert healthcheck.main(["--timeout", "1"]) == 1
         assert "stalled: lag 7" in capsys.readouterr().err
-        assert healthcheck.main(["--timeout", "1", "--feedback"]) == 1  # another port: no answer
+        # The sidecar's port (--feedback; --no-triton, as its image passes): nothing there.
+        assert healthcheck.main(["--timeout", "1", "--feedback"]) == 1
+        assert healthcheck.main(["--timeout", "1", "--no-triton"]) == 1
+        monkeypatch.setenv("INTENTSTREAM_FEEDBACK_METRICS_PORT", str(port))
+        agent.progress.last_batch += 1.0
+        assert healthcheck.main(["--timeout", "1", "--no-triton"]) == 0
     finally:
         server.shutdown()
         server.server_close()
