@@ -9,6 +9,7 @@ talks to; `faust_settings()` is the only place the profile turns into behaviour.
 from __future__ import annotations
 
 import ssl
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -69,6 +70,10 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(
         3600, ge=0, description="event time this far past the message timestamp goes to the DLQ"
     )
+    min_event_time: str = Field(
+        "2000-01-01", description="earliest plausible event time (ISO-8601); before: DLQ")
+    max_event_time: str = Field(
+        "2100-01-01", description="latest plausible event time (ISO-8601, exclusive)")
     dedup_event_ids: int = Field(
         512, ge=1, description="event ids remembered per user to spot producer re-sends"
     )
@@ -137,6 +142,13 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     @model_validator(mode="after")
+    def _event_time_bounds_parse(self) -> Settings:
+        lo, hi = self.event_time_bounds()
+        if lo >= hi:
+            raise ValueError("min_event_time must be before max_event_time")
+        return self
+
+    @model_validator(mode="after")
     def _span_covers_gap(self) -> Settings:
         if self.session_max_span_s < self.session_gap_s:
             raise ValueError("session_max_span_s must be >= session_gap_s")
@@ -166,7 +178,12 @@ class Settings(BaseSettings):
             max_chars=self.session_max_chars,
             max_future_ms=int(self.max_future_skew_s * 1000),
             remembered_ids=self.dedup_event_ids,
+            ts_bounds=self.event_time_bounds(),
         )
+
+    def event_time_bounds(self) -> tuple[int, int]:
+        """[lo, hi) epoch ms from MIN_EVENT_TIME / MAX_EVENT_TIME (UTC when no zone)."""
+        return (_iso_ms(self.min_event_time), _iso_ms(self.max_event_time))
 
     def label_policy(self) -> LabelPolicy:
         return LabelPolicy(
@@ -274,3 +291,11 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def _iso_ms(text: str) -> int:
+    """Epoch ms of an ISO-8601 date or time; a value without a zone is read as UTC."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)

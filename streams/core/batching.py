@@ -7,6 +7,7 @@ I/O around it; replay and tests call it directly.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from streams.core.sessions import (
     absorb,
     admit,
     empty_state,
+    session_features,
 )
 
 
@@ -30,6 +32,7 @@ from streams.core.sessions import (
 class ToScore:
     session: Session
     closed: bool  # a later session closed it: this is its final scoring
+    features: list[float]  # the model's FEATURES row (streams.core.features)
 
 
 @dataclass
@@ -46,13 +49,17 @@ class BatchPlan:
 
 
 def copy_state(state: UserState) -> UserState:
-    """Copy deep enough for `absorb` (which replaces lists, never edits event dicts)."""
+    """Copy deep enough for `absorb`, which edits the open session's event list and stats and
+    the profile in place (never a kept event dict, nor a pending session)."""
     current = state["current"]
-    return {
-        **state,
-        "current": None if current is None else {**current, "events": list(current["events"])},
-        "pending": list(state["pending"]),
-    }
+    if current is not None:
+        current = {**current, "events": list(current["events"])}
+        if "stats" in current:
+            current["stats"] = copy.deepcopy(current["stats"])
+    copied: UserState = {**state, "current": current, "pending": list(state["pending"])}
+    if "profile" in state:
+        copied["profile"] = dict(state["profile"])
+    return copied
 
 
 def plan_batch(
@@ -64,7 +71,7 @@ def plan_batch(
 ) -> BatchPlan:
     plan = BatchPlan()
     for index, msg in enumerate(messages):
-        parsed = parse_event(msg.value, msg.key, max_event_bytes, privacy)
+        parsed = parse_event(msg.value, msg.key, max_event_bytes, privacy, policy.ts_bounds)
         if not isinstance(parsed, Rejection):
             parsed = not_from_the_future(parsed, msg.timestamp_ms, policy.max_future_ms)
         if isinstance(parsed, Rejection):
@@ -95,9 +102,11 @@ def plan_batch(
     # written the state but not delivered its scores and alerts before a crash. Scoring the
     # same state again gives the same prediction and alert ids.
     for state in plan.states.values():
-        plan.to_score.extend(ToScore(s, closed=True) for s in state["pending"])
+        plan.to_score.extend(ToScore(s, True, session_features(state, s))
+                             for s in state["pending"])
         if state["current"] is not None:
-            plan.to_score.append(ToScore(state["current"], closed=False))
+            current = state["current"]
+            plan.to_score.append(ToScore(current, False, session_features(state, current)))
     return plan
 
 

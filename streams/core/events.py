@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -38,9 +39,12 @@ EventType = Literal[
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)  # the same names, as a tuple to iterate
 ITEM_TYPES = frozenset({"view", "click", "add_to_cart", "remove_from_cart", "purchase"})
 
-# Event time must be plausible: anything outside is a producer bug, not a shopper.
+# Event time must be plausible: outside the bounds is a producer bug (seconds for ms, say), not
+# a shopper. The defaults suit live traffic; a history from any year sets its own
+# (INTENTSTREAM_MIN_EVENT_TIME / MAX_EVENT_TIME).
 MIN_TS_MS = 946_684_800_000  # 2000-01-01
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
+DEFAULT_TS_BOUNDS = (MIN_TS_MS, MAX_TS_MS)
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 ShortText = Annotated[str, StringConstraints(max_length=300)]
@@ -66,6 +70,51 @@ class Item(BaseModel):
         return value
 
 
+def _number(value: Any) -> Any:
+    """Strict floats that also take ints (JSON has one number type); no bools, no NaN."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be finite")
+    return value
+
+
+Rate = Annotated[float, Field(ge=0, le=1)]
+Label = Annotated[str, StringConstraints(max_length=64, strip_whitespace=True)] | int
+
+
+class PageAnalytics(BaseModel):
+    """What a web-analytics tool reports for the page viewed (Google Analytics' names)."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    bounce_rate: Rate | None = Field(None, description="share of visits that left at once")
+    exit_rate: Rate | None = Field(None, description="share of page views that were the last")
+    page_value: Annotated[float, Field(ge=0, le=10_000_000)] | None = Field(
+        None, description="average value of the page to visits that led to a transaction")
+
+    _numbers = field_validator("bounce_rate", "exit_rate", "page_value", mode="before")(
+        lambda cls, value: _number(value))
+
+
+class VisitContext(BaseModel):
+    """Where the visit came from and on what: labels or the analytics tool's numeric codes."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    traffic_source: Label | None = None
+    visitor_type: Label | None = Field(None, description="e.g. new, returning")
+    device: Label | None = None
+    browser: Label | None = None
+    os: Label | None = None
+    region: Label | None = None
+    special_day: Rate | None = Field(None, description="closeness to a special day, 0..1")
+
+    _numbers = field_validator("special_day", mode="before")(lambda cls, value: _number(value))
+
+
 class ShopEvent(BaseModel):
     """One shopper action. `ts` is event time (epoch ms or ISO-8601), normalised to epoch ms."""
 
@@ -83,11 +132,14 @@ class ShopEvent(BaseModel):
         None, description="page kind for page-level analytics (e.g. product, informational)"
     )
     duration_s: Annotated[float, Field(ge=0, le=86_400)] | None = None
+    analytics: PageAnalytics | None = Field(None, description="the page view's analytics")
+    context: VisitContext | None = Field(None, description="the visit's context")
 
     @field_validator("ts", mode="before")
     @classmethod
-    def _event_time_ms(cls, value: Any) -> int:
-        return parse_event_time(value)
+    def _event_time_ms(cls, value: Any, info: ValidationInfo) -> int:
+        bounds = (info.context or {}).get("ts_bounds", DEFAULT_TS_BOUNDS)
+        return parse_event_time(value, bounds)
 
     @field_validator("duration_s", mode="before")
     @classmethod
@@ -107,8 +159,9 @@ class ShopEvent(BaseModel):
         return None
 
 
-def parse_event_time(value: Any) -> int:
-    """Epoch milliseconds from an int (ms) or an ISO-8601 string; raises ValueError otherwise."""
+def parse_event_time(value: Any, bounds: tuple[int, int] = DEFAULT_TS_BOUNDS) -> int:
+    """Epoch milliseconds from an int (ms) or an ISO-8601 string, within `bounds` [lo, hi);
+    raises ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError("ts must be epoch ms or ISO-8601")
     if isinstance(value, int):
@@ -125,9 +178,14 @@ def parse_event_time(value: Any) -> int:
         ms = int(parsed.timestamp() * 1000)
     else:
         raise ValueError("ts must be epoch ms or ISO-8601")
-    if not MIN_TS_MS <= ms < MAX_TS_MS:
-        raise ValueError("ts is outside 2000-01-01..2100-01-01 (seconds instead of ms?)")
+    lo, hi = bounds
+    if not lo <= ms < hi:
+        raise ValueError(f"ts is outside {_day(lo)}..{_day(hi)} (seconds instead of ms?)")
     return ms
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).date().isoformat()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +198,7 @@ class Rejection:
 
 def parse_event(
     raw: bytes | None, key: bytes | None, max_bytes: int,
-    privacy: PrivacyPolicy = DEFAULT_PRIVACY,
+    privacy: PrivacyPolicy = DEFAULT_PRIVACY, ts_bounds: tuple[int, int] = DEFAULT_TS_BOUNDS,
 ) -> ShopEvent | Rejection:
     """Validate one raw message. Never raises: every failure is a `Rejection`.
 
@@ -157,7 +215,7 @@ def parse_event(
     if not isinstance(doc, dict):
         return Rejection("not_object", f"top-level JSON is {type(doc).__name__}, not an object")
     try:
-        event = ShopEvent.model_validate(doc)
+        event = ShopEvent.model_validate(doc, context={"ts_bounds": ts_bounds})
     except ValidationError as exc:
         return Rejection(_reason_code(exc), _describe(exc))
     except (ValueError, TypeError, RecursionError) as exc:  # defensive: pydantic internals

@@ -43,7 +43,13 @@ from streams.core.alerts import (
     head_probability,
     next_alert,
 )
-from streams.core.events import Rejection, ShopEvent, not_from_the_future, parse_event
+from streams.core.events import (
+    DEFAULT_TS_BOUNDS,
+    Rejection,
+    ShopEvent,
+    not_from_the_future,
+    parse_event,
+)
 from streams.core.labelling import LabelPolicy, label_window
 from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.core.raw_message import RawMessage
@@ -421,6 +427,7 @@ class FeedbackPolicy:
     max_event_bytes: int
     privacy: PrivacyPolicy = DEFAULT_PRIVACY
     max_future_ms: int = 3_600_000  # as the worker's SessionPolicy: same events rejected
+    ts_bounds: tuple[int, int] = DEFAULT_TS_BOUNDS  # as the worker's SessionPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,7 +505,8 @@ def _apply(
 ) -> str | None:
     """Apply one input message; return the user whose state it touched, if any."""
     if msg.topic == topics.events:
-        event = parse_event(msg.value, msg.key, policy.max_event_bytes, policy.privacy)
+        event = parse_event(msg.value, msg.key, policy.max_event_bytes, policy.privacy,
+                            policy.ts_bounds)
         if not isinstance(event, Rejection):
             event = not_from_the_future(event, msg.timestamp_ms, policy.max_future_ms)
         if isinstance(event, Rejection):

@@ -25,7 +25,18 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NotRequired, TypedDict
 
-from streams.core.events import ShopEvent
+from streams.core.events import DEFAULT_TS_BOUNDS, ShopEvent
+from streams.core.features import (
+    Profile,
+    SessionStats,
+    add_to_profile,
+    add_to_stats,
+    close_session_in_profile,
+    empty_profile,
+    empty_stats,
+    feature_vector,
+    open_session_in_profile,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +49,8 @@ class SessionPolicy:
     max_future_ms: int = 3_600_000
     # Newest event ids remembered per user to recognise producer re-sends (module docstring).
     remembered_ids: int = 512
+    # Plausible event time [lo, hi) in epoch ms: outside it an event is a bad_timestamp.
+    ts_bounds: tuple[int, int] = DEFAULT_TS_BOUNDS
 
 
 class Session(TypedDict):
@@ -48,6 +61,9 @@ class Session(TypedDict):
     n_events: int  # all events absorbed, including those no longer kept in `events`
     last_event_id: str  # the most recently absorbed event (arrival order)
     events: list[dict[str, Any]]  # compact events, sorted by (ts, event_id), newest kept
+    stats: NotRequired[SessionStats]  # behaviour aggregates over every event absorbed
+    # FEATURES frozen when a later session closed it (the profile as of its end)
+    features: NotRequired[list[float]]
 
 
 class UserState(TypedDict):
@@ -56,6 +72,7 @@ class UserState(TypedDict):
     # [partition, offset] of the last input record applied (absent in states written before it)
     position: NotRequired[list[int]]
     seen: NotRequired[list[str]]  # "<id hash>:<content hash>" of the newest events, oldest first
+    profile: NotRequired[Profile]  # lifetime aggregates (streams.core.features)
 
 
 class Outcome(Enum):
@@ -116,7 +133,9 @@ def session_id_for(user_id: str, first_event_id: str) -> str:
     return digest.hexdigest()
 
 
-def _new_session(event: ShopEvent) -> Session:
+def _new_session(event: ShopEvent, doc: dict[str, Any]) -> Session:
+    stats = empty_stats()
+    add_to_stats(stats, doc)
     return {
         "session_id": session_id_for(event.user_id, event.event_id),
         "user_id": event.user_id,
@@ -124,33 +143,51 @@ def _new_session(event: ShopEvent) -> Session:
         "end": event.ts,
         "n_events": 1,
         "last_event_id": event.event_id,
-        "events": [compact_event(event)],
+        "events": [doc],
+        "stats": stats,
     }
 
 
 def absorb(state: UserState, event: ShopEvent, policy: SessionPolicy) -> Outcome:
-    """Apply one event to a user's state in place; say what happened."""
+    """Apply one event to a user's state in place (sessions and profile); say what happened."""
     current = state["current"]
-    if current is None:
-        state["current"] = _new_session(event)
-        return Outcome.APPENDED
-    if any(e["event_id"] == event.event_id for e in current["events"]):
+    doc = compact_event(event)
+    if current is not None and any(e["event_id"] == event.event_id for e in current["events"]):
         return Outcome.DUPLICATE
+    profile = state.get("profile")
+    if profile is None:
+        profile = state["profile"] = empty_profile(event.ts)
+    if current is None:
+        state["current"] = _new_session(event, doc)
+        open_session_in_profile(profile)
+        add_to_profile(profile, doc)
+        return Outcome.APPENDED
     after_gap = event.ts > current["end"] + policy.gap_ms
     if after_gap or event.ts - current["start"] >= policy.max_span_ms:
+        # Closed: its features are frozen with the profile as of its end, as training sees it.
+        close_session_in_profile(profile, current.get("stats") or empty_stats())
+        current["features"] = feature_vector(current, profile)
         state["pending"].append(current)
-        state["current"] = _new_session(event)
+        state["current"] = _new_session(event, doc)
+        open_session_in_profile(profile)
+        add_to_profile(profile, doc)
         return Outcome.NEW_SESSION
     before_gap = event.ts < current["start"] - policy.gap_ms
     if before_gap or current["end"] - event.ts >= policy.max_span_ms:
         return Outcome.LATE
-    _insert_sorted(current, event, policy.max_events)
+    _insert_sorted(current, doc, policy.max_events)
+    add_to_profile(profile, doc)
     return Outcome.APPENDED
 
 
-def _insert_sorted(session: Session, event: ShopEvent, max_events: int) -> None:
+def session_features(state: UserState, session: Session) -> list[float]:
+    """FEATURES of one of the user's sessions: frozen at its close, else as of now."""
+    frozen = session.get("features")
+    return frozen if frozen is not None else feature_vector(session, state.get("profile"))
+
+
+def _insert_sorted(session: Session, doc: dict[str, Any], max_events: int) -> None:
     events = session["events"]
-    doc = compact_event(event)
     sort_key = (doc["ts"], doc["event_id"])
     i = len(events)
     while i > 0 and (events[i - 1]["ts"], events[i - 1]["event_id"]) > sort_key:
@@ -158,10 +195,13 @@ def _insert_sorted(session: Session, event: ShopEvent, max_events: int) -> None:
     events.insert(i, doc)
     if len(events) > max_events:
         del events[: len(events) - max_events]  # bounded: keep the newest context
-    session["start"] = min(session["start"], event.ts)
-    session["end"] = max(session["end"], event.ts)
+    session["start"] = min(session["start"], doc["ts"])
+    session["end"] = max(session["end"], doc["ts"])
     session["n_events"] += 1
-    session["last_event_id"] = event.event_id
+    session["last_event_id"] = doc["event_id"]
+    stats = session.get("stats")
+    if stats is not None:  # sessions from before stats existed keep none rather than a part
+        add_to_stats(stats, doc)
 
 
 # --- rendering ------------------------------------------------------------------------------

@@ -103,6 +103,7 @@ POLICY = FeedbackPolicy(
     lateness_ms=int(settings.watermark_lateness_s * 1000),
     max_event_bytes=settings.max_event_bytes,
     max_future_ms=settings.session_policy().max_future_ms,  # the worker's, so both reject alike
+    ts_bounds=settings.event_time_bounds(),
     privacy=settings.privacy_policy(),
 )
 TOPICS = InputTopics(
