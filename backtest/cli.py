@@ -134,6 +134,11 @@ def replay_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version_label(version: int) -> str:
+    """How reports and messages name a model version: `intent_bert v3`."""
+    return f"{INTENT_BERT} v{version}"
+
+
 # --- running ------------------------------------------------------------------------------------
 
 
@@ -176,7 +181,7 @@ async def _replay_on(url: str, job: Job, alive: Callable[[], bool],
         probe = await scorer.score([PROBE_TEXT])  # fails fast: no retry loop before a start
         version = probe[0].model_version
         if expected is not None and version != expected:
-            raise ModelError(f"the Triton at {url} serves intent_bert v{version}, not "
+            raise ModelError(f"the Triton at {url} serves {version_label(version)}, not "
                              f"v{expected}; leave out --triton-url to serve v{expected} here")
         with progress_bar(enabled=job.progress, total=len(job.source.messages), unit="event",
                           desc="events", position=0) as events, \
@@ -240,11 +245,11 @@ def execute(job: Job, args: argparse.Namespace) -> int:
     baseline = None if args.baseline_version is None else pick_version(repo,
                                                                         args.baseline_version)
     run, served = run_version(job, repo, version, url)
-    evaluations = [evaluate(job, args.label or f"intent_bert v{served}", run, served)]
+    evaluations = [evaluate(job, args.label or version_label(served), run, served)]
     roles = {evaluations[0].name: "model"}
     if baseline is not None:
         base_run, base_served = run_version(job, repo, baseline, None)
-        name = args.baseline_label or f"intent_bert v{base_served} (baseline)"
+        name = args.baseline_label or f"{version_label(base_served)} (baseline)"
         evaluations.append(evaluate(job, name, base_run, base_served))
         roles[name] = "baseline"
     if len(roles) < len(evaluations):
@@ -257,7 +262,7 @@ def execute(job: Job, args: argparse.Namespace) -> int:
             "churn": job.config.alerts.churn_threshold,
             "revenue": job.config.alerts.intent_threshold}
     written = write_report(out, metrics, [*evaluations, *peers], live,
-                           title=f"intentstream {job.kind}: intent_bert v{served}")
+                           title=f"intentstream {job.kind}: {version_label(served)}")
     print(orjson.dumps({"out": str(out), "plots": sorted(written.values()),
                         "summary": summary(metrics)}).decode())
     return 0

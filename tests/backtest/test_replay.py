@@ -119,14 +119,24 @@ def test_uci_replay_scores_each_session_once_as_training_renders_it(tmp_path, tr
         uci.session_text(s, policy, with_analytics=False) for s in sessions]
 
 
-def test_a_file_of_nothing_valid_still_gives_a_report(tmp_path, triton):
+def test_a_file_of_nothing_valid_is_a_bad_request_with_the_reasons(tmp_path, triton, capsys):
+    # Issue 13: was exit 0 with an empty report; nothing to score is now exit 2, no report.
     path = write_jsonl(tmp_path / "bad.jsonl", [], (b"{not json", b'{"user_id": "u"}'))
     out = tmp_path / "report"
     assert replay_main([str(path), "--triton-url", triton.grpc_url, "--out", str(out),
+                        "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no valid event" in err and "not_json 1" in err and "missing_field 1" in err
+    assert not out.exists()
+
+
+def test_dead_letters_are_counted_beside_valid_events(tmp_path, triton, sim_events):
+    path = write_jsonl(tmp_path / "mixed.jsonl", sim_events[:20],
+                       (b"{not json", b'{"user_id": "u"}'))
+    out = tmp_path / "report"
+    assert replay_main([str(path), "--triton-url", triton.grpc_url, "--out", str(out),
                         "--no-progress"]) == 0
-    run = only_run(metrics(out))
-    assert run["dead_letters"] == {"missing_field": 1, "not_json": 1}
-    assert run["heads"]["strength"] == {"n": 0}
+    assert only_run(metrics(out))["dead_letters"] == {"missing_field": 1, "not_json": 1}
 
 
 def test_a_missing_model_version_is_a_clear_error(tmp_path, sim_events, capsys):
