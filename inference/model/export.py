@@ -4,7 +4,12 @@ A built repository (numbered directories are build outputs, never committed):
 
     <repo>/intent_bert/<N>/model.py                copy of <repo>/intent_bert/model.py
     <repo>/intent_bert/<N>/artifacts/              IntentBert.save(): weights, config, heads.json
-    <repo>/intent_bert/<N>/artifacts/intentbert/   copy of inference/{model,heads}.py
+    <repo>/intent_bert/<N>/artifacts/intentbert/   copy of inference/{model,heads}.py and
+                                                   inference/model/runtimes.py
+    <repo>/intent_bert/<N>/artifacts/model.onnx    with a runtime other than torch: the ONNX
+    <repo>/intent_bert/<N>/artifacts/model.int8.onnx  graphs (fp32, dynamic int8)
+    <repo>/intent_bert/<N>/runtime.json            the runtime this version serves and its
+                                                   quality verdicts (absent: torch)
     <repo>/tokenizer/1/model.py                    copy of <repo>/tokenizer/model.py
     <repo>/tokenizer/1/artifacts/                  the shared MiniLM tokenizer files
 
@@ -12,6 +17,11 @@ Every version is filled in a hidden staging directory beside it and then renamed
 so a running Triton (which skips non-numeric entries) never loads half a version. To serve a
 new intent_bert version, export it, then ask Triton to load `intent_bert` again (explicit model
 control): it swaps to the newest version.
+
+A version runs torch unless exported with another runtime (`runtime=`, or "auto" for the
+fastest available one): then its ONNX files are written, each candidate runtime is checked
+against torch fp32 on held-out texts (inference/model/quality.py), and a refused runtime is
+never written as the version's runtime.
 
     python -m inference.model.export --repo triton_models [--tiny | --from DIR] [--if-missing]
 """
@@ -31,7 +41,10 @@ import torch
 from inference import repository
 from inference.repository import INTENT_BERT, TOKENIZER
 
+from . import runtimes
 from .intent_bert import IntentBert
+from .quality import AUTO, HeldOut, choose_runtime
+from .runtimes import TORCH
 from .tokenizer import base_path, load_tokenizer
 
 TOKENIZER_VERSION = 1
@@ -43,6 +56,7 @@ ARCHITECTURE_PACKAGE = "intentbert"
 ARCHITECTURE_FILES = {
     Path(__file__).with_name("intent_bert.py"): "model.py",
     Path(__file__).parents[1] / "heads.py": "heads.py",
+    Path(__file__).with_name("runtimes.py"): "runtimes.py",
 }
 DEFAULT_SEED = 0
 _MAX_LENGTH_PARAMETER = re.compile(r'key:\s*"max_length",\s*value:\s*\{\s*string_value:\s*"(\d+)"')
@@ -52,13 +66,23 @@ class ExportError(Exception):
     """The repository or the requested version cannot be written as asked."""
 
 
-def export_version(model: IntentBert, repo: Path, version: int | None = None) -> int:
+def export_version(
+    model: IntentBert,
+    repo: Path,
+    version: int | None = None,
+    *,
+    runtime: str = TORCH,
+    held_out: HeldOut | None = None,
+) -> int:
     """Write `model` as intent_bert version `version` (default: newest + 1); return it.
 
+    `runtime`: torch, another name in runtimes.RUNTIMES, or "auto" (the fastest available
+    one that passes the quality bar on `held_out`, which any runtime but torch needs).
     Also writes the tokenizer's version if the repository has none yet.
     """
     model_dir = _model_dir(repo, INTENT_BERT)
     _check_max_length(model, repo)
+    _check_runtime_request(runtime, held_out)
     if version is None:
         version = max(repository.versions(model_dir), default=0) + 1
     if version < 1:
@@ -68,10 +92,55 @@ def export_version(model: IntentBert, repo: Path, version: int | None = None) ->
         shutil.copy2(model_dir / BACKEND_FILE, staging / BACKEND_FILE)
         artifacts = model.save(staging / ARTIFACTS)
         _copy_architecture(artifacts / ARCHITECTURE_PACKAGE)
+        if runtime != TORCH:
+            assert held_out is not None  # _check_runtime_request
+            _write_runtime(model, staging, version, runtime, held_out)
 
     write_atomically(model_dir / str(version), fill)
     ensure_tokenizer(repo)
     return version
+
+
+def runtime_report(repo: Path, version: int) -> dict:
+    """What a version's runtime.json says (for the model card): runtime, speeds, verdicts."""
+    path = Path(repo) / INTENT_BERT / str(version) / runtimes.RUNTIME_FILE
+    if not path.is_file():
+        return {"runtime": TORCH}
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _check_runtime_request(runtime: str, held_out: HeldOut | None) -> None:
+    """Refuse before any work: an unknown or unavailable runtime, or no data for the bar."""
+    if runtime == TORCH:
+        return
+    if runtime != AUTO:
+        if runtime not in runtimes.RUNTIMES:
+            raise ExportError(f"unknown runtime {runtime!r}: auto or one of "
+                              f"{', '.join(runtimes.RUNTIMES)}")
+        if runtime not in runtimes.available_runtimes():
+            raise ExportError(f"runtime {runtime} is not available on this machine "
+                              f"(available: {', '.join(runtimes.available_runtimes())})")
+    if held_out is None:
+        raise ExportError(f"runtime {runtime}: the quality bar needs held-out texts and labels")
+
+
+def _write_runtime(
+    model: IntentBert, version_dir: Path, version: int, runtime: str, held_out: HeldOut
+) -> None:
+    """ONNX files into artifacts/, the quality bar, and runtime.json naming what passed."""
+    from .onnx import write_onnx_files  # deferred: onnx.py imports this module
+
+    artifacts = version_dir / ARTIFACTS
+    parity = write_onnx_files(model, artifacts, version)
+    choice = choose_runtime(artifacts, held_out, None if runtime == AUTO else [runtime])
+    chosen = choice.runtime
+    if runtime != AUTO:
+        verdict = choice.verdicts[runtime]
+        if not verdict.passed:
+            raise ExportError(f"runtime {runtime} {verdict.reason}")
+        chosen = runtime
+    runtimes.write_runtime(version_dir, chosen,
+                           {"requested": runtime, "onnx": parity, "quality": choice.as_dict()})
 
 
 def ensure_tokenizer(repo: Path) -> bool:
@@ -96,13 +165,22 @@ def build_model(*, tiny: bool, seed: int = DEFAULT_SEED) -> IntentBert:
     return IntentBert.from_base(base_path())
 
 
-def ensure_model(repo: Path, tiny: bool, *, seed: int = DEFAULT_SEED) -> int:
-    """The newest intent_bert version, building an untrained one first if there is none."""
+def ensure_model(
+    repo: Path,
+    tiny: bool,
+    *,
+    seed: int = DEFAULT_SEED,
+    runtime: str = TORCH,
+    held_out: HeldOut | None = None,
+) -> int:
+    """The newest intent_bert version, building an untrained one first if there is none
+    (served on `runtime`, see export_version)."""
     versions = repository.versions(_model_dir(repo, INTENT_BERT))
     if versions:
         ensure_tokenizer(repo)
         return versions[-1]
-    return export_version(build_model(tiny=tiny, seed=seed), repo)
+    return export_version(build_model(tiny=tiny, seed=seed), repo, runtime=runtime,
+                          held_out=held_out)
 
 
 def tokenizer_max_length(repo: Path) -> int:

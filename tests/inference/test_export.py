@@ -32,7 +32,9 @@ def test_layout_of_a_version(repo: Path, tiny_model: IntentBert) -> None:
         "intentbert",
         "model.safetensors",
     ]
-    assert _entries(version / "artifacts" / "intentbert") == ["__init__.py", "heads.py", "model.py"]
+    assert _entries(version / "artifacts" / "intentbert") == [
+        "__init__.py", "heads.py", "model.py", "runtimes.py",
+    ]
     # The tokenizer's version comes with the first export.
     tokenizer_version = repo / "tokenizer" / "1"
     assert (tokenizer_version / "model.py").is_file()

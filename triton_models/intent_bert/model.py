@@ -1,11 +1,16 @@
 """Triton python backend: INPUT_IDS, ATTENTION_MASK → the three heads' probabilities.
 
 The canonical copy lives at triton_models/intent_bert/model.py; export copies it into
-<version>/model.py. The network itself is not defined here: export also copies
-inference/model/intent_bert.py (as model.py) and inference/heads.py into
-<version>/artifacts/intentbert/, next to the weights, so each version runs the exact
-architecture it was saved with and this file stays self-contained (the stub process cannot
-rely on the `inference` package being importable).
+<version>/model.py. The network and its runtimes are not defined here: export also copies
+inference/model/intent_bert.py (as model.py), inference/heads.py and
+inference/model/runtimes.py into <version>/artifacts/intentbert/, next to the weights (and the
+ONNX files), so each version runs the exact code it was saved with and this file stays
+self-contained (the stub process cannot rely on the `inference` package being importable).
+
+The runtime (torch, onnxruntime-fp32/-int8/-cuda, tensorrt-fp16) is the one the version's
+runtime.json names, unless config.pbtxt's `runtime` parameter names one for the deployment.
+A runtime that cannot start here (no such provider, no ONNX file) fails the load with the
+reason, and Triton keeps serving the version it had.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
 
 ARCHITECTURE_PACKAGE = "intentbert"  # written by inference/model/export.py
@@ -25,16 +29,20 @@ ARCHITECTURE_PACKAGE = "intentbert"  # written by inference/model/export.py
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        config = json.loads(args["model_config"])
-        threads = int(config["parameters"]["torch_threads"]["string_value"])
-        if threads > 0:
-            torch.set_num_threads(threads)
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        threads = int(_parameter(parameters, "threads", "0"))
         # Every row this instance scores carries its version, so clients see which weights
         # answered even while a newer version is being swapped in.
         self.version = int(args["model_version"])
-        artifacts = Path(args["model_repository"]) / args["model_version"] / "artifacts"
-        self.model = _import_intent_bert(artifacts).load(artifacts)
-        self.max_positions = int(self.model.encoder.config.max_position_embeddings)
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        artifacts = version_dir / "artifacts"
+        runtimes = _import_runtimes(artifacts)
+        name = _parameter(parameters, "runtime", "") or runtimes.read_runtime(version_dir)
+        self.scorer = runtimes.load_scorer(artifacts, name, threads=threads)
+        self.max_positions = int(self.scorer.max_positions)
+        logger = getattr(pb_utils, "Logger", None)  # set by the stub (Triton >= 22.09)
+        if logger is not None:
+            logger.log_info(f"intent_bert v{self.version}: runtime {self.scorer.runtime}")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -53,7 +61,7 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        self.model = None
+        self.scorer = None
 
     def _problem(self, ids: np.ndarray, mask: np.ndarray) -> str | None:
         if ids.ndim != 2 or ids.shape != mask.shape:
@@ -66,13 +74,10 @@ class TritonPythonModel:
         """One forward pass over all accepted requests, padded to their common length."""
         input_ids = _pad_rows([ids for _, ids, _ in accepted])
         attention_mask = _pad_rows([mask for _, _, mask in accepted])
-        with torch.inference_mode():
-            probs = self.model.probabilities(
-                torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
-            )
-        strength = probs.strength.numpy().astype(np.float32)
-        intent_type = probs.intent_type.numpy().astype(np.float32)
-        churn = probs.churn.numpy().astype(np.float32).reshape(-1, 1)
+        probs = self.scorer.probabilities(input_ids, attention_mask)
+        strength = np.asarray(probs.strength, dtype=np.float32)
+        intent_type = np.asarray(probs.intent_type, dtype=np.float32)
+        churn = np.asarray(probs.churn, dtype=np.float32).reshape(-1, 1)
         responses = []
         start = 0
         for _, ids, _ in accepted:
@@ -93,11 +98,15 @@ class TritonPythonModel:
         return responses
 
 
-def _import_intent_bert(artifacts: Path) -> Any:
-    """The IntentBert class from the code copied into this version's artifacts."""
+def _parameter(parameters: dict[str, Any], key: str, default: str) -> str:
+    return str(parameters.get(key, {}).get("string_value", default)).strip()
+
+
+def _import_runtimes(artifacts: Path) -> Any:
+    """The runtimes module from the code copied into this version's artifacts."""
     # One stub process serves one model instance, so this sys.path entry touches no one else.
     sys.path.insert(0, str(artifacts))
-    return importlib.import_module(f"{ARCHITECTURE_PACKAGE}.model").IntentBert
+    return importlib.import_module(f"{ARCHITECTURE_PACKAGE}.runtimes")
 
 
 def _pad_rows(arrays: list[np.ndarray]) -> np.ndarray:
