@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from streams.core.timeunits import HOUR_MS
+
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 CATALOG = [
     ("Salomon Speedcross 6", "shoes", 129.99), ("Garmin Forerunner 265", "watches", 449.0),
@@ -38,7 +40,7 @@ def browse_event(rng: random.Random, user: str, n: int, ts: int) -> dict:
 
 
 def user_events(rng: random.Random, user: str, n: int) -> list[dict]:
-    ts = T0 + rng.randrange(0, 3_600_000)
+    ts = T0 + rng.randrange(0, HOUR_MS)
     events = []
     for i in range(n):
         ts += rng.randrange(5_000, 240_000)  # well within the inactivity gap

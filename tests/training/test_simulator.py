@@ -5,6 +5,7 @@ from collections import Counter
 
 from streams.core.events import ShopEvent
 from streams.core.labelling import message_need, review_need
+from streams.core.timeunits import DAY_MS
 from training.simulator import (
     ARCHETYPES,
     SimConfig,
@@ -86,12 +87,12 @@ def test_known_labels_match_what_the_history_shows(histories: list[UserHistory])
     pairs = [(h, s) for h in histories for s in h.sessions]
     for h, session in itertools.islice(pairs, 400):
         labels = known_labels(h, session.end)
-        after = [e for e in h.events if session.end < e["ts"] <= session.end + 86_400_000]
+        after = [e for e in h.events if session.end < e["ts"] <= session.end + DAY_MS]
         if any(e["type"] == "purchase" for e in after):
             assert labels.strength == "strong"
             checked["strong"] += 1
-        if h.observed_until >= session.end + 7 * 86_400_000:
-            silent = not any(session.end < e["ts"] <= session.end + 7 * 86_400_000
+        if h.observed_until >= session.end + 7 * DAY_MS:
+            silent = not any(session.end < e["ts"] <= session.end + 7 * DAY_MS
                              for e in h.events)
             assert labels.churn is silent
             checked["churn" if silent else "active"] += 1
