@@ -50,26 +50,6 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whites
 ShortText = Annotated[str, StringConstraints(max_length=300)]
 
 
-class Item(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
-
-    id: Id
-    title: ShortText | None = None
-    category: Annotated[str, StringConstraints(max_length=100)] | None = None
-    price: Annotated[float, Field(ge=0, le=10_000_000)] | None = None
-
-    @field_validator("price", mode="before")
-    @classmethod
-    def _finite_price(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("price must be a number")
-        if isinstance(value, int):
-            return float(value)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("price must be finite")
-        return value
-
-
 def _number(value: Any) -> Any:
     """Strict floats that also take ints (JSON has one number type); no bools, no NaN."""
     if isinstance(value, bool):
@@ -79,6 +59,17 @@ def _number(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be finite")
     return value
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    id: Id
+    title: ShortText | None = None
+    category: Annotated[str, StringConstraints(max_length=100)] | None = None
+    price: Annotated[float, Field(ge=0, le=10_000_000)] | None = None
+
+    _numbers = field_validator("price", mode="before")(lambda cls, value: _number(value))
 
 
 Rate = Annotated[float, Field(ge=0, le=1)]
