@@ -36,17 +36,15 @@ settings = get_settings()
 app = IntentStreamApp(settings)
 
 
-def _raw_topic(name: str) -> faust.TopicT:
-    return raw_topic(app, name, partitions=settings.partitions)
-
-
-events_topic = _raw_topic(settings.events_topic)
-dlq_topic = _raw_topic(settings.dlq_topic)
-scores_topic = _raw_topic(settings.scores_topic)
+# Bytes in and out: the agent parses and validates every record itself (dead letters).
+events_topic = raw_topic(app, settings.events_topic, partitions=settings.partitions)
+dlq_topic = raw_topic(app, settings.dlq_topic, partitions=settings.partitions)
+scores_topic = raw_topic(app, settings.scores_topic, partitions=settings.partitions)
 alert_topics = {
-    "intent": _raw_topic(settings.alerts_intent_topic),
-    "churn": _raw_topic(settings.alerts_churn_topic),
+    "intent": raw_topic(app, settings.alerts_intent_topic, partitions=settings.partitions),
+    "churn": raw_topic(app, settings.alerts_churn_topic, partitions=settings.partitions),
 }
+
 
 def _json_table(name: str, help: str) -> faust.types.TableT:
     """In memory, rebuilt from its compacted changelog; co-partitioned with the source."""
