@@ -80,21 +80,27 @@ def export_onnx(model: IntentBert, path: Path, version: int) -> Path:
     batch = torch.export.Dim("batch", max=4096)
     sequence = torch.export.Dim("sequence", max=model.encoder.config.max_position_embeddings)
     axes = {0: batch, 1: sequence}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # axis-renaming notices of the exporter
-        torch.onnx.export(
-            graph,
-            example,
-            str(path),
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
-            dynamic_shapes={"input_ids": axes, "attention_mask": axes},
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,
-            optimize=True,
-            verbose=False,
-        )
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed" notices
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # axis-renaming notices of the exporter
+            torch.onnx.export(
+                graph,
+                example,
+                str(path),
+                input_names=list(INPUTS),
+                output_names=list(OUTPUTS),
+                dynamic_shapes={"input_ids": axes, "attention_mask": axes},
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                optimize=True,
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
     return path
 
 

@@ -25,7 +25,14 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
 
-from .runtimes import TORCH, Probabilities, Scorer, available_runtimes, load_scorer
+from .runtimes import (
+    TORCH,
+    Probabilities,
+    RuntimeUnavailable,
+    Scorer,
+    available_runtimes,
+    load_scorer,
+)
 from .tokenizer import encode, load_tokenizer
 
 ROC_AUC_MARGIN = 0.005
@@ -181,8 +188,12 @@ def choose_runtime(artifacts: Path, held_out: HeldOut, candidates: Sequence[str]
     speeds = {TORCH: torch_speed}
     verdicts = {TORCH: verdict_of(TORCH, torch_scores, torch_scores)}
     for name in candidates:
-        probs, speeds[name] = timed_probabilities(
-            load_scorer(artifacts, name, threads=threads), batches)
+        try:
+            scorer = load_scorer(artifacts, name, threads=threads)
+        except RuntimeUnavailable as error:  # listed by onnxruntime, but it would not start
+            verdicts[name] = Verdict(name, False, f"unavailable: {error}")
+            continue
+        probs, speeds[name] = timed_probabilities(scorer, batches)
         verdicts[name] = verdict_of(name, torch_scores, head_scores(held_out, probs))
     return Choice(pick(speeds, verdicts), speeds, verdicts)
 

@@ -196,11 +196,20 @@ class OnnxScorer:
         # Idle worker threads spin by default. With the broker, the worker and the other Triton
         # stub on the same few cores, spinning takes CPU from them (and from itself).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if chosen.gpu and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when torch has not
         self.runtime = chosen.name
         self.max_positions = positions
         self.session = ort.InferenceSession(
             str(path), options, providers=providers_for(chosen, path, positions)
         )
+        # onnxruntime falls back to the next provider when one fails to start (TensorRT's
+        # libraries missing, say): that would be another runtime under this one's name.
+        if chosen.provider not in self.session.get_providers():
+            raise RuntimeUnavailable(
+                f"runtime {chosen.name}: {chosen.provider} did not start (session runs on "
+                f"{', '.join(self.session.get_providers())}; see onnxruntime's log)"
+            )
 
     def probabilities(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Probabilities:
         feeds = {INPUTS[0]: np.ascontiguousarray(input_ids, dtype=np.int64),
