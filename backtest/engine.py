@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 
 from inference.client import ScoringError, TritonScorer
@@ -95,11 +95,14 @@ class OrderedScorer(TritonScorer):
         self.alive = alive
         self.on_scored = on_scored
 
-    async def score(self, texts: Sequence[str]) -> list[Prediction]:
+    async def score(
+        self, texts: Sequence[str], features: Sequence[Sequence[float]] | None = None
+    ) -> list[Prediction]:
         out: list[Prediction] = []
         for i in range(0, len(texts), self.max_batch):
+            rows = None if features is None else features[i : i + self.max_batch]
             try:
-                out.extend(await super().score(texts[i : i + self.max_batch]))
+                out.extend(await super().score(texts[i : i + self.max_batch], rows))
             except ScoringError as error:
                 if not self.alive():
                     raise RuntimeError(f"the Triton server has exited: {error}") from error
@@ -142,7 +145,15 @@ def order_messages(messages: Iterable[RawMessage], config: EngineConfig) -> Orde
     out.malformed.sort(key=lambda m: (m.topic, m.partition, m.offset))
     if keyed:
         out.first_ts, out.last_ts = keyed[0][2].ts, keyed[-1][2].ts
-    for (labels_only, _), group in groupby(keyed, key=lambda item: _tick(item[2].ts, config)):
+    # The replay's input log is this order: number each partition's records in it, so the
+    # user state's input position (redelivery is recognised by it) follows replay order, not
+    # the file's or the topic's.
+    sequence: Counter[int] = Counter()
+    replayed = []
+    for key, msg, event in keyed:
+        replayed.append((key, replace(msg, offset=sequence[msg.partition]), event))
+        sequence[msg.partition] += 1
+    for (labels_only, _), group in groupby(replayed, key=lambda item: _tick(item[2].ts, config)):
         (out.label_ticks if labels_only else out.ticks).append([(m, e) for _, m, e in group])
     return out
 
@@ -225,7 +236,7 @@ class Engine:
                           self.config.max_event_bytes, self.config.privacy)
         self.run.dead_letters.update(d.reason for d in plan.dead_letters)
         for user_id, state in plan.states.items():
-            self.sessions[user_id] = {"current": state["current"], "pending": []}
+            self.sessions[user_id] = {**state, "pending": []}
         return plan
 
     async def _score_round(self, pending: _Round) -> None:

@@ -91,6 +91,7 @@ class TritonScorer:
         self.timeout_s = timeout_s
         self.tls = TlsConfig(ssl, root_certificates, private_key, certificate_chain)
         self._client: grpcaio.InferenceServerClient | None = None
+        self._takes_features: bool | None = None  # read from the served model's metadata
 
     def _connection(self) -> grpcaio.InferenceServerClient:
         # Created lazily, inside the running event loop that grpc.aio binds it to.
@@ -98,19 +99,29 @@ class TritonScorer:
             self._client = grpcaio.InferenceServerClient(self.url, **self.tls.client_kwargs())
         return self._client
 
-    async def score(self, texts: Sequence[str]) -> list[Prediction]:
-        """One Prediction per text, in input order."""
+    async def score(
+        self, texts: Sequence[str], features: Sequence[Sequence[float]] | None = None
+    ) -> list[Prediction]:
+        """One Prediction per text, in input order. `features`: one FEATURES row per text,
+        sent when the served model takes them (a text-only model is scored on text alone)."""
         if not texts:
             return []
+        if features is not None and len(features) != len(texts):
+            raise ValueError(f"{len(features)} feature rows for {len(texts)} texts")
+        if features is not None and not await self.takes_features():
+            features = None
         # Chunks of similar length: a batch is padded to its longest text, so mixing a 10-token
         # session with a 128-token one wastes most of the short one's compute (on CPU, batch 32
         # in arrival order was slower per text than batch 1).
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        chunks = [[texts[i] for i in order[start : start + self.max_batch]]
+        chunks = [order[start : start + self.max_batch]
                   for start in range(0, len(order), self.max_batch)]
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._score_chunk(chunk)) for chunk in chunks]
+                tasks = [group.create_task(self._score_chunk(
+                    [texts[i] for i in chunk],
+                    None if features is None else [features[i] for i in chunk]))
+                    for chunk in chunks]
         except* ScoringError as failures:
             raise failures.exceptions[0] from None  # one error type for the caller, not a group
         predictions: list[Prediction | None] = [None] * len(texts)
@@ -119,14 +130,34 @@ class TritonScorer:
             predictions[i] = prediction
         return predictions  # type: ignore[return-value]  # every slot was filled
 
-    async def _score_chunk(self, texts: Sequence[str]) -> list[Prediction]:
+    async def takes_features(self) -> bool:
+        """Whether the served model declares a FEATURES input (asked once)."""
+        if self._takes_features is None:
+            try:
+                metadata = await self._connection().get_model_metadata(
+                    self.model_name, as_json=True, client_timeout=self.timeout_s)
+            except InferenceServerException as error:
+                raise ScoringError(f"{self.model_name} at {self.url}: {error.message()}",
+                                   transient=True) from error
+            self._takes_features = any(i["name"] == "FEATURES" for i in metadata["inputs"])
+        return self._takes_features
+
+    async def _score_chunk(
+        self, texts: Sequence[str], features: Sequence[Sequence[float]] | None
+    ) -> list[Prediction]:
         column = np.array([[text.encode("utf-8")] for text in texts], dtype=np.object_)
         text_input = grpcclient.InferInput("TEXT", list(column.shape), "BYTES")
         text_input.set_data_from_numpy(column)
+        inputs = [text_input]
+        if features is not None:
+            rows = np.asarray(features, dtype=np.float32)
+            feature_input = grpcclient.InferInput("FEATURES", list(rows.shape), "FP32")
+            feature_input.set_data_from_numpy(rows)
+            inputs.append(feature_input)
         try:
             result = await self._connection().infer(
                 self.model_name,
-                [text_input],
+                inputs,
                 outputs=[grpcclient.InferRequestedOutput(name) for name in OUTPUTS],
                 client_timeout=self.timeout_s,
             )

@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from streams.core.events import Rejection
+from streams.core.features import FEATURE_SCHEMA_VERSION
 from streams.core.privacy import (
     DEFAULT_PRIVACY,
     PrivacyPolicy,
@@ -59,6 +60,15 @@ class ModelRef(BaseModel):
     version: int
 
 
+class FeatureRow(BaseModel):
+    """The behaviour features the model was given with the text (streams/core/features.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = Field(description="the feature schema the values follow")
+    values: list[float] = Field(description="FEATURES in the schema's order (docs/model.md)")
+
+
 class IntentScore(BaseModel):
     """One scoring of one user's session (topic `intent.scores`, key = user_id)."""
 
@@ -71,6 +81,8 @@ class IntentScore(BaseModel):
     closed: bool = Field(description="true for the final scoring of a session a later one closed")
     window: Window
     text: str = Field(description="the rendered session text the model saw")
+    features: FeatureRow | None = Field(
+        None, description="the feature row scored with the text (absent in older records)")
     model: ModelRef
     strength: HeadScore
     intent_type: HeadScore
@@ -129,6 +141,7 @@ def intent_score(
     prediction: Prediction,
     latency_ms: float,
     now_ms: int,
+    features: list[float] | None = None,
 ) -> IntentScore:
     return IntentScore(
         prediction_id=prediction_id(session, prediction.model_version),
@@ -142,6 +155,8 @@ def intent_score(
             last_event_id=session["last_event_id"],
         ),
         text=text,
+        features=None if features is None else FeatureRow(
+            schema_version=FEATURE_SCHEMA_VERSION, values=features),
         model=ModelRef(name=prediction.model_name, version=prediction.model_version),
         strength=HeadScore(label=prediction.strength_label, probs=prediction.strength),
         intent_type=HeadScore(label=prediction.intent_type_label, probs=prediction.intent_type),

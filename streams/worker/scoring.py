@@ -63,6 +63,7 @@ async def score_isolating(
     max_attempts: int = 3,
     observe: ScoringMetrics = NO_METRICS,
     first_delay_s: float = 0.5,
+    features: Sequence[Sequence[float]] | None = None,
 ) -> tuple[list[Prediction | None], dict[int, str]]:
     """Predictions for `texts` (None where given up) and the errors of those given up on."""
     results: list[Prediction | None] = [None] * len(texts)
@@ -72,7 +73,7 @@ async def score_isolating(
     delay = first_delay_s
     while todo:
         try:
-            failed = await _score_narrowing(scorer, texts, todo, results, observe)
+            failed = await _score_narrowing(scorer, texts, features, todo, results, observe)
         except ScoringError as exc:  # transient: the server, not the texts
             observe.retry()
             log.warning("triton.retry", delay_s=delay, texts=len(todo), error=str(exc)[:300])
@@ -99,22 +100,26 @@ async def score_isolating(
 
 
 async def _score_narrowing(
-    scorer: TritonScorer, texts: Sequence[str], indices: list[int],
-    results: list[Prediction | None], observe: ScoringMetrics,
+    scorer: TritonScorer, texts: Sequence[str], features: Sequence[Sequence[float]] | None,
+    indices: list[int], results: list[Prediction | None], observe: ScoringMetrics,
 ) -> dict[int, str]:
     """Score `indices` into `results`; halve a batch the model rejects, down to single texts.
     Returns the single texts that failed; a transient error propagates."""
     started = time.perf_counter()
     try:
-        predictions = await scorer.score([texts[i] for i in indices])
+        predictions = await scorer.score(
+            [texts[i] for i in indices],
+            None if features is None else [features[i] for i in indices])
     except ScoringError as exc:
         if exc.transient:
             raise
         if len(indices) == 1:
             return {indices[0]: str(exc)}
         middle = len(indices) // 2
-        failed = await _score_narrowing(scorer, texts, indices[:middle], results, observe)
-        return failed | await _score_narrowing(scorer, texts, indices[middle:], results, observe)
+        halves = (indices[:middle], indices[middle:])
+        failed = await _score_narrowing(scorer, texts, features, halves[0], results, observe)
+        return failed | await _score_narrowing(scorer, texts, features, halves[1], results,
+                                               observe)
     observe.triton_seconds(time.perf_counter() - started)
     for i, prediction in zip(indices, predictions, strict=True):
         results[i] = prediction
@@ -137,15 +142,16 @@ async def score_plan(
     texts = [render(item.session, max_chars) for item in plan.to_score]
     observe.texts(len(texts))
     started = time.perf_counter()
-    predictions, errors = await score_isolating(scorer, texts, retry_max_s, max_attempts,
-                                                observe)
+    predictions, errors = await score_isolating(
+        scorer, texts, retry_max_s, max_attempts, observe,
+        features=[item.features for item in plan.to_score])
     latency_ms = (time.perf_counter() - started) * 1000
     now_ms = int(clock() * 1000)
     records, scored = [], []
     for item, text, prediction in zip(plan.to_score, texts, predictions, strict=True):
         if prediction is not None:
             records.append(intent_score(item.session, item.closed, text, prediction,
-                                        latency_ms, now_ms))
+                                        latency_ms, now_ms, item.features))
             scored.append(item)
     failed = [(plan.to_score[i], error) for i, error in sorted(errors.items())]
     return ScoredPlan(records, scored, failed)

@@ -228,7 +228,7 @@ class FakeScorer:
     def __init__(self, failures: int) -> None:
         self.failures = failures
 
-    async def score(self, texts: list[str]) -> list[Prediction]:
+    async def score(self, texts: list[str], features=None) -> list[Prediction]:
         if self.failures:
             self.failures -= 1
             raise ScoringError("unavailable")

@@ -26,7 +26,7 @@ class Scorer:
         self.outages = outages
         self.calls: list[list[str]] = []
 
-    async def score(self, texts: list[str]) -> list[Prediction]:
+    async def score(self, texts: list[str], features=None) -> list[Prediction]:
         self.calls.append(list(texts))
         if self.outages:
             self.outages -= 1
