@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.workload import Traffic, position_in_user
+from inference.model import runtimes
 from inference.model.intent_bert import IntentBert
+from inference.model.onnx import write_onnx_files
+from inference.model.runtimes import TORCH, load_scorer
 from inference.model.tokenizer import encode, load_tokenizer
 from streams.runtime.processes import IntentstreamProcess
 
@@ -163,20 +165,64 @@ class ModelSpeed:
     batch: int
 
 
-def raw_model_speed(artifacts: Path, texts: list[str], batch: int) -> ModelSpeed:
-    """The model alone, in this process: tokenize + forward, batches of `batch` in order."""
-    model = IntentBert.load(artifacts)
-    tokenizer = load_tokenizer(artifacts, max_length=model.max_length)
+def raw_model_speed(artifacts: Path, texts: list[str], batch: int,
+                    runtime: str = TORCH) -> ModelSpeed:
+    """The model alone, in this process, on `runtime`: tokenize + forward, batches of `batch`
+    in order (the first batch once more, untimed, as a warm-up)."""
+    scorer = load_scorer(artifacts, runtime)
+    max_length = scorer_max_length(artifacts)
+    tokenizer = load_tokenizer(artifacts, max_length=max_length)
     batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
+
+    def score(chunk: list[str]) -> None:
+        ids, mask = encode(tokenizer, chunk, max_length=max_length)
+        scorer.probabilities(ids.numpy(), mask.numpy())
+
+    score(batches[0])
     timings = []
-    with torch.inference_mode():
-        model.probabilities(*encode(tokenizer, batches[0], max_length=model.max_length))
-        for chunk in batches:
-            started = time.perf_counter()
-            model.probabilities(*encode(tokenizer, chunk, max_length=model.max_length))
-            timings.append(time.perf_counter() - started)
+    for chunk in batches:
+        started = time.perf_counter()
+        score(chunk)
+        timings.append(time.perf_counter() - started)
     full = [t for t, chunk in zip(timings, batches, strict=True) if len(chunk) == batch]
     return ModelSpeed(len(texts) / sum(timings), statistics.median(full or timings), batch)
+
+
+def runtime_speeds(artifacts: Path, texts: list[str], batch: int,
+                   names: list[str]) -> dict[str, ModelSpeed]:
+    """`raw_model_speed` of each runtime in `names` that starts here, on the same texts."""
+    speeds = {}
+    for name in names:
+        try:
+            speeds[name] = raw_model_speed(artifacts, texts, batch, name)
+        except runtimes.RuntimeUnavailable as error:  # listed by onnxruntime, did not start
+            print(f"[bench] skipping {name}: {error}", file=sys.stderr, flush=True)
+    return speeds
+
+
+def fastest(speeds: dict[str, ModelSpeed]) -> str:
+    return max(speeds, key=lambda name: speeds[name].texts_per_s)
+
+
+def with_onnx_files(artifacts: Path, workdir: Path) -> Path:
+    """`artifacts` if it holds the ONNX files every runtime needs, else a directory beside the
+    bench's logs with links to its files plus ONNX files exported from its weights."""
+    needed = {r.onnx_file for r in runtimes.RUNTIMES.values() if r.onnx_file}
+    if all((artifacts / name).is_file() for name in needed):
+        return artifacts
+    out = workdir / "runtime-artifacts"
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in artifacts.iterdir():
+        # Never the ONNX files: writing through a link would change the served repository.
+        if entry.name not in needed and not (out / entry.name).exists():
+            (out / entry.name).symlink_to(entry.resolve())
+    write_onnx_files(IntentBert.load(artifacts), out, version=0)
+    return out
+
+
+def scorer_max_length(artifacts: Path) -> int:
+    heads = orjson.loads((artifacts / "heads.json").read_bytes())
+    return int(heads["max_length"])
 
 
 def scrape(url: str) -> dict[str, float]:

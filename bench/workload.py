@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from training.simulator import SimConfig, event_stream
+from inference.model.quality import HeldOut
+from training.data import build_splits
+from training.simulator import SimConfig, event_stream, simulate
 
 
 @dataclass(frozen=True)
@@ -58,3 +60,14 @@ def position_in_user(traffic: Traffic) -> dict[str, tuple[str, int]]:
         out[event_id] = (user, seen[user])
         seen[user] += 1
     return out
+
+
+def held_out_sessions(n_users: int, seed: int) -> HeldOut:
+    """Labelled session windows of `n_users` simulated users that no traffic or training run
+    uses (their own seed): what the quality bar checks a faster runtime on."""
+    from training.train import targets_of, worker_session_policy  # deferred: heavy import
+
+    histories = simulate(n_users, SimConfig(seed=seed))
+    windows = build_splits(histories, worker_session_policy(), seed=seed,
+                           fractions=(0.0, 0.0, 1.0))["test"]
+    return HeldOut([x.text for x in windows], targets_of(windows))

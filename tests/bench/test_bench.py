@@ -9,7 +9,7 @@ import re
 import orjson
 import pytest
 
-from bench.cli import main
+from bench.cli import backlog_scales, main, runtime_table
 from bench.measure import ScoreCoverage, percentile
 from bench.workload import position_in_user, shop_traffic
 
@@ -62,21 +62,54 @@ def test_percentile_picks_from_the_sorted_values():
 def test_bad_sizes_are_a_usage_error(capsys):
     assert main(["--events", "0"]) == 2
     assert "positive" in capsys.readouterr().err
+    assert main(["--backlog-scales", "1,0"]) == 2
+    assert main(["--backlog-scales", "one"]) == 2
+    assert main(["--repository", "triton_models", "--runtime", "torch"]) == 2
+    assert "not --repository" in capsys.readouterr().err
+
+
+def test_backlog_scales_parse_positive_multiples():
+    assert backlog_scales("1,2,4") == [1, 2, 4]
+    assert backlog_scales("3") == [3]
+    assert backlog_scales("") is None and backlog_scales("2,-1") is None
+
+
+def test_runtime_table_marks_the_fastest_and_the_served_runtime():
+    lines = runtime_table({"worker_scores": 640, "model_batch": 32, "runtime": "torch",
+                           "fastest_runtime": "onnxruntime-int8",
+                           "runtimes_texts_per_s": {"torch": 64.4, "onnxruntime-fp32": 58.5,
+                                                    "onnxruntime-int8": 86.7}})
+    assert "640 texts" in lines[0]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert rows == {"torch": ["64.4", "1.00", "served"], "onnxruntime-fp32": ["58.5", "0.91"],
+                    "onnxruntime-int8": ["86.7", "1.35", "fastest"]}
 
 
 @pytest.mark.e2e
 def test_a_small_run_prints_the_four_ratios(tmp_path, capsys):
     out = tmp_path / "figures.json"
     status = main(["--model", "tiny", "--events", "1500", "--users", "300",
-                   "--naive-events", "60", "--paced-seconds", "4",
+                   "--naive-events", "60", "--paced-seconds", "4", "--backlog-scales", "1,2",
                    "--workdir", str(tmp_path / "work"), "--json", str(out)])
     assert status == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr().out.strip().splitlines()
     found = re.fullmatch(r"ratios: pipeline/model=([\d.]+) naive=([\d.]+)x "
-                         r"bare_faust=([\d.]+) p99/batch=([\d.]+)", last)
-    assert found, last
-    assert all(float(v) > 0 for v in found.groups())
+                         r"bare_faust=([\d.]+) p99/batch=([\d.]+) runtime=([a-z0-9-]+)",
+                         printed[-1])
+    assert found, printed[-1]
+    assert all(float(v) > 0 for v in found.groups()[:4])
     figures = json.loads(out.read_text())
     assert figures["events"] == 1500 and figures["worker_scores"] > 0
     assert figures["over_naive"] == pytest.approx(
         figures["worker_events_per_s"] / figures["naive_events_per_s"])
+    # (1) is taken against the fastest runtime of the table printed before the ratios.
+    speeds = figures["runtimes_texts_per_s"]
+    assert {"torch", "onnxruntime-fp32", "onnxruntime-int8"} <= set(speeds)
+    assert figures["fastest_runtime"] == max(speeds, key=speeds.get)
+    assert figures["pipeline_over_model"] == pytest.approx(
+        figures["pipeline_scores_per_s"] / max(speeds.values()))
+    assert found.group(5) == figures["runtime"]
+    table = next(i for i, line in enumerate(printed) if line.startswith("in-process runtimes"))
+    assert table < next(i for i, line in enumerate(printed) if line.startswith("(1)"))
+    assert set(figures["backlog_events_per_text"]) == {"1", "2"}
+    assert all(v >= 1 for v in figures["backlog_events_per_text"].values())
