@@ -7,9 +7,9 @@ from collections import defaultdict
 
 import pytest
 
-from backtest.cli import unscorable
 from backtest.engine import EngineConfig, order_messages
 from backtest.evaluate import covering_alert
+from backtest.jobs import unscorable
 from backtest.labels import outcomes_of
 from backtest.report import canonical
 from backtest.sources import csv_row_event, file_message, read_file

@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from backtest.cli import engine_config, replay_main
+from backtest.cli import replay_main
 from backtest.engine import OrderedScorer, Run, replay
+from backtest.jobs import engine_config
 from backtest.sources import read_file
 from backtest.uci_eval import final_scores
 from inference.repository import single_version_repo
