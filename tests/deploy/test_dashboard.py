@@ -180,6 +180,25 @@ def test_every_metric_the_dashboard_queries_is_registered(
     assert unknown_metrics(dashboard, registered) == {}
 
 
+def unbalanced(expr: str) -> bool:
+    """Brackets that do not pair up (outside strings): a query Prometheus would reject."""
+    stack: list[str] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for kind, text in tokens(expr):
+        if kind != "punct":
+            continue
+        if text in "([{":
+            stack.append(text)
+        elif text in pairs and (not stack or stack.pop() != pairs[text]):
+            return True
+    return bool(stack)
+
+
+def test_every_query_has_balanced_brackets(dashboard: dict[str, Any]) -> None:
+    assert unbalanced("sum(rate(x[5m])") and unbalanced("x{a=\"b\"]") and not unbalanced("f(\")\")")
+    assert [title for title, expr in queries(dashboard) if unbalanced(expr)] == []
+
+
 @pytest.mark.parametrize(
     "expr",
     [
