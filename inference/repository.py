@@ -7,6 +7,8 @@ all read and write the same layout:
     <repo>/tokenizer/<N>/                 python backend: model.py + artifacts/
     <repo>/intent_bert/<N>/               python backend: model.py + artifacts/ (weights, code)
     <repo>/intent_bert_onnx/<N>/          onnxruntime backend: model.onnx (GPU deploys)
+    <repo>/stacker/1/                     python backend: model.py (the ensemble's last step)
+    <repo>/stacker/heads/<N>/             heads fitted for intent_bert version N (optional)
 
 A version appears in one rename, so a running Triton (which skips hidden, non-numeric
 entries) never sees half of one.
@@ -24,7 +26,8 @@ ENSEMBLE = "intent"  # what clients call
 TOKENIZER = "tokenizer"
 INTENT_BERT = "intent_bert"  # the network with weights; its version is each score's version
 INTENT_BERT_ONNX = "intent_bert_onnx"
-SERVED_MODELS = (ENSEMBLE, TOKENIZER, INTENT_BERT)
+STACKER = "stacker"  # network probabilities + FEATURES -> final heads (per-version heads/)
+SERVED_MODELS = (ENSEMBLE, TOKENIZER, INTENT_BERT, STACKER)
 CONFIG = "config.pbtxt"
 
 
@@ -92,6 +95,8 @@ def single_version_repo(repo: Path, version: int, dest: Path) -> Path:
             if entry.is_dir() and entry.name.isdigit():
                 if name != INTENT_BERT or int(entry.name) == version:
                     (target / entry.name).symlink_to(entry.resolve(), target_is_directory=True)
+            elif entry.is_dir() and not entry.name.startswith("."):  # e.g. stacker/heads/
+                (target / entry.name).symlink_to(entry.resolve(), target_is_directory=True)
             elif entry.is_file():
                 shutil.copy2(entry, target / entry.name)
     return dest

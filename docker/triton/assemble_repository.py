@@ -10,6 +10,9 @@ onnxruntime backend instead, so the deploy repository holds:
     <dest>/tokenizer/<N>/                 model.py + artifacts/ (inference.model.export)
     <dest>/intent_bert_onnx/config.pbtxt  unchanged: onnxruntime_onnx, KIND_GPU
     <dest>/intent_bert_onnx/<N>/          model.onnx, as written by inference.model.onnx
+    <dest>/stacker/config.pbtxt           unchanged: network probabilities + FEATURES
+    <dest>/stacker/1/                     model.py (python backend)
+    <dest>/stacker/heads/<N>/             heads fitted for network version N, when trained
 
 The python `intent_bert` is left out: the NGC image has no torch, and clients never name it.
 Run it again after exporting a new version: versions already in <dest> are never touched (one
@@ -32,6 +35,7 @@ from pathlib import Path
 from inference.repository import (
     CONFIG,
     ENSEMBLE,
+    STACKER,
     TOKENIZER,
     copy_version,
     versions,
@@ -42,7 +46,9 @@ from inference.repository import INTENT_BERT_ONNX as GPU_NETWORK
 
 ENSEMBLE_VERSION = "1"
 # What a version directory must hold before it is worth serving.
-REQUIRED_FILES = {TOKENIZER: ("model.py", "artifacts"), GPU_NETWORK: ("model.onnx",)}
+REQUIRED_FILES = {TOKENIZER: ("model.py", "artifacts"), GPU_NETWORK: ("model.onnx",),
+                  STACKER: ("model.py",)}
+HEADS = "heads"  # stacker/heads/<N>/: per network version, not Triton versions
 HEADER = (
     "# Assembled by docker/triton/assemble_repository.py from triton_models/intent: "
     f"the network step calls {GPU_NETWORK} (onnxruntime, GPU).\n"
@@ -105,6 +111,15 @@ def assemble(source: Path, dest: Path) -> dict[str, list[str]]:
                 continue
             copy_version(source / name / number, target)
             report["copied"].append(f"{name}/{number}")
+    heads = source / STACKER / HEADS
+    for number in versions(heads):
+        target = dest / STACKER / HEADS / str(number)
+        if target.exists():
+            report["kept"].append(f"{STACKER}/{HEADS}/{number}")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copy_version(heads / str(number), target)
+        report["copied"].append(f"{STACKER}/{HEADS}/{number}")
     (dest / ENSEMBLE / ENSEMBLE_VERSION).mkdir(parents=True, exist_ok=True)
     write_text_atomically(dest / ENSEMBLE / CONFIG, configs[ENSEMBLE])
     return report

@@ -45,6 +45,7 @@ from . import runtimes
 from .intent_bert import IntentBert
 from .quality import AUTO, HeldOut, choose_runtime
 from .runtimes import TORCH
+from .stacking import ensure_stacker
 from .tokenizer import base_path, load_tokenizer
 
 TOKENIZER_VERSION = 1
@@ -98,6 +99,7 @@ def export_version(
 
     write_atomically(model_dir / str(version), fill)
     ensure_tokenizer(repo)
+    ensure_stacker(repo)  # the ensemble's last step; heads of its own come with training
     return version
 
 
@@ -178,6 +180,7 @@ def ensure_model(
     versions = repository.versions(_model_dir(repo, INTENT_BERT))
     if versions:
         ensure_tokenizer(repo)
+        ensure_stacker(repo)
         return versions[-1]
     return export_version(build_model(tiny=tiny, seed=seed), repo, runtime=runtime,
                           held_out=held_out)

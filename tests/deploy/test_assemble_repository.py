@@ -16,7 +16,7 @@ import pytest
 from tests.deploy.conftest import ROOT
 
 TEMPLATE = ROOT / "triton_models"
-MODELS = ("intent", "tokenizer", "intent_bert", "intent_bert_onnx")
+MODELS = ("intent", "tokenizer", "intent_bert", "intent_bert_onnx", "stacker")
 
 
 def tree(directory: Path) -> list[str]:
@@ -47,6 +47,10 @@ def source(tmp_path: Path) -> Path:
         (repo / "intent_bert_onnx" / str(version)).mkdir()
         (repo / "intent_bert_onnx" / str(version) / "model.onnx").write_bytes(b"onnx %d" % version)
     (repo / "intent_bert_onnx" / ".staging-3-abc").mkdir()  # an export in progress
+    (repo / "stacker" / "1").mkdir()
+    (repo / "stacker" / "1" / "model.py").write_text("# stacker backend\n")
+    (repo / "stacker" / "heads" / "2").mkdir(parents=True)
+    (repo / "stacker" / "heads" / "2" / "heads.pkl").write_bytes(b"heads 2")
     return repo
 
 
@@ -55,7 +59,8 @@ def test_layout_of_the_gpu_repository(assemble: ModuleType, source: Path, tmp_pa
     report = assemble.assemble(source, dest)
 
     assert report == {
-        "copied": ["tokenizer/1", "intent_bert_onnx/1", "intent_bert_onnx/2"],
+        "copied": ["tokenizer/1", "intent_bert_onnx/1", "intent_bert_onnx/2", "stacker/1",
+                   "stacker/heads/2"],
         "kept": [],
     }
     assert tree(dest) == [
@@ -68,6 +73,13 @@ def test_layout_of_the_gpu_repository(assemble: ModuleType, source: Path, tmp_pa
         "intent_bert_onnx/2",
         "intent_bert_onnx/2/model.onnx",
         "intent_bert_onnx/config.pbtxt",
+        "stacker",
+        "stacker/1",
+        "stacker/1/model.py",
+        "stacker/config.pbtxt",
+        "stacker/heads",
+        "stacker/heads/2",
+        "stacker/heads/2/heads.pkl",
         "tokenizer",
         "tokenizer/1",
         "tokenizer/1/artifacts",
@@ -76,7 +88,7 @@ def test_layout_of_the_gpu_repository(assemble: ModuleType, source: Path, tmp_pa
         "tokenizer/config.pbtxt",
     ]  # no python intent_bert, no bytecode, no staging directory
     ensemble = (dest / "intent" / "config.pbtxt").read_text()
-    assert step_models(ensemble) == ["tokenizer", "intent_bert_onnx"]
+    assert step_models(ensemble) == ["tokenizer", "intent_bert_onnx", "stacker"]
     onnx = (dest / "intent_bert_onnx" / "config.pbtxt").read_text()
     assert onnx == (source / "intent_bert_onnx" / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in onnx
@@ -107,7 +119,8 @@ def test_a_rerun_copies_new_versions_and_keeps_served_ones(
 
     assert report == {
         "copied": ["intent_bert_onnx/3"],
-        "kept": ["tokenizer/1", "intent_bert_onnx/1", "intent_bert_onnx/2"],
+        "kept": ["tokenizer/1", "intent_bert_onnx/1", "intent_bert_onnx/2", "stacker/1",
+                 "stacker/heads/2"],
     }
     assert (dest / "intent_bert_onnx" / "2" / "model.onnx").read_bytes() == b"onnx 2"
     assert (dest / "intent_bert_onnx" / "3" / "model.onnx").read_bytes() == b"onnx 3"
@@ -180,10 +193,12 @@ def test_command_line(
     assert capsys.readouterr().err.startswith("error: cannot read")
 
 
-def test_the_python_model_runs_on_the_ngc_image() -> None:
+@pytest.mark.parametrize("model", ["tokenizer", "stacker"])
+def test_the_python_model_runs_on_the_ngc_image(model: str) -> None:
     """The NGC image runs python-backend models on its own Python (3.10 in 24.10) with only
-    what docker/triton/Dockerfile installs: the tokenizer must need nothing more."""
-    code = (TEMPLATE / "tokenizer" / "model.py").read_text()
+    what docker/triton/Dockerfile installs: the tokenizer and the stacker need nothing more
+    (the stacker's pickled heads need scikit-learn, which the Dockerfile installs)."""
+    code = (TEMPLATE / model / "model.py").read_text()
     tree_ = ast.parse(code, feature_version=(3, 10))
     imported = {
         name.split(".")[0]
@@ -200,3 +215,7 @@ def test_the_python_model_runs_on_the_ngc_image() -> None:
     installed = {"triton_python_backend_utils"}  # provided by the python backend itself
     installed |= {name for name in ("transformers", "numpy") if f'"{name}' in dockerfile}
     assert third_party <= installed, f"not in the Triton image: {third_party - installed}"
+    if model == "stacker":
+        import sklearn
+
+        assert f"SCIKIT_LEARN_VERSION={sklearn.__version__}" in dockerfile  # pickles match
