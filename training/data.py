@@ -2,7 +2,9 @@
 
 A window is exactly what the live worker scores: the user's events fed through
 `streams.core.sessions.absorb` and rendered with `streams.core.sessions.render` under the
-worker's policy.
+worker's policy, with the FEATURES row the worker would send at that moment
+(`streams.core.sessions.session_features` on the one state that absorbed the user's whole
+history so far, so the profile counts every earlier session, not only the window's).
 Every closed session is one window; a seeded share of sessions also gives one prefix window (the
 session as the worker saw it mid-way), because the worker scores open sessions too. Labels come
 from `streams.core.labelling` on the events after the window's end; windows whose future is not
@@ -18,7 +20,15 @@ from typing import Any
 
 from streams.core.events import ShopEvent
 from streams.core.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, label_window
-from streams.core.sessions import Session, SessionPolicy, absorb, empty_state, render
+from streams.core.sessions import (
+    Session,
+    SessionPolicy,
+    UserState,
+    absorb,
+    empty_state,
+    render,
+    session_features,
+)
 from training.simulator import UserHistory
 
 SPLITS = ("train", "validation", "test")
@@ -33,6 +43,7 @@ class Example:
     churn: bool
     window_end: int
     prefix: bool  # a mid-session window (the worker scoring an open session)
+    features: tuple[float, ...] = ()  # the FEATURES row the worker sends for this window
 
 
 def sessions_of(events: Iterable[dict[str, Any]], policy: SessionPolicy) -> list[Session]:
@@ -50,6 +61,57 @@ def session_prefix(events: Sequence[dict[str, Any]], k: int, policy: SessionPoli
     return session
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A session as the worker scored it at one moment: a copy of its events and bounds, and
+    the FEATURES row taken then (the open session keeps changing after a prefix snapshot)."""
+
+    session: Session
+    features: tuple[float, ...]
+    prefix: bool
+
+
+def _snapshot(state: UserState, session: Session, prefix: bool) -> Window:
+    copied: Session = {**session, "events": list(session["events"])}
+    return Window(copied, tuple(session_features(state, session)), prefix)
+
+
+def live_windows(
+    events: Sequence[dict[str, Any]], policy: SessionPolicy, prefix_cuts: dict[str, int]
+) -> list[Window]:
+    """Every session of a user's history with its FEATURES row, plus a prefix window for each
+    session id in `prefix_cuts` (after that many of its events), in one pass through `absorb`:
+    closed sessions carry the row frozen at their close, the open one (and each prefix) the row
+    as of its newest event."""
+    state = empty_state()
+    out: list[Window] = []
+    cuts = dict(prefix_cuts)  # each cut is taken once
+    closed = 0
+    for doc in events:
+        absorb(state, ShopEvent.model_validate(doc), policy)
+        for session in state["pending"][closed:]:
+            out.append(_snapshot(state, session, prefix=False))
+        closed = len(state["pending"])
+        current = state["current"]
+        if current is not None and cuts.get(current["session_id"]) == current["n_events"]:
+            del cuts[current["session_id"]]
+            out.append(_snapshot(state, current, prefix=True))
+    if state["current"] is not None:
+        out.append(_snapshot(state, state["current"], prefix=False))
+    return out
+
+
+def _prefix_cuts(sessions: Sequence[Session], prefix_share: float,
+                 rng: random.Random) -> dict[str, int]:
+    """Which sessions also give a mid-session window, and after how many events (seeded)."""
+    cuts = {}
+    for session in sessions:
+        n = len(session["events"])
+        if n > 1 and n == session["n_events"] and rng.random() < prefix_share:
+            cuts[session["session_id"]] = rng.randint(1, n - 1)
+    return cuts
+
+
 def examples_of(
     history: UserHistory,
     session_policy: SessionPolicy,
@@ -58,17 +120,11 @@ def examples_of(
     prefix_share: float,
     rng: random.Random,
 ) -> list[Example]:
-    """The resolved windows of one user's history, each with its text and labels."""
-    by_id = {e["event_id"]: e for e in history.events}
-    windows: list[tuple[Session, bool]] = []
-    for session in sessions_of(history.events, session_policy):
-        windows.append((session, False))
-        n = len(session["events"])
-        if n > 1 and n == session["n_events"] and rng.random() < prefix_share:
-            originals = [by_id[e["event_id"]] for e in session["events"]]
-            windows.append((session_prefix(originals, rng.randint(1, n - 1), session_policy), True))
+    """The resolved windows of one user's history, each with its text, features and labels."""
+    cuts = _prefix_cuts(sessions_of(history.events, session_policy), prefix_share, rng)
     out = []
-    for session, prefix in windows:
+    for window in live_windows(history.events, session_policy, cuts):
+        session = window.session
         labels = label_window(
             session["events"], session["end"], history.events, history.observed_until, label_policy
         )
@@ -82,7 +138,8 @@ def examples_of(
                 intent_type=labels.intent_type,
                 churn=bool(labels.churn),
                 window_end=session["end"],
-                prefix=prefix,
+                prefix=window.prefix,
+                features=window.features,
             )
         )
     return out

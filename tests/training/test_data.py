@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from streams.core.features import FEATURE_NAMES
 from streams.core.sessions import render
 from training.data import SPLITS, build_splits, examples_of, sessions_of, split_users
 from training.simulator import UserHistory
@@ -38,3 +39,54 @@ def test_window_texts_are_what_the_worker_renders(histories: list[UserHistory]) 
                                                                         WORKER_POLICY)]
     assert [x.text for x in examples] == rendered[: len(examples)]
     assert all(not x.prefix for x in examples)
+
+
+def test_window_features_are_what_the_worker_sends(histories: list[UserHistory]) -> None:
+    """Training's window rows equal the rows plan_batch puts in ToScore for the same events,
+    fed one event per micro-batch as a live worker may see them (closed sessions: the row
+    frozen at their close; prefixes: the open session's row after its k-th event)."""
+    import orjson
+
+    from streams.core.batching import plan_batch
+    from streams.core.raw_message import RawMessage
+    from training.data import live_windows
+
+    for history in [h for h in histories if len(h.sessions) >= 3][:4]:
+        sessions = sessions_of(history.events, WORKER_POLICY)
+        cuts = {s["session_id"]: max(1, s["n_events"] // 2) for s in sessions}
+        windows = live_windows(history.events, WORKER_POLICY, cuts)
+        assert sum(w.prefix for w in windows) == len(cuts)
+        closed: dict[str, list[float]] = {}
+        open_rows: dict[tuple[str, int], list[float]] = {}
+        table: dict = {}
+        for i, doc in enumerate(history.events):
+            message = RawMessage(doc["user_id"].encode(), orjson.dumps(doc), "ev", 0, i, None)
+            plan = plan_batch([message], table.get, WORKER_POLICY, 16_384)
+            assert not plan.dead_letters
+            for item in plan.to_score:
+                if item.closed:
+                    closed[item.session["session_id"]] = item.features
+                else:
+                    open_rows[(item.session["session_id"], item.session["n_events"])] = (
+                        item.features)
+            table.update({u: {**s, "pending": []} for u, s in plan.states.items()})
+        last = sessions[-1]["session_id"]
+        for window in windows:
+            sid, n = window.session["session_id"], window.session["n_events"]
+            live = open_rows[(sid, n)] if window.prefix or sid == last else closed[sid]
+            assert list(window.features) == live
+        assert len({w.features for w in windows}) > len(windows) // 2  # not a constant row
+        sessions_column = FEATURE_NAMES.index("profile_sessions")
+        assert [w.features[sessions_column] for w in windows if not w.prefix] == list(
+            range(1, len(sessions) + 1))  # the profile spans the whole history
+
+
+def test_examples_carry_their_windows_features(histories: list[UserHistory]) -> None:
+    import random
+
+    from streams.core.features import N_FEATURES
+
+    history = next(h for h in histories if len(h.sessions) >= 3)
+    examples = examples_of(history, WORKER_POLICY, prefix_share=1.0, rng=random.Random(0))
+    assert examples and all(len(x.features) == N_FEATURES for x in examples)
+    assert any(x.prefix for x in examples)
