@@ -18,9 +18,10 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.core.alerts import AlertPolicy
-from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.core.labelling import LabelPolicy
 from streams.core.privacy import PrivacyPolicy
 from streams.core.sessions import SessionPolicy
+from streams.core.timeunits import DAY_MS, HOUR_MS
 
 if TYPE_CHECKING:  # faust is the serving extra's; settings work without it (train, replay)
     from faust.types.auth import CredentialsT

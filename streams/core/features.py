@@ -22,8 +22,9 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
+from streams.core.timeunits import DAY_MS, MINUTE_MS
+
 FEATURE_SCHEMA_VERSION = 1
-DAY_MS = 86_400_000
 MAX_DISTINCT = 64  # distinct items/categories remembered per session: counts are exact below
 PAGE_KINDS = ("administrative", "informational", "product")  # and "other"
 CONTEXT_FIELDS = ("traffic_source", "visitor_type", "device", "browser", "os", "region")
@@ -208,7 +209,7 @@ def feature_vector(session: dict[str, Any], profile: Profile | None) -> list[flo
     n_ga, bounce, exit_, value = stats["analytics"]
     out: list[float] = [
         float(session["n_events"]),
-        (end - start) / 60_000,
+        (end - start) / MINUTE_MS,
         *(float(kinds.get(kind, 0)) for kind in EVENT_KINDS),
         *(float(v) for kind in PAGE_KINDS for v in pages.get(kind, [0, 0.0])),
         float(pages.get("other", [0, 0.0])[0]),

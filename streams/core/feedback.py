@@ -35,7 +35,7 @@ from typing import Any, Literal, TypedDict, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streams.core.alerts import (
-    HEADS,
+    ALERT_HEADS,
     AlertPolicy,
     Head,
     HeadAlertState,
@@ -54,6 +54,7 @@ from streams.core.labelling import LabelPolicy, label_window
 from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.core.raw_message import RawMessage
 from streams.core.records import HeadScore, IntentScore, Window
+from streams.core.timeunits import HOUR_MS
 
 FEEDBACK_SCHEMA_VERSION = 1
 RESPONSE_SCHEMA_VERSION = 1
@@ -265,7 +266,7 @@ def replay_alerts(
     doc = score.model_dump(mode="json")
     end = score.window.end
     heads: dict[str, PendingHead] = {}
-    for head in HEADS:
+    for head in ALERT_HEADS:
         probability = head_probability(doc, head)
         last = state["alert_last"].get(head)
         decision = decide(head, probability, score.prediction_id, end, last, policy)
@@ -426,7 +427,7 @@ class FeedbackPolicy:
     lateness_ms: int
     max_event_bytes: int
     privacy: PrivacyPolicy = DEFAULT_PRIVACY
-    max_future_ms: int = 3_600_000  # as the worker's SessionPolicy: same events rejected
+    max_future_ms: int = HOUR_MS  # as the worker's SessionPolicy: same events rejected
     ts_bounds: tuple[int, int] = DEFAULT_TS_BOUNDS  # as the worker's SessionPolicy
 
 

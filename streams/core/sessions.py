@@ -37,6 +37,7 @@ from streams.core.features import (
     feature_vector,
     open_session_in_profile,
 )
+from streams.core.timeunits import HOUR_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ class SessionPolicy:
     max_events: int
     max_chars: int
     # How far event time may run ahead of the message's (producer/broker) timestamp.
-    max_future_ms: int = 3_600_000
+    max_future_ms: int = HOUR_MS
     # Newest event ids remembered per user to recognise producer re-sends (module docstring).
     remembered_ids: int = 512
     # Plausible event time [lo, hi) in epoch ms: outside it an event is a bad_timestamp.

@@ -60,6 +60,7 @@ from streams.runtime.metrics import (
     split_invalid,
     tally,
 )
+from streams.runtime.raw_topics import raw_topic
 from streams.runtime.topics import bootstrap_servers, ensure_topics
 from streams.settings import Settings, get_settings
 from streams.sidecar.store import FeedbackStore, StoreThread
@@ -111,10 +112,9 @@ TOPICS = InputTopics(
     scores=settings.scores_topic,
     responses=settings.alert_responses_topic,
 )
-_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-        "value_serializer": "raw", "partitions": settings.partitions}
-inputs = app.topic(TOPICS.events, TOPICS.scores, TOPICS.responses, **_RAW)
-examples_topic = app.topic(settings.feedback_topic, **_RAW)
+inputs = raw_topic(app, TOPICS.events, TOPICS.scores, TOPICS.responses,
+                   partitions=settings.partitions)
+examples_topic = raw_topic(app, settings.feedback_topic, partitions=settings.partitions)
 
 _JSON = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
 # user_id -> UserFeedback (streams.core.feedback); in memory, rebuilt from its compacted changelog.

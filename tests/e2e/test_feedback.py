@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from streams.core.feedback import AlertResponse
-from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.core.labelling import LabelPolicy
+from streams.core.timeunits import DAY_MS, HOUR_MS
 from streams.sidecar.store import FeedbackStore, read_stores
 from tests.e2e.kafka_io import produce, read_until, run
 from training.simulator import SimConfig, UserHistory, known_labels, simulate

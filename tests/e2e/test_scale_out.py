@@ -20,26 +20,15 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streams.core.alerts import AlertPolicy
+from streams.core.timeunits import MINUTE_MS
 from tests.e2e.kafka_io import committed_offsets, produce, read_to_end, read_until, run
-from tests.e2e.traffic import CATALOG, QUERIES, T0, malformed_records
+from tests.e2e.traffic import T0, browse_event, malformed_records
 
 pytestmark = pytest.mark.e2e
 
 PARTITIONS = 6
-MIN = 60_000
-COOLDOWN_MS = 6 * 3_600_000  # the default alert cooldown
-
-
-def event(rng: random.Random, user: str, n: int, ts: int) -> dict:
-    kind = rng.choice(["view", "view", "click", "search", "add_to_cart"])
-    doc: dict = {"event_id": f"{user}-e{n}", "user_id": user, "ts": ts, "type": kind}
-    if kind == "search":
-        doc["query"] = rng.choice(QUERIES)
-    else:
-        title, category, price = rng.choice(CATALOG)
-        doc["item"] = {"id": f"sku-{n % 97}", "title": title, "category": category,
-                       "price": price}
-    return doc
+COOLDOWN_MS = AlertPolicy().cooldown_ms  # the worker's default
 
 
 def user_history(rng: random.Random, user: str, sessions: int, per_session: tuple[int, int],
@@ -48,8 +37,8 @@ def user_history(rng: random.Random, user: str, sessions: int, per_session: tupl
     for _ in range(sessions):
         for _ in range(rng.randint(*per_session)):
             ts += 1000 * rng.randint(*step_s)
-            out.append(event(rng, user, len(out), ts))
-        ts += 45 * MIN  # past the 30-minute gap: the next session
+            out.append(browse_event(rng, user, len(out), ts))
+        ts += 45 * MINUTE_MS  # past the 30-minute gap: the next session
     return out
 
 

@@ -25,12 +25,13 @@ from streams.core.feedback import (
     plan_feedback,
     resolve,
 )
-from streams.core.labelling import DAY_MS, HOUR_MS, LabelPolicy
+from streams.core.labelling import LabelPolicy
 from streams.core.offsets import Gap, next_offsets, offset_gaps, splice
 from streams.core.raw_message import RawMessage
 from streams.core.records import HeadScore, IntentScore, ModelRef, Window, prediction_id
 from streams.core.sessions import SessionPolicy, absorb
 from streams.core.sessions import empty_state as empty_sessions
+from streams.core.timeunits import DAY_MS, HOUR_MS
 from training.simulator import SimConfig, known_labels, simulate
 
 T0 = 1_767_225_600_000
