@@ -22,6 +22,6 @@ LABEL org.opencontainers.image.title="intentstream-feedback"
 
 # The feedback app talks to Kafka only.
 HEALTHCHECK --interval=30s --timeout=15s --start-period=30s --retries=3 \
-    CMD ["python", "/opt/intentstream/healthcheck.py", "--no-triton"]
+    CMD ["python", "/opt/intentstream/healthcheck.py", "--feedback"]
 
 ENTRYPOINT ["intentstream", "feedback", "worker", "-l", "info"]

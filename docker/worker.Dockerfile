@@ -57,8 +57,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER intentstream
 WORKDIR /var/lib/intentstream
 
-# Reachability of Kafka and Triton from the worker's own settings (docker/healthcheck.py);
-# a crashed worker exits instead, and its restart policy brings it back.
+# Progress, not reachability: /health beside /metrics is unhealthy when the worker has lag and
+# completed no batch for STALL_S (docker/healthcheck.py); a crashed worker exits instead, and
+# its restart policy brings it back.
 HEALTHCHECK --interval=30s --timeout=15s --start-period=30s --retries=3 \
     CMD ["python", "/opt/intentstream/healthcheck.py"]
 

@@ -104,7 +104,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         configure_from_settings()  # the Faust apps read settings even to print their help
     if own_parser:
         module, function = command.target.split(":")
-        raise SystemExit(getattr(importlib.import_module(module), function)(args[1:]))
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as error:  # e.g. `train` in the serving image (no torch)
+            print(f"intentstream {args[0]}: this install lacks {error.name!r}; the command "
+                  "needs pip install 'intentstream[serve,embedded,train,report]'",
+                  file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
+        raise SystemExit(getattr(loaded, function)(args[1:]))
     run_worker_app(args)
 
 
