@@ -189,6 +189,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "events": len(traffic), "users": len(traffic.last_event), "model": args.model,
         "runtime": served, "fastest_runtime": best,
+        "runtime_forced": args.repository is None and args.runtime != AUTO,
         "runtimes_texts_per_s": {name: speed.texts_per_s for name, speed in speeds.items()},
         "worker_events_per_s": ours["events_per_s"], "worker_scores": ours["scores"],
         "pipeline_scores_per_s": ours["scores_per_s"], "model_texts_per_s": model.texts_per_s,
@@ -426,7 +427,8 @@ def report(f: dict) -> None:
                          for k, v in f["backlog_events_per_text"].items())
     lines = [
         f"workload: {f['events']} simulated shop events of {f['users']} users, model {f['model']}"
-        f", served on {f['runtime']}",
+        f", served on {f['runtime']}"
+        f"{' (set in config, no quality bar)' if f['runtime_forced'] else ''}",
         f"    drain: {f['events_per_batch']:.0f} events -> {f['texts_per_batch']:.0f} texts "
         f"per micro-batch, {f['batch_seconds']:.2f} s each; Triton busy "
         f"{f['triton_busy']:.0%} of the drain",

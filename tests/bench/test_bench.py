@@ -9,9 +9,12 @@ import re
 import orjson
 import pytest
 
-from bench.cli import backlog_scales, main, runtime_table
-from bench.measure import ScoreCoverage, percentile
+from bench.cli import backlog_scales, force_runtime, main, runtime_table
+from bench.measure import BenchError, ScoreCoverage, percentile
 from bench.workload import position_in_user, shop_traffic
+from inference.model.export import ensure_model
+from inference.model.runtimes import INT8_FILE, load_scorer, served_runtime
+from inference.tritonserver import REPOSITORY_TEMPLATE, copy_repository
 
 
 def score(user: str, last_event_id: str, text: str = "view: x") -> bytes:
@@ -83,6 +86,19 @@ def test_runtime_table_marks_the_fastest_and_the_served_runtime():
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
     assert rows == {"torch": ["64.4", "1.00", "served"], "onnxruntime-fp32": ["58.5", "0.91"],
                     "onnxruntime-int8": ["86.7", "1.35", "fastest"]}
+
+
+def test_a_forced_runtime_is_set_in_the_benchs_config_with_its_onnx_files(tmp_path):
+    repo = copy_repository(REPOSITORY_TEMPLATE, tmp_path / "triton_models")
+    version = ensure_model(repo, tiny=True)
+    assert served_runtime(repo / "intent_bert", version) == "torch"
+    force_runtime(repo, version, "onnxruntime-int8")
+    assert served_runtime(repo / "intent_bert", version) == "onnxruntime-int8"
+    artifacts = repo / "intent_bert" / str(version) / "artifacts"
+    assert (artifacts / INT8_FILE).is_file()
+    assert load_scorer(artifacts, "onnxruntime-int8").runtime == "onnxruntime-int8"
+    with pytest.raises(BenchError, match="no empty runtime parameter"):
+        force_runtime(repo, version, "onnxruntime-fp32")  # already set: not silently kept
 
 
 @pytest.mark.e2e
