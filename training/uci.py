@@ -12,18 +12,29 @@ into, and what we cannot know:
 - one `view` event per page, `page` = administrative / informational / product, `duration_s` =
   the kind's total seconds split evenly over its pages (per-page times are not recorded);
 - in a fixed order, administrative → informational → product (the real order is not recorded),
-  events spaced by their dwell so the session's timing is plausible; the worker's session policy
-  then applies as it would live (newest 64 events kept, so the longest sessions lose their
-  first pages; a session longer than the 4 h span is split and its last part is the window);
+  events spaced by their dwell so the session's timing is plausible, squeezed where needed so
+  every row stays one session under the worker's policy (27 rows would pass its 4 h span); the
+  worker's session policy then applies as it would live (its text keeps the newest 64 events,
+  while the session's features count every event);
 - a row with no page views at all (6 of 12,330) becomes one view of an `unknown` page;
 - `Revenue` (the session ended in a purchase) is the label. Unlike our own labels it is about
   the same session, because that is what the data records.
 
-BounceRates, ExitRates and PageValues are Google-Analytics aggregates over the pages visited,
-not events a shop's stream carries (PageValues, the strongest column, is derived from the
-value of pages that led to transactions). The headline variant leaves them out; a second
-variant appends them to the text (`analytics_suffix`) to show what they add. Month, visitor type,
-browser, region and traffic source are not events either and are left out of both.
+The other columns travel as the attributes real clickstream events carry
+(`streams.core.events`), so the live feature path (`streams.core.features`) computes them:
+
+- BounceRates, ExitRates and PageValues as every page view's `analytics` (the row holds the
+  session's averages, so each view gets them and their mean is the row's value);
+- TrafficType, VisitorType, Browser, OperatingSystems, Region and SpecialDay as the visit's
+  `context`, on every event of the visit;
+- Month through the timestamp (the session starts in that month), Weekend through the day: the
+  first Saturday of the month for a weekend session, the first Wednesday otherwise (the year,
+  2017, is not in the data; it only places the days).
+
+The text is rendered from the events and shows none of these attributes; `analytics_suffix`
+appends the GA aggregates to it for the older text-only variant. `LEVELS` names the FEATURES
+columns at each level of information the model card compares: page views only; + analytics;
++ context.
 """
 
 from __future__ import annotations
@@ -37,7 +48,9 @@ from typing import Any
 
 import numpy as np
 
-from streams.core.sessions import SessionPolicy, render
+from streams.core.events import ShopEvent
+from streams.core.features import FEATURE_NAMES
+from streams.core.sessions import SessionPolicy, absorb, empty_state, render, session_features
 from training.data import sessions_of
 
 CSV_NAME = "online_shoppers_intention.csv"
@@ -47,11 +60,49 @@ PAGE_KINDS: tuple[tuple[str, str], ...] = (
     ("ProductRelated", "product"),
 )
 ANALYTICS = ("PageValues", "BounceRates", "ExitRates")
+# CSV column -> the event attribute that carries it
+ANALYTICS_FIELDS = {"BounceRates": "bounce_rate", "ExitRates": "exit_rate",
+                    "PageValues": "page_value"}
+CONTEXT_NUMBERS = {"TrafficType": "traffic_source", "Browser": "browser",
+                   "OperatingSystems": "os", "Region": "region"}
 _MONTHS = {"Jan": 1, "Feb": 2, "Mar": 3, "Apr": 4, "May": 5, "June": 6, "Jun": 6, "Jul": 7,
            "Aug": 8, "Sep": 9, "Oct": 10, "Nov": 11, "Dec": 12}
-_YEAR = 2017  # not in the data; only orders the timestamps, which the text does not show
+_YEAR = 2017  # not in the data; only places the days (Weekend) and orders the timestamps
+_SATURDAY, _WEDNESDAY = 5, 2
+_ROW_STAGGER_MS = 100  # rows of one day start apart, so replay order follows the file
+_SPAN_BUDGET_MS = 3 * 3_600_000  # under the worker's 4 h session span: one row, one session
 TEST_SIZE = 0.3
 SPLIT_SEED = 0
+
+# FEATURES columns (streams.core.features.FEATURE_NAMES) at each level of information, beside
+# the CSV columns a tabular peer gets at the same level. Only what the row says: `hour` and the
+# profile are left out (the hour is made up; each row is its own user).
+PAGE_FEATURES = ("n_events", "span_min", "dwell_s",
+                 *(f for kind in ("administrative", "informational", "product")
+                   for f in (f"pages_{kind}", f"pages_{kind}_s")), "pages_other")
+ANALYTICS_FEATURES = ("bounce_rate", "exit_rate", "page_value")
+CONTEXT_FEATURES = ("special_day", "month", "weekend", "ctx_traffic_source",
+                    "ctx_visitor_type", "ctx_browser", "ctx_os", "ctx_region")
+PAGE_COLUMNS = tuple(c for column, _ in PAGE_KINDS for c in (column, f"{column}_Duration"))
+ANALYTICS_COLUMNS = ("BounceRates", "ExitRates", "PageValues")
+CONTEXT_COLUMNS = ("SpecialDay", "Month", "OperatingSystems", "Browser", "Region",
+                   "TrafficType", "VisitorType", "Weekend")
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    name: str
+    features: tuple[str, ...]  # FEATURES columns our model reads
+    columns: tuple[str, ...]  # CSV columns the tabular peer reads
+
+
+LEVELS: tuple[Level, ...] = (
+    Level("page_views", PAGE_FEATURES, PAGE_COLUMNS),
+    Level("plus_analytics", PAGE_FEATURES + ANALYTICS_FEATURES,
+          PAGE_COLUMNS + ANALYTICS_COLUMNS),
+    Level("plus_context", PAGE_FEATURES + ANALYTICS_FEATURES + CONTEXT_FEATURES,
+          PAGE_COLUMNS + ANALYTICS_COLUMNS + CONTEXT_COLUMNS),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +110,7 @@ class UciSession:
     row: int
     events: tuple[dict[str, Any], ...]
     revenue: bool
-    analytics: dict[str, float]  # the GA aggregates of ANALYTICS, kept out of the events
+    analytics: dict[str, float]  # the GA aggregates of ANALYTICS (also on every page view)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -67,26 +118,58 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def _yes(cell: str) -> bool:
+    return cell.strip().upper() in ("YES", "TRUE", "1")
+
+
+def session_start_ms(row: Mapping[str, str], index: int) -> int:
+    """Midnight UTC of the first Saturday (Weekend) or Wednesday of the row's month, plus a
+    stagger by row; the whole session stays within that day (`_SPAN_BUDGET_MS`)."""
+    month = _MONTHS.get(row.get("Month", "").strip(), 1)
+    weekday = _SATURDAY if _yes(row.get("Weekend", "")) else _WEDNESDAY
+    first = datetime(_YEAR, month, 1, tzinfo=UTC)
+    day = 1 + (weekday - first.weekday()) % 7
+    return int(datetime(_YEAR, month, day, tzinfo=UTC).timestamp() * 1000) + (
+        index * _ROW_STAGGER_MS)
+
+
+def page_analytics(row: Mapping[str, str]) -> dict[str, float]:
+    return {field: float(row[column]) for column, field in ANALYTICS_FIELDS.items()}
+
+
+def visit_context(row: Mapping[str, str]) -> dict[str, Any]:
+    context: dict[str, Any] = {field: int(float(row[column]))
+                               for column, field in CONTEXT_NUMBERS.items()}
+    context["visitor_type"] = row["VisitorType"].strip()
+    context["special_day"] = float(row["SpecialDay"])
+    return context
+
+
 def row_events(row: Mapping[str, str], index: int) -> list[dict[str, Any]]:
     """One UCI row as `ShopEvent` dicts of user `uci-<index>` (see the module notes)."""
     user = f"uci-{index:05d}"
-    month = _MONTHS.get(row.get("Month", ""), 1)
-    ts = int(datetime(_YEAR, month, 1, 12, tzinfo=UTC).timestamp() * 1000) + index * 1000
-    events: list[dict[str, Any]] = []
+    pages = []
     for column, page in PAGE_KINDS:
         count = int(float(row[column]))
         dwell = float(row[f"{column}_Duration"]) / count if count > 0 else 0.0
-        for _ in range(count):
-            events.append(_view(user, len(events), ts, page, dwell))
-            ts += max(1000, int(dwell * 1000))
+        pages += [(page, dwell)] * count
+    steps = [max(1000, int(dwell * 1000)) for _, dwell in pages]
+    squeeze = min(1.0, _SPAN_BUDGET_MS / sum(steps)) if steps else 1.0
+    attributes = {"analytics": page_analytics(row), "context": visit_context(row)}
+    ts = session_start_ms(row, index)
+    events: list[dict[str, Any]] = []
+    for (page, dwell), step in zip(pages, steps, strict=True):
+        events.append(_view(user, len(events), ts, page, dwell, attributes))
+        ts += int(step * squeeze)
     if not events:
-        events.append(_view(user, 0, ts, "unknown", None))
+        events.append(_view(user, 0, ts, "unknown", None, attributes))
     return events
 
 
-def _view(user: str, n: int, ts: int, page: str, dwell: float | None) -> dict[str, Any]:
+def _view(user: str, n: int, ts: int, page: str, dwell: float | None,
+          attributes: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {"event_id": f"{user}-{n:04d}", "user_id": user, "ts": ts,
-                           "type": "view", "page": page}
+                           "type": "view", "page": page, **attributes}
     if dwell is not None:
         doc["duration_s"] = round(max(0.0, dwell), 1)
     return doc
@@ -98,7 +181,7 @@ def load_sessions(path: Path) -> list[UciSession]:
         UciSession(
             row=i,
             events=tuple(row_events(row, i)),
-            revenue=row["Revenue"].strip().upper() in ("YES", "TRUE", "1"),
+            revenue=_yes(row["Revenue"]),
             analytics={name: float(row[name]) for name in ANALYTICS},
         )
         for i, row in enumerate(rows)
@@ -130,3 +213,23 @@ def comparable_split(labels: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
         np.arange(len(y)), test_size=TEST_SIZE, stratify=y, random_state=SPLIT_SEED
     )
     return np.sort(train), np.sort(test)
+
+
+# --- features at each level of information ------------------------------------------------------
+
+
+def final_features(session: UciSession, policy: SessionPolicy) -> list[float]:
+    """The FEATURES row of the session's final window, by the worker's own functions
+    (`absorb`, `session_features`): what the live worker sends Triton with its text."""
+    state = empty_state()
+    for doc in session.events:
+        absorb(state, ShopEvent.model_validate(doc, context={"ts_bounds": policy.ts_bounds}),
+               policy)
+    current = state["current"]
+    assert current is not None  # every row has an event
+    return session_features(state, current)
+
+
+def level_columns(level: Level) -> list[int]:
+    """Positions of the level's features in a FEATURES row."""
+    return [FEATURE_NAMES.index(name) for name in level.features]

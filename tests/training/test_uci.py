@@ -7,6 +7,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from streams.core.events import ShopEvent
+from streams.core.features import FEATURE_NAMES
 from training import uci
 
 from .conftest import WORKER_POLICY
@@ -68,3 +69,53 @@ def test_comparable_split_is_the_readme_split() -> None:
     x = np.arange(len(y)).reshape(-1, 1)
     x_train, x_test, _, _ = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
     assert set(test) == set(x_test[:, 0]) and set(train) == set(x_train[:, 0])
+
+
+def test_the_other_columns_travel_as_event_attributes(few_rows: Path) -> None:
+    first, _, empty = uci.load_sessions(few_rows)
+    for doc in first.events:  # every page view carries the session's analytics and context
+        assert doc["analytics"] == {"bounce_rate": 0.01, "exit_rate": 0.02, "page_value": 12.5}
+        assert doc["context"] == {"traffic_source": 2, "browser": 2, "os": 2, "region": 1,
+                                  "visitor_type": "Returning_Visitor", "special_day": 0.0}
+    event = ShopEvent.model_validate(first.events[0])
+    assert event.analytics is not None and event.analytics.page_value == 12.5
+    assert event.context is not None and event.context.visitor_type == "Returning_Visitor"
+    assert empty.events[0]["context"]["visitor_type"] == "New_Visitor"
+
+
+def test_the_live_features_carry_every_column_of_the_row(few_rows: Path) -> None:
+    first, second, weekend = uci.load_sessions(few_rows)
+    row = dict(zip(FEATURE_NAMES, uci.final_features(first, WORKER_POLICY), strict=True))
+    assert (row["pages_administrative"], row["pages_administrative_s"]) == (2, 60.0)
+    assert (row["pages_informational"], row["pages_product"], row["pages_product_s"]) == (
+        1, 3, 90.0)
+    assert row["page_value"] == pytest.approx(12.5) and row["bounce_rate"] == pytest.approx(0.01)
+    assert (row["month"], row["weekend"], row["ctx_traffic_source"]) == (11, 0, 2)
+    assert row["ctx_visitor_type"] >= 1000  # a label: hashed
+    weekend_row = dict(zip(FEATURE_NAMES, uci.final_features(weekend, WORKER_POLICY),
+                           strict=True))
+    assert (weekend_row["month"], weekend_row["weekend"]) == (3, 1)  # Weekend YES: a Saturday
+    assert dict(zip(FEATURE_NAMES, uci.final_features(second, WORKER_POLICY),
+                    strict=True))["weekend"] == 0
+
+
+def test_a_long_row_stays_one_session_under_the_worker_policy(tmp_path: Path) -> None:
+    path = tmp_path / uci.CSV_NAME  # 300 product pages of 2 min each: 10 h if spaced by dwell
+    path.write_text(HEADER + "\n0,0,0,0,300,36000,0,0.01,0,0,Dec,1,1,1,1,Other,NO,NO\n",
+                    encoding="utf-8")
+    (session,) = uci.load_sessions(path)
+    row = dict(zip(FEATURE_NAMES, uci.final_features(session, WORKER_POLICY), strict=True))
+    assert (row["n_events"], row["pages_product"], row["pages_product_s"]) == (300, 300, 36000)
+    assert row["span_min"] < WORKER_POLICY.max_span_ms / 60_000
+
+
+def test_each_level_adds_information_to_the_one_before() -> None:
+    names = [level.name for level in uci.LEVELS]
+    assert names == ["page_views", "plus_analytics", "plus_context"]
+    for before, after in zip(uci.LEVELS, uci.LEVELS[1:], strict=False):
+        assert set(before.features) < set(after.features)
+        assert set(before.columns) < set(after.columns)
+    everything = uci.LEVELS[-1]
+    assert set(everything.columns) == set(HEADER.split(",")) - {"Revenue"}
+    assert "hour" not in everything.features  # made up by the conversion
+    assert all(name in FEATURE_NAMES for name in everything.features)
