@@ -38,6 +38,7 @@ from inference.tritonserver import TritonServer, free_port  # noqa: E402
 from streams.core.timeunits import DAY_MS  # noqa: E402
 from streams.runtime.demo_summary import (  # noqa: E402
     DemoTally,
+    assigned_partitions,
     format_alert,
     format_dead_letter,
     format_summary,
@@ -49,6 +50,7 @@ from streams.worker.commands import format_score  # noqa: E402
 
 REPO = ROOT / "triton_models"
 MALFORMED_EVERY = 100  # one bad record per this many events
+READY_TIMEOUT_S = 120.0  # the worker's start-up, before the stream begins
 DRAIN_IDLE_MS = 1500  # after the last score: alerts are produced just after their scores
 
 
@@ -221,6 +223,21 @@ def scrape_metrics(port: int) -> str | None:
         return None  # the summary counts batches from the scores instead
 
 
+def wait_until_consuming(worker: WorkerProcess, port: int, topic: str,
+                         timeout_s: float) -> None:
+    """Hold the stream until the worker has its partitions, so event→score latency is the
+    pipeline's and not the worker's start-up (which takes tens of seconds on two cores)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not worker.alive:
+            return  # run_demo reports it, and the summary still prints
+        if assigned_partitions(scrape_metrics(port) or "", topic):
+            return
+        time.sleep(0.5)
+    print(f"[demo] the worker reports no assigned partition after {timeout_s:.0f}s; "
+          "streaming anyway (latencies include its start-up)", flush=True)
+
+
 def demo_env(broker: EmbeddedBroker, triton: TritonServer, workdir: Path,
              metrics_port: int) -> dict[str, str]:
     return {
@@ -234,7 +251,6 @@ def demo_env(broker: EmbeddedBroker, triton: TritonServer, workdir: Path,
 
 
 def run_with_services(args: argparse.Namespace) -> int:
-    started = time.monotonic()
     with EmbeddedBroker(args.workdir / "tansu.log") as broker, TritonServer(
         REPO, log_path=args.workdir / "tritonserver.log"
     ) as triton:
@@ -249,6 +265,8 @@ def run_with_services(args: argparse.Namespace) -> int:
         progress = Progress()
         failure = None
         try:
+            wait_until_consuming(worker, metrics_port, settings.events_topic, READY_TIMEOUT_S)
+            started = time.monotonic()
             try:
                 asyncio.run(run_demo(
                     progress, worker,
@@ -259,10 +277,11 @@ def run_with_services(args: argparse.Namespace) -> int:
                 ))
             except DemoFailed as error:
                 failure = str(error)
+            elapsed = time.monotonic() - started
             metrics = scrape_metrics(metrics_port) if worker.alive else None
         finally:
             worker.stop()
-    return finish(progress, time.monotonic() - started, metrics, failure)
+    return finish(progress, elapsed, metrics, failure)
 
 
 def finish(progress: Progress, elapsed_s: float, metrics: str | None,

@@ -19,6 +19,7 @@ STRENGTH_ORDER = ("strong", "medium", "weak")  # inference.heads.STRENGTH_LABELS
 ALERT_HEAD_ORDER = ("intent", "churn")
 EXAMPLES_PER_HEAD = 3
 BATCH_METRIC = "intentstream_batch_texts"
+LAG_METRIC = "intentstream_consumer_lag"
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -46,6 +47,13 @@ def batch_texts_from_metrics(text: str) -> tuple[float, float] | None:
     if "sum" not in found or not found.get("count"):
         return None
     return found["sum"], found["count"]
+
+
+def assigned_partitions(text: str, topic: str) -> int:
+    """How many partitions of `topic` the worker reports a consumer lag for: it does so only
+    once the partition is assigned and fetched, so > 0 means it is consuming."""
+    prefix, label = f"{LAG_METRIC}{{", f'topic="{topic}"'
+    return sum(1 for line in text.splitlines() if line.startswith(prefix) and label in line)
 
 
 def format_alert(doc: dict[str, Any]) -> str:
@@ -138,7 +146,7 @@ def format_summary(tally: DemoTally, elapsed_s: float, metrics_text: str | None 
                    width: int = 110) -> str:
     """The end-of-demo table, one row per measure."""
     rows: list[tuple[str, str]] = [
-        ("events", f"{tally.events} (+{tally.malformed} malformed) in {elapsed_s:.0f} s"),
+        ("events", f"{tally.events} (+{tally.malformed} malformed) over {elapsed_s:.0f} s"),
         ("users", str(len(tally.users))),
         ("scores", f"{tally.scores}: {_counts(tally.strength, STRENGTH_ORDER)}"),
         ("alerts", f"{sum(tally.alerts.values())}: {_counts(tally.alerts, ALERT_HEAD_ORDER)}"),

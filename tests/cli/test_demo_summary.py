@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 
 from streams.runtime.demo_summary import (
     DemoTally,
+    assigned_partitions,
     batch_texts_from_metrics,
     format_alert,
     format_summary,
@@ -89,6 +90,17 @@ def test_batch_texts_are_read_from_the_workers_histogram() -> None:
     assert batch_texts_from_metrics("other_metric 1.0\n") is None
 
 
+def test_the_worker_is_consuming_once_it_reports_lag_for_the_events_topic() -> None:
+    registry = CollectorRegistry()
+    lag = Gauge("intentstream_consumer_lag", "lag", ["topic", "partition"], registry=registry)
+    assert assigned_partitions(generate_latest(registry).decode(), "shop.events") == 0
+    lag.labels("other.topic", "0").set(3)
+    assert assigned_partitions(generate_latest(registry).decode(), "shop.events") == 0
+    for partition in ("0", "1"):
+        lag.labels("shop.events", partition).set(0)
+    assert assigned_partitions(generate_latest(registry).decode(), "shop.events") == 2
+
+
 def test_mean_batch_prefers_metrics_and_falls_back_to_scoring_calls_in_the_scores() -> None:
     tally = DemoTally()
     for user, call in (("a", 1), ("b", 1), ("c", 1), ("d", 2)):  # two calls: 3 texts, 1 text
@@ -134,7 +146,7 @@ def table_rows(text: str) -> dict[str, str]:
 def test_summary_table_counts_everything_the_demo_saw() -> None:
     text = format_summary(filled_tally(), elapsed_s=42.4, metrics_text=worker_metrics(2, 6))
     rows = table_rows(text)
-    assert rows["events"] == "10 (+2 malformed) in 42 s"
+    assert rows["events"] == "10 (+2 malformed) over 42 s"
     assert rows["users"] == "4"
     assert rows["scores"] == "4: strong 2 · medium 1 · weak 1"
     assert rows["alerts"] == "6: intent 5 · churn 1"
