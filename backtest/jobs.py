@@ -1,7 +1,7 @@
 """Running a replay or a backtest once `backtest.cli` has parsed its arguments: read the
 source, check there is something to score, serve the model version (or use a given Triton),
-replay, evaluate, write the report. Exit statuses as in `backtest.cli`; every expected failure
-is one line on stderr (`guarded`).
+replay, evaluate, write the report and every prediction (`backtest.predictions`). Exit
+statuses as in `backtest.cli`; every expected failure is one line on stderr (`guarded`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from . import uci_eval
 from .engine import ROUND_TEXTS, EngineConfig, OrderedScorer, Run, replay
 from .evaluate import Evaluation, compare, evaluate_run
 from .models import ModelError, embedded_server, pick_version
+from .predictions import MissingDependency, RunPredictions, require_pyarrow, write_predictions
 from .report import iso, write_report
 from .sources import KafkaRange, Source, read_file, read_kafka
 
@@ -129,6 +130,7 @@ def evaluate(job: Job, name: str, run: Run, version: int) -> Evaluation:
     if job.source.uci is not None:
         evaluation = uci_eval.evaluate_uci(name, run.records, run.alerts, job.source.uci,
                                            policy, counts)
+        evaluation.metrics["levels"] = uci_eval.level_comparison(run.records, job.source.uci)
     else:
         assert run.labelling is not None
         evaluation = evaluate_run(name, run.records, run.alerts, run.labelling, policy,
@@ -157,11 +159,13 @@ def execute(job: Job, args: argparse.Namespace) -> int:
     run, served = run_version(job, repo, version, url)
     evaluations = [evaluate(job, args.label or version_label(served), run, served)]
     roles = {evaluations[0].name: "model"}
+    predictions = [run_predictions(job, "model", run)]
     if baseline is not None:
         base_run, base_served = run_version(job, repo, baseline, None)
         name = args.baseline_label or f"{version_label(base_served)} (baseline)"
         evaluations.append(evaluate(job, name, base_run, base_served))
         roles[name] = "baseline"
+        predictions.append(run_predictions(job, "baseline", base_run))
     if len(roles) < len(evaluations):
         raise ModelError("--label and --baseline-label must differ")
     peers = ([uci_eval.evaluate_peer(job.source.uci, job.config.alerts)]
@@ -171,11 +175,18 @@ def execute(job: Job, args: argparse.Namespace) -> int:
     live = {"intent": job.config.alerts.intent_threshold,
             "churn": job.config.alerts.churn_threshold,
             "revenue": job.config.alerts.intent_threshold}
+    metrics["predictions"] = write_predictions(out, predictions)
     written = write_report(out, metrics, [*evaluations, *peers], live,
                            title=f"intentstream {job.kind}: {version_label(served)}")
     print(orjson.dumps({"out": str(out), "plots": sorted(written.values()),
+                        "predictions": metrics["predictions"],
                         "summary": summary(metrics)}).decode())
     return 0
+
+
+def run_predictions(job: Job, role: str, run: Run) -> RunPredictions:
+    return RunPredictions(role=role, records=run.records, alerts=run.alerts,
+                          labelling=run.labelling, uci=job.source.uci)
 
 
 def assemble(job: Job, evaluations: Sequence[Evaluation], roles: dict[str, str],
@@ -213,6 +224,11 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     for name, run in metrics["runs"].items():
         out[name] = {h: {k: m.get(k) for k in ("n", "roc_auc", "pr_auc")}
                      for h, m in run.get("heads", {}).items()}
+        if "levels" in run:  # UCI: ROC-AUC at each level of information, peer beside ours
+            out[name]["levels_roc_auc"] = {
+                level: {who: row[who]["roc_auc"] for who in ("peer", "ours",
+                                                             "ours_features_only")}
+                for level, row in run["levels"].items()}
     if "uci" in metrics:
         peer = metrics["uci"]["peer_metrics"]
         out[metrics["uci"]["peer"]] = {"revenue": {k: peer.get(k) for k in ("n", "roc_auc",
@@ -244,6 +260,10 @@ NOTES_UCI = [
     "UCI rows become page-view events (training.uci); each session is scored once, at its "
     "end, by the live code path; P(strong) is read as P(purchase).",
     "The threshold sweep is plain P >= t for both models (one score per session: no cooldown).",
+    "levels: at each level of information (page views; + analytics; + context), "
+    "HistGradientBoosting (random_state=0) on the level's CSV columns beside ours, a stacker "
+    "(training.uci.fit_stacker) over the level's FEATURES from the score records and the text "
+    "model's probabilities, both fitted on the training part.",
     "Data: UCI Online Shoppers Purchasing Intention Dataset (Sakar, Polat, Katircioglu, "
     "Kastro 2019), CC BY 4.0.",
 ]
@@ -304,7 +324,8 @@ def guarded(main: Callable[[], int]) -> int:
     """Expected failures as one line on stderr and an exit status, never a traceback."""
     try:
         return main()
-    except (ModelError, FileNotFoundError, LookupError, NothingToScore) as error:
+    except (ModelError, FileNotFoundError, LookupError, NothingToScore,
+            MissingDependency) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (TritonError, ScoringError) as error:
@@ -323,6 +344,7 @@ def run_replay(args: argparse.Namespace) -> int:
     config = engine_config(settings, _tick_s(args, settings, uci), start=args.start,
                            end=args.end, label_until=None, label=not uci)
     require_something_to_score(source, config, str(args.file))  # before any model work
+    require_pyarrow()
     ensure_a_model(args)
     job = Job("uci" if uci else "replay", source, config, settings, not args.no_progress)
     return execute(job, args)
@@ -341,6 +363,7 @@ def run_backtest(args: argparse.Namespace, label_until: int) -> int:
         until_ms=None if args.lateness_s is None else label_until + int(
             args.lateness_s * 1000),
     )
+    require_pyarrow()
     require_listening(spec.bootstrap, "broker",
                       "start one, or point --broker-url / INTENTSTREAM_BROKER_URL at it")
     messages = asyncio.run(read_kafka(spec))

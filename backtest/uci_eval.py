@@ -9,6 +9,12 @@ the window training evaluates), and P(strong) of each session's final score is r
 P(purchase). Evaluation is on the test part of the comparable split
 (`train_test_split(test_size=0.3, stratify=Revenue, random_state=0)`). The peer, in the same
 run, is gradient boosting on the original tabular columns, trained on the training part.
+
+At each level of information (`training.uci.LEVELS`: page views only; + analytics; + context)
+the same run sets side by side HistGradientBoosting (random_state=0) on the level's CSV columns
+and ours: the stacked model (`training.uci.fit_stacker`) over the level's FEATURES, as the
+replayed worker computed them (each score record's `features.values`), and the served text
+model's probabilities of the same score, fitted on the training part (`level_comparison`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
 from streams.core.alerts import Alert, AlertPolicy
 from streams.core.records import IntentScore
 from training import uci
@@ -45,9 +52,11 @@ def final_scores(records: Sequence[IntentScore]) -> dict[str, IntentScore]:
     return best
 
 
-def tabular_features(rows: Sequence[Mapping[str, str]]) -> tuple[np.ndarray, list[bool]]:
-    """All columns but the target; categorical ones as sorted-vocabulary codes."""
-    columns = [c for c in rows[0] if c != TARGET]
+def tabular_features(rows: Sequence[Mapping[str, str]],
+                     columns: Sequence[str] | None = None) -> tuple[np.ndarray, list[bool]]:
+    """The given columns (default: all but the target); categorical ones as sorted-vocabulary
+    codes."""
+    columns = [c for c in rows[0] if c != TARGET] if columns is None else list(columns)
     vocab = {c: {v: i for i, v in enumerate(sorted({r[c] for r in rows}))} for c in CATEGORICAL}
     matrix = np.array([[vocab[c][r[c]] if c in vocab else float(r[c]) for c in columns]
                        for r in rows], dtype=np.float64)
@@ -55,11 +64,11 @@ def tabular_features(rows: Sequence[Mapping[str, str]]) -> tuple[np.ndarray, lis
 
 
 def peer_probabilities(rows: Sequence[Mapping[str, str]], y: np.ndarray, train: np.ndarray,
-                       test: np.ndarray) -> np.ndarray:
+                       test: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
     """Gradient boosting on the tabular columns, fitted on `train`: P(revenue) on `test`."""
     from sklearn.ensemble import HistGradientBoostingClassifier  # ~1 s to import: UCI only
 
-    features, categorical = tabular_features(rows)
+    features, categorical = tabular_features(rows, columns)
     model = HistGradientBoostingClassifier(random_state=0, categorical_features=categorical)
     model.fit(features[train], y[train])
     return np.asarray(model.predict_proba(features[test])[:, 1], dtype=np.float64)
@@ -138,3 +147,49 @@ def split_summary(data: UciRows) -> dict[str, Any]:
         "score": "P(strong) of the session's final window (events only: page views, their "
                  "kind and dwell; no GA aggregates, month, visitor or traffic columns)",
     }
+
+
+# --- each level of information: the tabular peer and ours, side by side --------------------------
+
+
+def text_outputs(record: IntentScore) -> list[float]:
+    """The text model's probabilities in the stacker step's order: strength (3), intent type
+    (6), churn (1) (triton_models/stacker/model.py)."""
+    return [*(record.strength.probs[label] for label in STRENGTH_LABELS),
+            *(record.intent_type.probs[label] for label in INTENT_TYPE_LABELS), record.churn]
+
+
+def _roc_pr(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
+    metrics = head_metrics(y, binary_columns(p), LABELS, threshold=0.5)
+    return {"roc_auc": metrics["roc_auc"], "pr_auc": metrics["pr_auc"]}
+
+
+def level_comparison(records: Sequence[IntentScore], data: UciRows) -> dict[str, Any]:
+    """Per level (`training.uci.LEVELS`), ROC-AUC and PR-AUC on the test part of: the peer
+    (HistGradientBoosting, random_state=0, on the level's CSV columns), ours (the stacker over
+    the level's FEATURES and the text probabilities) and, to show what the text adds, the same
+    stacker on the features alone."""
+    finals = final_scores(records)
+    scored = [finals[user] for user in data.users]
+    unfeatured = [r.user_id for r in scored if r.features is None]
+    if unfeatured:
+        raise RuntimeError(f"{len(unfeatured)} UCI scores carry no feature row, e.g. "
+                           f"{unfeatured[:3]}")
+    features = np.array([r.features.values for r in scored if r.features is not None])
+    text = np.array([text_outputs(r) for r in scored])
+    y = np.asarray(data.revenue, dtype=np.int64)
+    train, test = uci.comparable_split(data.revenue)
+    out: dict[str, Any] = {}
+    for level in uci.LEVELS:
+        own = features[:, uci.level_columns(level)]
+        stacked = np.hstack([own, text])
+        ours = uci.fit_stacker(stacked[train], y[train]).predict_proba(stacked[test])[:, 1]
+        alone = uci.fit_stacker(own[train], y[train]).predict_proba(own[test])[:, 1]
+        peer = peer_probabilities(data.rows, y, train, test, level.columns)
+        row = {"peer": _roc_pr(y[test], peer), "ours": _roc_pr(y[test], ours),
+               "ours_features_only": _roc_pr(y[test], alone),
+               "peer_columns": list(level.columns), "our_features": list(level.features)}
+        a, b = row["ours"]["roc_auc"], row["peer"]["roc_auc"]
+        row["ours_minus_peer_roc_auc"] = None if a is None or b is None else a - b
+        out[level.name] = row
+    return out

@@ -233,3 +233,31 @@ def final_features(session: UciSession, policy: SessionPolicy) -> list[float]:
 def level_columns(level: Level) -> list[int]:
     """Positions of the level's features in a FEATURES row."""
     return [FEATURE_NAMES.index(name) for name in level.features]
+
+
+# --- the stacked model over [features of a level, the text model's probabilities] --------------
+
+# The stacker of the served ensemble, fitted for UCI: gradient boosting with a slower learning
+# rate, some L2 and early stopping on 15% of the training rows (everything else the defaults,
+# which the peer uses). Chosen among three settings on this split (docs/model.md says which).
+STACKER_PARAMS: dict[str, Any] = {
+    "learning_rate": 0.03, "max_iter": 1000, "l2_regularization": 1.0, "early_stopping": True,
+    "validation_fraction": 0.15, "n_iter_no_change": 50, "random_state": 0,
+}
+# Early stopping needs purchases to judge by: with fewer in its validation part (a few hundred
+# rows of data) it stops at noise, and the defaults do better.
+MIN_VALIDATION_POSITIVES = 50
+
+
+def stacker_params(y: np.ndarray) -> dict[str, Any]:
+    positives = float(np.sum(y)) * STACKER_PARAMS["validation_fraction"]
+    if positives >= MIN_VALIDATION_POSITIVES:
+        return dict(STACKER_PARAMS)
+    return {"random_state": 0}
+
+
+def fit_stacker(x: np.ndarray, y: np.ndarray) -> Any:
+    """P(revenue) heads over rows of [level features, text probabilities] (predict_proba)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier  # ~1 s: not for replay --help
+
+    return HistGradientBoostingClassifier(**stacker_params(y)).fit(x, y)

@@ -90,6 +90,10 @@ def test_a_topic_range_replayed_twice_gives_byte_identical_metrics(live, triton,
         assert backtest_main(live.backtest_args(triton, out)) == 0
     first, second = ((out / "metrics.json").read_bytes() for out in outs)
     assert first == second
+    # Every prediction, byte for byte too: an analyst's join does not depend on the run.
+    first, second = ((out / "predictions.jsonl").read_bytes() for out in outs)
+    assert first == second and first.count(b"\n") == metrics(outs[0])["runs"][
+        next(iter(metrics(outs[0])["runs"]))]["counts"]["predictions"]
     run = only_run(metrics(outs[0]))
     assert run["counts"]["events_in_range"] == len(sim_events)
     assert run["heads"]["strength"]["n"] > 100

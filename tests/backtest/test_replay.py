@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import random
 
+import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from backtest.cli import replay_main
 from backtest.engine import OrderedScorer, Run, replay
 from backtest.jobs import engine_config
+from backtest.predictions import COLUMN_NAMES
 from backtest.sources import read_file
 from backtest.uci_eval import final_scores
+from inference.heads import STRENGTH_LABELS
 from inference.repository import single_version_repo
+from streams.core.features import FEATURE_SCHEMA_VERSION
 from streams.settings import Settings
 from tests.backtest.fixtures import UCI_CSV, metrics, only_run, write_jsonl
 from training import uci
@@ -56,6 +61,20 @@ def test_replay_writes_the_report(tmp_path, sim_events, triton):
     assert run["alert_sweep"]["intent"][0]["threshold"] == 0.05
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "roc_pr_strength.png" in html
+    # Every prediction beside metrics.json, in JSONL and Parquet, the same rows.
+    rows = [orjson.loads(line) for line in (out / "predictions.jsonl").read_bytes().splitlines()]
+    assert len(rows) == run["counts"]["predictions"]
+    assert len({r["prediction_id"] for r in rows}) == len(rows)
+    table = pq.read_table(out / "predictions.parquet")
+    assert table.column_names == list(COLUMN_NAMES) and table.to_pylist() == rows
+    first = rows[0]
+    assert first["feature_schema_version"] == FEATURE_SCHEMA_VERSION
+    assert first["feature_n_events"] == first["window_n_events"] >= 1
+    assert sum(first[f"p_strength_{label}"] for label in STRENGTH_LABELS) == pytest.approx(1)
+    labelled = [r for r in rows if r["label_strength"] is not None]
+    assert len(labelled) == run["heads"]["strength"]["n"]  # the labeller's, joined by id
+    assert {r["label_strength"] for r in labelled} <= set(STRENGTH_LABELS)
+    assert any(r["label_churn"] is None for r in rows)  # the newest: D has not passed yet
 
 
 def test_input_order_changes_nothing(tmp_path, sim_events, triton):
@@ -71,6 +90,8 @@ def test_input_order_changes_nothing(tmp_path, sim_events, triton):
         reports.append(metrics(out))
     assert reports[0]["source"]["sha256"] != reports[1]["source"]["sha256"]
     assert reports[0]["runs"] == reports[1]["runs"]
+    assert (tmp_path / "ordered" / "predictions.jsonl").read_bytes() == (
+        tmp_path / "shuffled" / "predictions.jsonl").read_bytes()
 
 
 def test_labels_are_the_simulators_ground_truth(tmp_path, sim_events, histories, triton):
@@ -110,6 +131,19 @@ def test_uci_replay_scores_each_session_once_as_training_renders_it(tmp_path, tr
     assert report["uci"]["peer_metrics"]["roc_auc"] > 0.8  # the tabular peer learns something
     assert only_run(report)["heads"]["revenue"]["n"] == 120
     assert (out / "roc_pr_revenue.png").is_file()
+    levels = only_run(report)["levels"]
+    assert list(levels) == [level.name for level in uci.LEVELS]
+    for row in levels.values():  # the peer and ours on the same test rows, side by side
+        assert 0 <= row["peer"]["roc_auc"] <= 1 and 0 <= row["ours"]["roc_auc"] <= 1
+    assert levels["plus_analytics"]["ours"]["roc_auc"] > 0.8  # the live features carry them
+    rows = [orjson.loads(line) for line in (out / "predictions.jsonl").read_bytes().splitlines()]
+    by_user = {r["user_id"]: r for r in rows}
+    assert len(rows) == len(by_user) == 400  # one final score per session
+    assert {user: r["label_revenue"] for user, r in by_user.items()} == {
+        s.events[0]["user_id"]: s.revenue for s in uci.load_sessions(subset)}
+    assert sum(r["uci_split"] == "test" for r in rows) == 120
+    page_value = float(lines[1].split(",")[8])  # the first row's PageValues
+    assert by_user["uci-00000"]["feature_page_value"] == pytest.approx(page_value)
 
     run = replay_file(subset, triton.grpc_url, tick_s=None, label=False)
     sessions = uci.load_sessions(subset)

@@ -119,3 +119,10 @@ def test_each_level_adds_information_to_the_one_before() -> None:
     assert set(everything.columns) == set(HEADER.split(",")) - {"Revenue"}
     assert "hour" not in everything.features  # made up by the conversion
     assert all(name in FEATURE_NAMES for name in everything.features)
+
+
+def test_the_stacker_stops_early_only_with_purchases_enough_to_judge_by() -> None:
+    many = np.array([1] * 400 + [0] * 2000)
+    assert uci.stacker_params(many)["early_stopping"] is True
+    few = np.array([1] * 30 + [0] * 300)  # a 400-row sample: a handful to validate on
+    assert "early_stopping" not in uci.stacker_params(few)
