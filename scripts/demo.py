@@ -265,8 +265,12 @@ def run_with_services(args: argparse.Namespace) -> int:
         progress = Progress()
         failure = None
         try:
+            waited = time.monotonic()
             wait_until_consuming(worker, metrics_port, settings.events_topic, READY_TIMEOUT_S)
             started = time.monotonic()
+            print(f"[demo] worker consuming after {started - waited:.0f}s; streaming "
+                  f"{args.events or 'endless'} events at {args.rate:.0f}/s"
+                  f"{'' if args.events else ' (Ctrl-C: summary and stop)'}", flush=True)
             try:
                 asyncio.run(run_demo(
                     progress, worker,

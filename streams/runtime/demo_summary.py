@@ -157,8 +157,11 @@ def format_summary(tally: DemoTally, elapsed_s: float, metrics_text: str | None 
     rows.append(("dead letters",
                  f"{sum(tally.dead_letters.values())}: {_counts(tally.dead_letters)}"))
     lat = tally.latencies_ms
+    waiting = sum(len(events) for events in tally.uncovered.values())
+    # after a Ctrl-C, events still queued have no latency yet: say how many, not hide them
+    queued = f", {waiting} not scored yet" if waiting else ""
     rows.append(("event→score", f"p50 {_ms(percentile(lat, 50))} · p99 "
-                                f"{_ms(percentile(lat, 99))} ({len(lat)} events)"))
+                                f"{_ms(percentile(lat, 99))} ({len(lat)} events{queued})"))
     batch = tally.mean_batch(metrics_text)
     rows.append(("Triton batch", "n/a" if batch is None
                  else f"mean {batch[0]:.1f} texts per call ({batch[1]})"))

@@ -156,6 +156,14 @@ def test_summary_table_counts_everything_the_demo_saw() -> None:
     assert rows["Triton batch"] == "mean 4.0 texts per call (2 calls, worker /metrics)"
 
 
+def test_summary_counts_the_events_no_score_covers_yet() -> None:
+    tally = filled_tally()
+    tally.event_sent("u5", ts=20, sent_ms=0)
+    tally.event_sent("u5", ts=21, sent_ms=0)
+    rows = table_rows(format_summary(tally, elapsed_s=1))
+    assert rows["event→score"] == "p50 995 ms · p99 1,000 ms (10 events, 2 not scored yet)"
+
+
 def test_summary_shows_a_few_example_reasons_per_head() -> None:
     text = format_summary(filled_tally(), elapsed_s=1)
     intent = [line for line in text.splitlines() if line.startswith("  e.g. intent")]
