@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
-from streams.core.alerts import HEADS, Alert, AlertPolicy, Head, decide
-from streams.core.labelling import HOUR_MS
+from streams.core.alerts import ALERT_HEADS, Alert, AlertPolicy, Head, decide
 from streams.core.records import IntentScore
+from streams.core.timeunits import HOUR_MS
 from training.metrics import binary_columns, head_metrics
 
 from .labels import Labelled, Labelling, Outcomes
@@ -186,7 +186,7 @@ def alert_sweep(records: Sequence[IntentScore], labelled: dict[str, Labelled],
     """Per alert head and threshold: alerts, precision and recall under the live policy."""
     unique = unique_scores(records)
     out: dict[str, Any] = {}
-    for head in HEADS:
+    for head in ALERT_HEADS:
         rows = []
         for threshold in THRESHOLDS:
             swept = replace(policy, intent_threshold=threshold, churn_threshold=threshold)
@@ -218,7 +218,7 @@ def live_alerts(evaluation: Evaluation, alerts: Sequence[Alert], labelled: dict[
                 outcomes: Outcomes, policy: AlertPolicy, lookback_ms: int) -> dict[str, Any]:
     """The alerts the replay actually raised (decide_alerts): quality, lead time, volume."""
     out: dict[str, Any] = {}
-    for head in HEADS:
+    for head in ALERT_HEADS:
         mine = [a for a in alerts if a.head == head]
         times: dict[str, list[int]] = defaultdict(list)
         for alert in mine:

@@ -203,8 +203,8 @@ async def read_kafka(spec: KafkaRange) -> list[RawMessage]:
         client_id="intentstream-backtest",
         **spec.security(),
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails half-way is stopped too
         partitions = await _partitions(consumer, spec.topic)
         stop_ms = int(time.time() * 1000)  # records produced from now on are not in the run
         if spec.until_ms is not None:
