@@ -236,3 +236,35 @@ def test_a_dead_worker_still_prints_the_summary_and_exits_1(demo, capsys) -> Non
     assert demo.finish(progress, 1, None, "the worker exited; see worker.log") == 1
     captured = capsys.readouterr()
     assert "demo summary" in captured.out and "the worker exited" in captured.err
+
+
+# --- the demo's Kafka clients take the worker's address list and security settings -----------
+
+def test_demo_clients_use_the_workers_bootstrap_list_and_security(demo, monkeypatch) -> None:
+    from streams.settings import Settings
+
+    settings = Settings(broker_url="kafka://a:9092;kafka://b:9093",
+                        kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="demo",
+                        kafka_sasl_password="secret")
+    seen: list[dict] = []
+
+    class StandIn:  # records its keyword arguments and refuses to connect
+        def __init__(self, *topics: str, **kwargs: object) -> None:
+            seen.append(kwargs)
+
+        async def start(self) -> None:
+            raise ConnectionError("stand-in")
+
+    monkeypatch.setattr(demo, "AIOKafkaProducer", StandIn)
+    monkeypatch.setattr(demo, "AIOKafkaConsumer", StandIn)
+    progress, stop = demo.Progress(), asyncio.Event()
+    for client in (demo.produce(settings, progress, stop, 10, 5, 100.0),
+                   demo.watch(settings, progress, stop)):
+        with pytest.raises(ConnectionError):
+            asyncio.run(client)
+    assert len(seen) == 2
+    for kwargs in seen:
+        assert kwargs["bootstrap_servers"] == ["a:9092", "b:9093"]
+        assert kwargs["security_protocol"] == "SASL_PLAINTEXT"
+        assert kwargs["sasl_plain_username"] == "demo"
+        assert kwargs["sasl_plain_password"] == "secret"
