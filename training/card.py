@@ -29,6 +29,70 @@ def _confusion(title: str, matrix: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+MODEL_NAMES = {
+    "served": "**served** (stacked heads, network's intent type)",
+    "text_model": "network alone (text)",
+    "stack_hgb": "stack: HistGradientBoosting over [features, text probs]",
+    "stack_mlp": "stack: MLP over standardised [features, text probs]",
+    "features_gb": "peer: HistGradientBoosting on the features alone",
+    "tfidf_lr": "peer: TF-IDF + logistic regression on the text",
+    "recency_frequency": "peer: recency/frequency logistic regression (churn)",
+}
+
+
+def _with_interval(value: float | None, ci: list[float] | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+
+
+def _stacking(stack: dict[str, Any] | None, headline: str) -> list[str]:
+    """The fusion comparison and every model side by side on the test split."""
+    if not stack:
+        return []
+    selection = stack["selection"]
+    lines = [
+        "## Features + text: stacked heads and the peers",
+        "",
+        f"Stacked heads over {stack['inputs']}, fitted on the {stack['fitted_on']['split']} split "
+        f"({stack['fitted_on']['rows']} windows, {stack['fitted_on']['users']} users) that the "
+        f"network never trained on. Fusion chosen per head by {selection['method']}:",
+        "",
+        "| head | " + " | ".join(
+            sorted({k for s in selection["scores"].values() for k in s})) + " | chosen |",
+    ]
+    kinds = sorted({k for s in selection["scores"].values() for k in s})
+    lines.append("|---" * (len(kinds) + 2) + "|")
+    for head, scores in selection["scores"].items():
+        lines.append(f"| {head} | " + " | ".join(_num(scores.get(k)) for k in kinds)
+                     + f" | {selection['chosen'].get(head, 'text_model')} |")
+    skipped = stack.get("skipped", {})
+    if skipped:
+        lines += ["", *(f"- {head}: not stacked ({why})." for head, why in skipped.items())]
+    lines += [
+        "",
+        f"Test split, {METRIC_NAMES[headline]} and ROC-AUC with 95% intervals over resampled "
+        "test users:",
+        "",
+        "| model | head | " + METRIC_NAMES[headline] + " | ROC-AUC | PR-AUC | ECE |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, heads in stack["test"].items():
+        for head, row in heads.items():
+            lines.append(
+                f"| {MODEL_NAMES.get(name, name)} | {head} | "
+                f"{_with_interval(row[headline], row[headline + '_ci95'])} | "
+                f"{_with_interval(row['roc_auc'], row['roc_auc_ci95'])} | "
+                f"{_num(row['pr_auc'])} | {_num(row['ece'])} |")
+    lines += ["", "Served model − peer, " + METRIC_NAMES[headline] + " (95% interval):", ""]
+    for head, peers in stack["served_vs_peers"].items():
+        parts = [f"{peer} {_signed(row['delta'])} ({_signed(row['ci95'][0])} to "
+                 f"{_signed(row['ci95'][1])}){'' if row['beats'] else ' NOT beaten'}"
+                 for peer, row in peers.items()]
+        lines.append(f"- **{head}**: " + "; ".join(parts))
+    return [*lines, ""]
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     model, data, training = card["model"], card["data"], card["training"]
     test, headline = card["test"], card["headline_metric"]
@@ -98,6 +162,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     for head in test["model"]:
         lines += _confusion(f"{head}, model", test["model"][head]["confusion_matrix"])
         lines += _confusion(f"{head}, baseline", test["baseline"][head]["confusion_matrix"])
+    lines += _stacking(card.get("stacking"), headline)
     uci = card.get("uci")
     if uci:
         lines += [

@@ -166,17 +166,24 @@ def build_splits(
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     prefix_share: float = 0.5,
     max_windows_per_user: int | None = None,
+    max_heldout_windows_per_user: int | None = None,
 ) -> dict[str, list[Example]]:
     """Labelled windows of all users, grouped by the split their user belongs to. A cap on
-    windows per user (a seeded sample) spreads a fixed training budget over more users."""
+    windows per user (a seeded sample) spreads a fixed training budget over more users; held-out
+    users (validation, test) have their own cap (default: the same), since more of their windows
+    cost only prediction and give the stacked heads (fitted on validation) more rows."""
+    heldout_cap = (max_windows_per_user if max_heldout_windows_per_user is None
+                   else max_heldout_windows_per_user)
     assignment = split_users([h.user_id for h in histories], seed, fractions)
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
     for history in histories:
         rng = random.Random(f"windows:{seed}:{history.user_id}")
         examples = examples_of(history, session_policy, label_policy, prefix_share=prefix_share,
                                rng=rng)
-        if max_windows_per_user is not None and len(examples) > max_windows_per_user:
-            keep = sorted(rng.sample(range(len(examples)), max_windows_per_user))
+        split = assignment[history.user_id]
+        cap = max_windows_per_user if split == "train" else heldout_cap
+        if cap is not None and len(examples) > cap:
+            keep = sorted(rng.sample(range(len(examples)), cap))
             examples = [examples[i] for i in keep]
-        splits[assignment[history.user_id]].extend(examples)
+        splits[split].extend(examples)
     return splits

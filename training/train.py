@@ -25,13 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from inference import repository
 from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
 from inference.model.export import export_version
 from inference.model.intent_bert import IntentBert
 from inference.model.onnx import export_onnx_version
+from inference.model.stacking import write_heads
 from inference.model.tokenizer import base_path, load_tokenizer
 from inference.repository import INTENT_BERT, INTENT_BERT_ONNX
 from inference.tritonserver import copy_repository
+from streams.core.features import FEATURE_SCHEMA_VERSION, N_FEATURES, feature_schema
 from streams.core.sessions import SessionPolicy
 from streams.settings import get_settings
 from training import uci
@@ -55,6 +58,7 @@ from training.metrics import (
     predicted_labels,
 )
 from training.simulator import ARCHETYPE_WEIGHTS, ARCHETYPES, SimConfig, simulate
+from training.stacking import StackResult, fit_stack
 from training.train_args import DataArguments, ModelArguments, RunArguments, parse_args
 
 # The model's output heads and their label columns (alert heads are streams.core.alerts').
@@ -65,6 +69,7 @@ MODEL_HEADS: dict[str, tuple[str, ...]] = {
 }
 UCI_BATCH_SIZE = 32  # short texts: bigger batches cost little
 HEADLINE_METRIC = "macro_f1"  # the metric "beats the baseline" is judged on, every head
+METRIC_LABEL = "macro-F1 on held-out users"
 # Published and measured figures on the UCI data (see the data README), for the card.
 UCI_PEERS: tuple[dict[str, Any], ...] = (
     {"model": "HistGradientBoosting, tabular columns (comparable split)", "roc_auc": 0.929,
@@ -301,6 +306,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     splits = build_splits(
         histories, session_policy, label_policy, seed=run_args.seed,
         prefix_share=data_args.prefix_share, max_windows_per_user=data_args.windows_per_user,
+        max_heldout_windows_per_user=data_args.heldout_windows_per_user,
     )
     texts = {name: [x.text for x in splits[name]] for name in SPLITS}
     targets = {name: targets_of(splits[name]) for name in SPLITS}
@@ -358,6 +364,11 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     t = lap("evaluate", t)
     model.save(out / "model")
 
+    # --- stacked heads over [features, text probabilities], and the peers ----------------------
+    stack = run_stacking(splits, targets, model_val, model_test, baseline_val, baseline_test,
+                         run_args.seed)
+    t = lap("stacking", t)
+
     # --- UCI real sessions ---------------------------------------------------------------------
     uci_results = None
     if data_args.uci:
@@ -372,7 +383,11 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     exported = None
     if run_args.export:
         repo = Path(run_args.repo)
-        version = export_version(model, repo)
+        version = max(repository.versions(repo / INTENT_BERT), default=0) + 1
+        if stack.heads:  # before the network version, so it is never served without them
+            write_heads(repo, version, {"n_features": N_FEATURES,
+                                        "feature_schema": FEATURE_SCHEMA_VERSION, **stack.heads})
+        version = export_version(model, repo, version)
         # Its own numbering: the version baked into MODEL_VERSION is the one Triton serves it as.
         onnx_report = export_onnx_version(model, repo, int8=run_args.int8)
         exported = {INTENT_BERT: version, INTENT_BERT_ONNX: onnx_report}
@@ -399,6 +414,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
             "label_policy": {"horizon_hours": data_args.horizon_hours,
                              "churn_days": data_args.churn_days},
             "windows_per_user": data_args.windows_per_user,
+            "heldout_windows_per_user": data_args.heldout_windows_per_user,
             "prefix_share": data_args.prefix_share,
             "splits": {
                 name: {
@@ -422,6 +438,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         "headline_metric": HEADLINE_METRIC,
         "test": {"model": model_metrics, "baseline": baseline_metrics,
                  "baseline_c": baseline.chosen_c, "comparison": comparison},
+        "stacking": {**stack.card, "exported_heads": sorted(stack.heads),
+                     "feature_schema": feature_schema()},
         "uci": uci_results,
         "exported": exported,
         "seconds": seconds,
@@ -431,16 +449,61 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (out / "model_card.md").write_text(render_markdown(card), encoding="utf-8")
     (out / "metrics.json").write_text(
-        json.dumps({"test": model_metrics, "comparison": comparison}, indent=2) + "\n",
+        json.dumps({"test": model_metrics, "comparison": comparison,
+                    "served": stack.card["test"]["served"],
+                    "served_vs_peers": stack.card["served_vs_peers"]}, indent=2) + "\n",
         encoding="utf-8",
     )
+    versus = stack.card["served_vs_peers"]
+    print(model_line(stack), file=sys.stderr, flush=True)
     print(json.dumps({
         "out": str(out),
         "exported": exported,
-        "beats_baseline": {h: comparison[h]["beats_baseline"] for h in MODEL_HEADS},
+        "beats_baseline": {h: versus[h]["tfidf_lr"]["beats"] for h in MODEL_HEADS
+                           if "tfidf_lr" in versus.get(h, {})},
+        "beats_peers": stack.card["beats_peers"],
         "seconds": seconds["total"],
     }))
     return 0
+
+
+def model_line(stack: StackResult) -> str:
+    """One line: the served model's headline metric per head against each peer."""
+    served, versus = stack.card["test"]["served"], stack.card["served_vs_peers"]
+    parts = []
+    for head in MODEL_HEADS:
+        peers = ", ".join(
+            f"{peer} {stack.card['test'][peer][head][HEADLINE_METRIC]:.3f} "
+            f"({'beaten' if row['beats'] else 'NOT beaten'})"
+            for peer, row in versus.get(head, {}).items())
+        parts.append(f"{head} {served[head][HEADLINE_METRIC]:.3f} vs {peers}")
+    chosen = stack.card["selection"]["chosen"] or "none (text only)"
+    return f"model ({METRIC_LABEL}; stacked heads: {chosen}): " + "; ".join(parts)
+
+
+def run_stacking(
+    splits: dict[str, list[Example]],
+    targets: dict[str, dict[str, list[int]]],
+    model_val: dict[str, np.ndarray],
+    model_test: dict[str, np.ndarray],
+    baseline_val: dict[str, np.ndarray],
+    baseline_test: dict[str, np.ndarray],
+    seed: int,
+) -> StackResult:
+    """Stacked heads fitted on validation rows the network did not train on; all probability
+    arrays as [n, classes] (churn [n, 2]) for the stacking module."""
+    def full(probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {h: columns(h, p) for h, p in probs.items()}
+
+    features = {name: np.asarray([x.features for x in splits[name]], dtype=np.float64)
+                .reshape(len(splits[name]), N_FEATURES) for name in SPLITS}
+    return fit_stack(
+        MODEL_HEADS, features,
+        {"validation": full(model_val), "test": full(model_test)},
+        targets, {name: [x.user_id for x in splits[name]] for name in SPLITS},
+        {"tfidf_lr": {"validation": full(baseline_val), "test": full(baseline_test)}},
+        validation_score, seed,
+    )
 
 
 if __name__ == "__main__":

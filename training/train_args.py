@@ -26,6 +26,10 @@ class DataArguments:
     windows_per_user: int = field(
         default=5, metadata={"help": "at most this many labelled windows per user (seeded sample)"}
     )
+    heldout_windows_per_user: int | None = field(
+        default=None, metadata={"help": "the cap for validation and test users (default: "
+                                        "--windows-per-user); the stacked heads fit on validation"}
+    )
     prefix_share: float = field(
         default=0.5, metadata={"help": "share of sessions that also give a mid-session window"}
     )
@@ -56,6 +60,8 @@ class DataArguments:
             raise ValueError("--users must be >= 20 (each split needs users)")
         if self.windows_per_user < 1:
             raise ValueError("--windows-per-user must be >= 1")
+        if self.heldout_windows_per_user is not None and self.heldout_windows_per_user < 1:
+            raise ValueError("--heldout-windows-per-user must be >= 1")
         if not 0 <= self.prefix_share <= 1:
             raise ValueError("--prefix-share must be in [0, 1]")
         if self.sim_days * 24 <= max(self.horizon_hours, self.churn_days * 24):

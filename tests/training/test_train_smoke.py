@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from inference.model.intent_bert import IntentBert
 from inference.model.tokenizer import load_tokenizer
+from streams.core.features import N_FEATURES
 from training.loop import FitConfig, Targets, fit, multitask_loss, predict, tokenize
 from training.train import main
 
@@ -34,6 +36,17 @@ def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
     assert (repo / "intent_bert" / "1" / "artifacts" / "model.safetensors").is_file()
     assert (repo / "intent_bert_onnx" / "1" / "model.onnx").is_file()
     assert IntentBert.load(out / "model").heads_metadata()["max_length"] == 128
+    stacking = card["stacking"]
+    assert set(stacking["test"]["served"]) == {"strength", "intent_type", "churn"}
+    assert set(stacking["served_vs_peers"]["churn"]) == {"tfidf_lr", "features_gb",
+                                                         "recency_frequency"}
+    # Heads are written for the version exported with them, and only the heads that fitted.
+    heads_file = repo / "stacker" / "heads" / "1" / "heads.pkl"
+    assert heads_file.is_file() == bool(stacking["exported_heads"])
+    if heads_file.is_file():
+        heads = pickle.loads(heads_file.read_bytes())
+        assert heads["n_features"] == N_FEATURES
+        assert set(heads) - {"n_features", "feature_schema"} == set(stacking["exported_heads"])
 
 
 def test_tiny_model_learns_an_easy_signal() -> None:

@@ -1,0 +1,127 @@
+"""Stacked heads: fitted on validation rows, chosen by measurement, exported in the column order
+the served stacker step builds, and measured against the peers on the test split."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streams.core.features import FEATURE_NAMES, N_FEATURES
+from training.stacking import STACKED_HEADS, fit_stack, stack_inputs
+from training.train import MODEL_HEADS, validation_score
+
+STACKER = Path(__file__).resolve().parents[2] / "triton_models" / "stacker" / "model.py"
+
+
+def synthetic(n_users: int, seed: int, *, strength_from_features: bool = True):
+    """Windows whose strength (and churn) the features give away while the text probabilities
+    are noise: a stack that reads its features must beat the network alone."""
+    rng = np.random.default_rng(seed)
+    users = [f"u{seed}-{i // 6}" for i in range(n_users * 6)]
+    n = len(users)
+    features = rng.normal(size=(n, N_FEATURES))
+    strength = rng.integers(0, 3, n) if not strength_from_features else np.digitize(
+        features[:, 0], [-0.5, 0.5])
+    churn = (features[:, FEATURE_NAMES.index("profile_days_since_last_order")] > 0.3).astype(int)
+    intent_type = rng.integers(0, 6, n)
+    features[:, 0] += rng.normal(scale=0.1, size=n)
+    text = {
+        "strength": rng.dirichlet(np.ones(3), n),
+        "intent_type": np.eye(6)[intent_type] * 0.9 + 0.1 / 6,  # the network knows intent type
+        "churn": np.stack([1 - (p := rng.random(n)), p], axis=1),
+    }
+    targets = {"strength": strength.tolist(), "intent_type": intent_type.tolist(),
+               "churn": churn.tolist()}
+    return features, text, targets, users
+
+
+def run(seed: int = 0, **kwargs):
+    parts = {name: synthetic(n, seed + i, **kwargs)
+             for i, (name, n) in enumerate((("train", 60), ("validation", 40), ("test", 40)))}
+    features = {name: p[0] for name, p in parts.items()}
+    text = {name: parts[name][1] for name in ("validation", "test")}
+    targets = {name: p[2] for name, p in parts.items()}
+    users = {name: p[3] for name, p in parts.items()}
+    peers = {"tfidf_lr": {name: {h: np.full_like(text[name][h], 1 / text[name][h].shape[1])
+                                 for h in MODEL_HEADS} for name in ("validation", "test")}}
+    return fit_stack(MODEL_HEADS, features, text, targets, users, peers, validation_score,
+                     seed), parts
+
+
+def test_stack_inputs_are_the_stacker_steps_columns() -> None:
+    features = np.arange(2 * 3, dtype=float).reshape(2, 3)
+    text = {"strength": np.full((2, 3), 0.1), "intent_type": np.full((2, 6), 0.2),
+            "churn": np.array([[0.7, 0.3], [0.4, 0.6]])}
+    x = stack_inputs(features, text)
+    assert x.shape == (2, 3 + 3 + 6 + 1) and x.dtype == np.float64
+    assert x[:, :3].tolist() == features.tolist()
+    assert x[:, -1].tolist() == pytest.approx([0.3, 0.6])  # P(churn), one column
+
+
+def test_features_that_carry_the_labels_make_the_stack_win_and_beat_the_peers() -> None:
+    result, _ = run()
+    card = result.card
+    assert set(result.heads) == set(STACKED_HEADS) == set(card["selection"]["chosen"])
+    served, text_alone = card["test"]["served"], card["test"]["text_model"]
+    for head in STACKED_HEADS:
+        assert served[head]["macro_f1"] > text_alone[head]["macro_f1"] + 0.2
+        low, high = served[head]["macro_f1_ci95"]
+        assert low <= served[head]["macro_f1"] <= high
+        assert card["served_vs_peers"][head]["tfidf_lr"]["beats"]
+    assert "recency_frequency" in card["served_vs_peers"]["churn"]
+    assert served["intent_type"] == text_alone["intent_type"]  # intent type stays the network's
+    assert result.thresholds["churn"] is not None
+
+
+def test_labels_the_features_do_not_carry_keep_the_network() -> None:
+    result, _ = run(seed=5, strength_from_features=False)
+    # Strength is noise to every candidate: whichever is chosen, it was chosen by validation.
+    scores = result.card["selection"]["scores"]["strength"]
+    chosen = result.card["selection"]["chosen"].get("strength", "text_model")
+    assert scores[chosen] == max(scores.values())
+    assert ("strength" in result.heads) == (chosen != "text_model")
+
+
+def test_a_label_missing_from_validation_is_not_stacked() -> None:
+    features, text, targets, users = synthetic(40, 1)
+    targets = {**targets, "strength": [0 if s == 1 else s for s in targets["strength"]]}
+    parts = {"train": synthetic(60, 2), "test": synthetic(40, 3)}
+    result = fit_stack(
+        MODEL_HEADS, {"train": parts["train"][0], "validation": features, "test": parts["test"][0]},
+        {"validation": text, "test": parts["test"][1]},
+        {"train": parts["train"][2], "validation": targets, "test": parts["test"][2]},
+        {"train": parts["train"][3], "validation": users, "test": parts["test"][3]},
+        {}, validation_score, 0)
+    assert "strength" not in result.heads and "strength" in result.card["skipped"]
+    assert "churn" in result.heads
+
+
+@pytest.fixture
+def stacker_step():
+    """The served stacker's code, imported with a stand-in for Triton's utility module (only
+    its pure `_stack` is called)."""
+    sys.modules.setdefault("triton_python_backend_utils", types.ModuleType("pb_utils"))
+    spec = importlib.util.spec_from_file_location("stacker_model", STACKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TritonPythonModel
+
+
+def test_exported_heads_give_the_served_step_the_measured_probabilities(stacker_step) -> None:
+    result, parts = run()
+    features, text, _, _ = parts["test"]
+    heads = pickle.loads(pickle.dumps({"n_features": N_FEATURES, "feature_schema": 1,
+                                       **result.heads}))
+    strength = text["strength"].astype(np.float32)
+    churn = text["churn"][:, 1:2].astype(np.float32)
+    rows = np.ones(len(features), dtype=bool)
+    stacker_step._stack(heads, features.astype(np.float32), strength,
+                        text["intent_type"].astype(np.float32), churn, rows)
+    assert np.allclose(strength, result.test_probs["strength"], atol=1e-4)
+    assert np.allclose(churn[:, 0], result.test_probs["churn"][:, 1], atol=1e-4)

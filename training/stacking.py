@@ -1,0 +1,313 @@
+"""Stacked heads over [FEATURES, the text model's probabilities], and the peers they must beat.
+
+The served ensemble ends in a stacker step (triton_models/stacker/model.py) that replaces the
+network's strength and churn with classifiers over x = [FEATURES, text strength (3), text
+intent_type (6), text churn (1)]. Those classifiers are fitted here on the validation split:
+the network never trained on it, so its probabilities there are what it gives unseen traffic
+(training rows would teach the stack to trust over-fitted probabilities). Intent type stays the
+network's.
+
+Two fusions compete, measured by grouped cross-validation on the validation split (a user's
+windows in one fold): gradient-boosted trees (HistGradientBoosting) and a small MLP over
+standardised inputs; the network alone is the third candidate, so a head is replaced only where
+a fusion measured better. The chosen fusion is refitted on the whole validation split and
+exported.
+
+On the test split the same run measures, per head: the text model alone; the stack (and the
+fusion not chosen); and the peers a user would try first: HistGradientBoosting on the features
+alone and TF-IDF + logistic regression on the text (both fitted on the training split), and for
+churn a recency/frequency logistic regression on the profile. Every number carries a 95%
+interval over resampled test users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from streams.core.features import FEATURE_NAMES
+from training.metrics import best_threshold, binary_columns, head_metrics, predicted_labels
+
+STACKED_HEADS = ("strength", "churn")  # the heads the stacker step replaces
+FUSIONS = ("hgb", "mlp")
+CV_FOLDS = 4
+BOOTSTRAP_ROUNDS = 300
+# Recency/frequency churn baseline: the profile columns RFM-style churn models start from.
+RF_COLUMNS = ("profile_days_since_last_order", "profile_orders", "profile_sessions")
+
+# Head -> label names; probability arrays are [n, classes] (churn: [n, 2]).
+Probs = dict[str, np.ndarray]
+Score = Callable[[str, Sequence[int], np.ndarray], float]
+
+
+def stack_inputs(features: np.ndarray, text: Probs) -> np.ndarray:
+    """The stacker step's x, column for column: [FEATURES, strength, intent_type, churn]."""
+    churn = text["churn"][:, 1:2] if text["churn"].ndim == 2 else text["churn"][:, None]
+    # Through float32 first, as the tensors reach the served step: a tree's split must see the
+    # same value in training as in serving.
+    parts = [np.asarray(a, dtype=np.float32)
+             for a in (features, text["strength"], text["intent_type"], churn)]
+    return np.hstack(parts).astype(np.float64)
+
+
+def new_fusion(kind: str, seed: int) -> Any:
+    """An unfitted classifier of one fusion kind (a plain scikit-learn object: the stacker's
+    stub unpickles it with nothing but scikit-learn)."""
+    if kind == "hgb":
+        return HistGradientBoostingClassifier(learning_rate=0.1, max_iter=60, max_leaf_nodes=15,
+                                              l2_regularization=1.0, random_state=seed)
+    if kind == "mlp":
+        return make_pipeline(StandardScaler(), MLPClassifier(
+            hidden_layer_sizes=(64,), alpha=1e-3, max_iter=400, early_stopping=True,
+            random_state=seed))
+    raise ValueError(f"unknown fusion {kind!r}")
+
+
+def full_columns(clf: Any, x: np.ndarray, k: int) -> np.ndarray:
+    """predict_proba with one column per label index (a class absent in training: zeros)."""
+    probs = clf.predict_proba(x)
+    classes = clf.classes_ if not isinstance(clf, Pipeline) else clf[-1].classes_
+    out = np.zeros((len(x), k))
+    out[:, np.asarray(classes, dtype=np.int64)] = probs
+    return out
+
+
+def out_of_fold(kind: str, x: np.ndarray, y: np.ndarray, groups: Sequence[str], k: int,
+                seed: int) -> np.ndarray:
+    """Probabilities of every row from a fusion fitted on the other folds (grouped by user)."""
+    folds = min(CV_FOLDS, len(set(groups)))
+    out = np.zeros((len(x), k))
+    for fit_rows, held_rows in GroupKFold(n_splits=folds).split(x, y, groups):
+        clf = new_fusion(kind, seed).fit(x[fit_rows], y[fit_rows])
+        out[held_rows] = full_columns(clf, x[held_rows], k)
+    return out
+
+
+@dataclass
+class StackResult:
+    card: dict[str, Any]  # the model card's "stacking" section
+    heads: dict[str, Any]  # head -> fitted classifier to export (only heads that fit)
+    thresholds: dict[str, float | None]  # churn's decision threshold, chosen on validation
+    test_probs: Probs  # the served model on the test split: stacked heads + text intent_type
+
+
+def rf_matrix(features: np.ndarray) -> np.ndarray:
+    """Recency, frequency and a never-ordered flag (recency -1 means no order yet)."""
+    cols = [FEATURE_NAMES.index(c) for c in RF_COLUMNS]
+    x = features[:, cols].astype(np.float64)
+    never = (x[:, 0] < 0).astype(np.float64)
+    x[:, 0] = np.where(never > 0, 0.0, x[:, 0])
+    return np.hstack([x, never[:, None]])
+
+
+def fit_rf_baseline(features: np.ndarray, churn: np.ndarray, seed: int) -> Pipeline:
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed)
+                         ).fit(rf_matrix(features), churn)
+
+
+def fit_features_peer(features: np.ndarray, y: np.ndarray, seed: int) -> Any:
+    return HistGradientBoostingClassifier(random_state=seed).fit(features, y)
+
+
+def _threshold(head: str, y: Sequence[int], probs: np.ndarray) -> float | None:
+    return best_threshold(y, probs[:, 1]) if head == "churn" else None
+
+
+def fit_stack(*args: Any, **kwargs: Any) -> StackResult:
+    """`_fit_stack` on one OpenMP thread: on small tables the trees' threads mostly wait on
+    each other, and on cores shared with other work they ran ~5x slower than one thread."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _fit_stack(*args, **kwargs)
+
+
+def _fit_stack(
+    labels: dict[str, tuple[str, ...]],
+    features: dict[str, np.ndarray],
+    text: dict[str, Probs],
+    targets: dict[str, dict[str, list[int]]],
+    users: dict[str, Sequence[str]],
+    peers: dict[str, dict[str, Probs]],
+    score: Score,
+    seed: int,
+) -> StackResult:
+    """Fit, choose and measure the stacked heads. Every mapping is keyed by split name
+    ("train", "validation", "test") where it is per split; `text` holds the network's
+    probabilities, `peers` the text baseline's (`peers["tfidf_lr"][split][head]`), churn as
+    [n, 2] everywhere."""
+    x = {s: stack_inputs(features[s], text[s]) for s in ("validation", "test")}
+    y = {s: {h: np.asarray(v, dtype=np.int64) for h, v in targets[s].items()} for s in targets}
+    selection: dict[str, dict[str, float]] = {}
+    chosen: dict[str, str] = {}
+    heads: dict[str, Any] = {}
+    thresholds: dict[str, float | None] = {h: None for h in labels}
+    test_models: dict[str, Probs] = {"text_model": dict(text["test"])}
+    val_models: dict[str, Probs] = {"text_model": dict(text["validation"])}
+    skipped: dict[str, str] = {}
+    for head in STACKED_HEADS:
+        k = len(labels[head])
+        y_val = y["validation"][head]
+        if len(np.unique(y_val)) < k or len(set(users["validation"])) < 2:
+            skipped[head] = "a label is missing from the validation split (or one user only)"
+            continue
+        oof = {kind: out_of_fold(kind, x["validation"], y_val, users["validation"], k, seed)
+               for kind in FUSIONS}
+        selection[head] = {kind: score(head, y_val, oof[kind]) for kind in FUSIONS}
+        selection[head]["text_model"] = score(head, y_val, text["validation"][head])
+        best = max(selection[head], key=lambda kind: selection[head][kind])
+        if best == "text_model":
+            skipped[head] = "no fusion measured better than the network alone on validation"
+        else:
+            chosen[head] = best
+        for kind in FUSIONS:
+            clf = new_fusion(kind, seed).fit(x["validation"], y_val)
+            test_models.setdefault(f"stack_{kind}", {})[head] = full_columns(clf, x["test"], k)
+            val_models.setdefault(f"stack_{kind}", {})[head] = oof[kind]
+            if kind == chosen.get(head):
+                heads[head] = clf
+        if head in chosen:
+            thresholds[head] = _threshold(head, y_val, oof[chosen[head]])
+    # The served model: stacked heads where fitted, the network's elsewhere.
+    served_test = {h: test_models[f"stack_{chosen[h]}"][h] if h in chosen else text["test"][h]
+                   for h in labels}
+    served_val = {h: val_models[f"stack_{chosen[h]}"][h] if h in chosen
+                  else text["validation"][h] for h in labels}
+    test_models["served"], val_models["served"] = served_test, served_val
+
+    # Peers, fitted on the training split.
+    gb_test, gb_val = {}, {}
+    for head, names in labels.items():
+        if len(np.unique(y["train"][head])) < 2:
+            continue
+        clf = fit_features_peer(features["train"], y["train"][head], seed)
+        gb_test[head] = full_columns(clf, features["test"], len(names))
+        gb_val[head] = full_columns(clf, features["validation"], len(names))
+    test_models["features_gb"], val_models["features_gb"] = gb_test, gb_val
+    if len(np.unique(y["train"]["churn"])) == 2:
+        rf = fit_rf_baseline(features["train"], y["train"]["churn"], seed)
+        test_models["recency_frequency"] = {
+            "churn": rf.predict_proba(rf_matrix(features["test"]))}
+        val_models["recency_frequency"] = {
+            "churn": rf.predict_proba(rf_matrix(features["validation"]))}
+    for name, by_split in peers.items():
+        test_models[name], val_models[name] = dict(by_split["test"]), dict(by_split["validation"])
+
+    measured = measure(labels, test_models, val_models, y["validation"], y["test"], users["test"],
+                       thresholds, seed)
+    card = {
+        "inputs": "[FEATURES (schema columns), text strength (3), text intent_type (6), "
+                  "text churn (1)]",
+        "fitted_on": {"split": "validation", "rows": len(x["validation"]),
+                      "users": len(set(users["validation"]))},
+        "selection": {"method": f"{CV_FOLDS}-fold cross-validation on the validation split, "
+                                "grouped by user, headline metric", "scores": selection,
+                      "chosen": chosen},
+        "skipped": skipped,
+        **measured,
+    }
+    return StackResult(card, heads, thresholds, served_test)
+
+
+def measure(
+    labels: dict[str, tuple[str, ...]],
+    test_models: dict[str, Probs],
+    val_models: dict[str, Probs],
+    y_val: dict[str, np.ndarray],
+    y_test: dict[str, np.ndarray],
+    users: Sequence[str],
+    served_thresholds: dict[str, float | None],
+    seed: int,
+) -> dict[str, Any]:
+    """Test metrics of every model on every head it has, with 95% intervals over resampled
+    test users; and the served model's headline difference to each peer, with its interval."""
+    resamples = user_resamples(users, BOOTSTRAP_ROUNDS, seed)
+    out: dict[str, dict[str, Any]] = {}
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    for name, probs in test_models.items():
+        for head, p in probs.items():
+            if name == "served":
+                threshold = served_thresholds.get(head)
+                if head == "churn" and threshold is None:
+                    threshold = _threshold(head, y_val[head], val_models[name][head])
+            else:
+                threshold = _threshold(head, y_val[head], val_models[name][head])
+            metrics = head_metrics(y_test[head], p, labels[head], threshold=threshold)
+            pred = predicted_labels(p, threshold)
+            preds.setdefault(name, {})[head] = pred
+            out.setdefault(name, {})[head] = {
+                **{m: metrics[m] for m in ("macro_f1", "roc_auc", "pr_auc", "ece", "threshold")},
+                "macro_f1_ci95": interval([macro_f1(y_test[head][r], pred[r], len(labels[head]))
+                                           for r in resamples]),
+                "roc_auc_ci95": interval([roc_auc(y_test[head][r], p[r]) for r in resamples]),
+            }
+    versus: dict[str, dict[str, Any]] = {}
+    for head in labels:
+        k = len(labels[head])
+        served = [macro_f1(y_test[head][r], preds["served"][head][r], k) for r in resamples]
+        for peer in ("tfidf_lr", "features_gb", "recency_frequency"):
+            if head not in preds.get(peer, {}):
+                continue
+            deltas = [a - macro_f1(y_test[head][r], preds[peer][head][r], k)
+                      for a, r in zip(served, resamples, strict=True)]
+            delta = out["served"][head]["macro_f1"] - out[peer][head]["macro_f1"]
+            versus.setdefault(head, {})[peer] = {"delta": delta, "ci95": interval(deltas),
+                                                 "beats": delta > 0}
+    return {"test": out, "served_vs_peers": versus,
+            "beats_peers": {h: all(v["beats"] for v in versus.get(h, {}).values())
+                            for h in labels}}
+
+
+def user_resamples(users: Sequence[str], rounds: int, seed: int) -> list[np.ndarray]:
+    """Row indices of `rounds` resamples of whole users (a user's windows move together)."""
+    names, group = np.unique(np.asarray(users), return_inverse=True)
+    rows_of = [np.flatnonzero(group == g) for g in range(len(names))]
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([rows_of[g] for g in rng.integers(0, len(names), len(names))])
+            for _ in range(rounds)]
+
+
+def interval(values: Sequence[float | None]) -> list[float] | None:
+    kept = [v for v in values if v is not None]
+    if not kept:
+        return None
+    low, high = np.percentile(kept, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    counts = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    denominator = counts.sum(axis=0) + counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(denominator > 0, 2 * np.diag(counts) / denominator, 0.0)
+    return float(f1.mean())
+
+
+def roc_auc(y: np.ndarray, probs: np.ndarray) -> float | None:
+    """ROC-AUC as head_metrics computes it (binary: the positive column; else one-vs-rest macro
+    over classes present), by ranks: fast enough to bootstrap."""
+    k = probs.shape[1]
+    columns = [1] if k == 2 else range(k)
+    values = [_binary_auc(y == c, probs[:, c]) for c in columns if 0 < (y == c).sum() < len(y)]
+    return float(np.mean(values)) if values else None
+
+
+def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def churn_columns(p: np.ndarray) -> np.ndarray:
+    return p if p.ndim == 2 else binary_columns(p)
