@@ -1,5 +1,5 @@
 # Two set-up commands, each works on a fresh machine (see README.md):
-#   make demo [EVENTS=2000]   broker + Triton + worker + generator, scores printed live
+#   make demo [EVENTS=2000]   broker + Triton + worker + generator, scores and alerts printed live, summary at the end
 #   make test                 all tests, including end-to-end ones on the real broker and Triton
 PYTHON ?= python3
 VENV ?= .venv
