@@ -228,7 +228,7 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
             out[name]["levels_roc_auc"] = {
                 level: {who: row[who]["roc_auc"] for who in ("peer", "ours",
                                                              "ours_features_only")}
-                for level, row in run["levels"].items()}
+                for level, row in run["levels"].items() if level != "text_model_alone"}
     if "uci" in metrics:
         peer = metrics["uci"]["peer_metrics"]
         out[metrics["uci"]["peer"]] = {"revenue": {k: peer.get(k) for k in ("n", "roc_auc",

@@ -293,9 +293,20 @@ def _uci_section(uci: dict[str, Any], runs: dict[str, Any]) -> list[str]:
         _table(["model (test part)", "ROC-AUC", "PR-AUC", "ECE", "n"],
                [[name, m.get("roc_auc"), m.get("pr_auc"), m.get("ece"), m.get("n")]
                 for name, m in models.items()]),
+        *(_level_table(name, run["levels"]) for name, run in runs.items() if "levels" in run),
         _table(["", ""], about),
         f"<p class='note'>{html.escape(uci['data'])}</p>",
     ]
+
+
+def _level_table(name: str, levels: dict[str, Any]) -> str:
+    """ROC-AUC at each level of information: the tabular peer beside ours (backtest.uci_eval)."""
+    rows = [[level, row["peer"]["roc_auc"], row["ours"]["roc_auc"],
+             row["ours_features_only"]["roc_auc"], row["ours_minus_peer_roc_auc"]]
+            for level, row in levels.items() if level != "text_model_alone"]
+    return (f"<h3>{html.escape(name)}: each level of information (ROC-AUC, test part)</h3>"
+            + _table(["level", "gradient boosting, CSV columns", "ours: features + text",
+                      "ours: features only", "ours − peer"], rows))
 
 
 def render_html(title: str, metrics: dict[str, Any], plots: dict[str, str]) -> str:

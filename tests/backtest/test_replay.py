@@ -132,6 +132,7 @@ def test_uci_replay_scores_each_session_once_as_training_renders_it(tmp_path, tr
     assert only_run(report)["heads"]["revenue"]["n"] == 120
     assert (out / "roc_pr_revenue.png").is_file()
     levels = only_run(report)["levels"]
+    assert set(levels.pop("text_model_alone")) == {"train_part", "test"}
     assert list(levels) == [level.name for level in uci.LEVELS]
     for row in levels.values():  # the peer and ours on the same test rows, side by side
         assert 0 <= row["peer"]["roc_auc"] <= 1 and 0 <= row["ours"]["roc_auc"] <= 1
