@@ -34,6 +34,7 @@ MODEL_NAMES = {
     "text_model": "network alone (text)",
     "stack_hgb": "stack: HistGradientBoosting over [features, text probs]",
     "stack_mlp": "stack: MLP over standardised [features, text probs]",
+    "stack_logistic": "stack: logistic regression over standardised [features, text probs]",
     "features_gb": "peer: HistGradientBoosting on the features alone",
     "tfidf_lr": "peer: TF-IDF + logistic regression on the text",
     "recency_frequency": "peer: recency/frequency logistic regression (churn)",

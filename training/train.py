@@ -305,7 +305,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     label_policy = data_args.label_policy()
     splits = build_splits(
         histories, session_policy, label_policy, seed=run_args.seed,
-        prefix_share=data_args.prefix_share, max_windows_per_user=data_args.windows_per_user,
+        fractions=data_args.split_fractions(), prefix_share=data_args.prefix_share,
+        max_windows_per_user=data_args.windows_per_user,
         max_heldout_windows_per_user=data_args.heldout_windows_per_user,
     )
     texts = {name: [x.text for x in splits[name]] for name in SPLITS}
@@ -415,6 +416,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
                              "churn_days": data_args.churn_days},
             "windows_per_user": data_args.windows_per_user,
             "heldout_windows_per_user": data_args.heldout_windows_per_user,
+            "split_fractions": data_args.split_fractions(),
             "prefix_share": data_args.prefix_share,
             "splits": {
                 name: {

@@ -22,7 +22,7 @@ UCI_CANDIDATES = (Path("data") / CSV_NAME, Path("..") / "shared" / "data" / CSV_
 
 @dataclass
 class DataArguments:
-    users: int = field(default=1500, metadata={"help": "simulated users (split 70/15/15 by user)"})
+    users: int = field(default=1500, metadata={"help": "simulated users (split by user)"})
     windows_per_user: int = field(
         default=5, metadata={"help": "at most this many labelled windows per user (seeded sample)"}
     )
@@ -30,6 +30,11 @@ class DataArguments:
         default=None, metadata={"help": "the cap for validation and test users (default: "
                                         "--windows-per-user); the stacked heads fit on validation"}
     )
+    validation_share: float = field(
+        default=0.15, metadata={"help": "share of users held out for early stopping and for "
+                                        "fitting the stacked heads"}
+    )
+    test_share: float = field(default=0.15, metadata={"help": "share of users held out for test"})
     prefix_share: float = field(
         default=0.5, metadata={"help": "share of sessions that also give a mid-session window"}
     )
@@ -62,12 +67,20 @@ class DataArguments:
             raise ValueError("--windows-per-user must be >= 1")
         if self.heldout_windows_per_user is not None and self.heldout_windows_per_user < 1:
             raise ValueError("--heldout-windows-per-user must be >= 1")
+        shares = (self.validation_share, self.test_share)
+        if min(shares) <= 0 or sum(shares) >= 1:
+            raise ValueError("--validation-share and --test-share must be > 0, sum below 1")
         if not 0 <= self.prefix_share <= 1:
             raise ValueError("--prefix-share must be in [0, 1]")
         if self.sim_days * 24 <= max(self.horizon_hours, self.churn_days * 24):
             raise ValueError("--sim-days must exceed the label horizon and churn days")
         if self.uci_train_limit is not None and self.uci_train_limit < 100:
             raise ValueError("--uci-train-limit must be >= 100")
+
+    def split_fractions(self) -> tuple[float, float, float]:
+        """Shares of users for train, validation and test."""
+        return (1 - self.validation_share - self.test_share, self.validation_share,
+                self.test_share)
 
     def label_policy(self) -> LabelPolicy:
         return LabelPolicy(

@@ -79,7 +79,7 @@ def test_features_that_carry_the_labels_make_the_stack_win_and_beat_the_peers() 
     assert result.thresholds["churn"] is not None
 
 
-def test_labels_the_features_do_not_carry_keep_the_network() -> None:
+def test_a_head_is_stacked_only_where_a_fusion_measured_best_on_validation() -> None:
     result, _ = run(seed=5, strength_from_features=False)
     # Strength is noise to every candidate: whichever is chosen, it was chosen by validation.
     scores = result.card["selection"]["scores"]["strength"]

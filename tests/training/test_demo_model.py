@@ -1,0 +1,13 @@
+"""The demo model's arguments: valid for the train command, sized for a first `make demo`."""
+
+from __future__ import annotations
+
+from training.demo_model import DEMO_TRAIN_ARGS
+from training.train_args import parse_args
+
+
+def test_demo_args_parse_and_stay_small() -> None:
+    data, model, run = parse_args([*DEMO_TRAIN_ARGS, "--repo", "somewhere"])
+    assert model.tiny and not data.uci and not run.progress  # no UCI, no `\r` frames in logs
+    assert data.users * run.epochs <= 2000  # ~4 CPU-minutes measured at 800 users x 2 epochs
+    assert (data.heldout_windows_per_user or 0) > data.windows_per_user  # rows for the stack
