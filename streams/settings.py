@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     max_event_time: str = Field(
         "2100-01-01", description="latest plausible event time (ISO-8601, exclusive)")
     dedup_event_ids: int = Field(
-        512, ge=1, description="event ids remembered per user to spot producer re-sends"
+        128, ge=1, description="event ids remembered per user to spot producer re-sends"
     )
 
     # --- micro-batching and scoring ----------------------------------------------------------
