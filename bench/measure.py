@@ -26,6 +26,12 @@ from inference.model.onnx import write_onnx_files
 from inference.model.runtimes import TORCH, load_scorer
 from inference.model.tokenizer import encode, load_tokenizer
 from streams.runtime.processes import IntentstreamProcess
+from streams.settings import get_settings
+
+
+def kafka_security() -> dict:
+    """The worker's Kafka security settings (SASL/TLS), for the bench's own clients."""
+    return get_settings().kafka_client_kwargs()
 
 
 class BenchError(RuntimeError):
@@ -44,7 +50,7 @@ class AgentProcess(IntentstreamProcess):
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **kafka_security())
     await producer.start()
     try:
         futures = [await producer.send(topic, key=key, value=value) for key, value in records]
@@ -62,7 +68,7 @@ async def read_until(
     # add up to the default 0.5 s to every latency the bench measures.
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
-                                fetch_max_wait_ms=20)
+                                fetch_max_wait_ms=20, **kafka_security())
     await consumer.start()
     deadline = time.monotonic() + timeout_s
     try:
@@ -132,7 +138,7 @@ async def paced_latencies(
     order = [(u, i) for u, i in (coverage.position[e] for e in traffic.event_ids)]
 
     async def pace() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, **kafka_security())
         await producer.start()
         try:
             started = time.monotonic()
