@@ -263,7 +263,7 @@ NOTES_UCI = [
     "levels: at each level of information (page views; + analytics; + context), "
     "HistGradientBoosting (random_state=0) on the level's CSV columns beside ours, a stacker "
     "(training.uci.fit_stacker) over the level's FEATURES from the score records and the text "
-    "model's probabilities, both fitted on the training part.",
+    "model's strength probabilities, both fitted on the training part.",
     "Data: UCI Online Shoppers Purchasing Intention Dataset (Sakar, Polat, Katircioglu, "
     "Kastro 2019), CC BY 4.0.",
 ]

@@ -14,7 +14,8 @@ At each level of information (`training.uci.LEVELS`: page views only; + analytic
 the same run sets side by side HistGradientBoosting (random_state=0) on the level's CSV columns
 and ours: the stacked model (`training.uci.fit_stacker`) over the level's FEATURES, as the
 replayed worker computed them (each score record's `features.values`), and the served text
-model's probabilities of the same score, fitted on the training part (`level_comparison`).
+model's strength probabilities of the same score, fitted on the training part
+(`level_comparison`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
+from inference.heads import STRENGTH_LABELS
 from streams.core.alerts import Alert, AlertPolicy
 from streams.core.records import IntentScore
 from training import uci
@@ -153,10 +154,11 @@ def split_summary(data: UciRows) -> dict[str, Any]:
 
 
 def text_outputs(record: IntentScore) -> list[float]:
-    """The text model's probabilities in the stacker step's order: strength (3), intent type
-    (6), churn (1) (triton_models/stacker/model.py)."""
-    return [*(record.strength.probs[label] for label in STRENGTH_LABELS),
-            *(record.intent_type.probs[label] for label in INTENT_TYPE_LABELS), record.churn]
+    """The text model's strength probabilities (strong, medium, weak): the head UCI fine-tuning
+    trains on Revenue (`training.train.run_uci`). The intent-type and churn heads, which the
+    served stacker also reads, learn nothing from UCI, and their 7 untrained columns cost the
+    stacker (measured: docs/backtest.md)."""
+    return [record.strength.probs[label] for label in STRENGTH_LABELS]
 
 
 def _roc_pr(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
@@ -167,8 +169,8 @@ def _roc_pr(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
 def level_comparison(records: Sequence[IntentScore], data: UciRows) -> dict[str, Any]:
     """Per level (`training.uci.LEVELS`), ROC-AUC and PR-AUC on the test part of: the peer
     (HistGradientBoosting, random_state=0, on the level's CSV columns), ours (the stacker over
-    the level's FEATURES and the text probabilities) and, to show what the text adds, the same
-    stacker on the features alone."""
+    the level's FEATURES and the text strength probabilities) and, to show what the text adds,
+    the same stacker on the features alone."""
     finals = final_scores(records)
     scored = [finals[user] for user in data.users]
     unfeatured = [r.user_id for r in scored if r.features is None]

@@ -239,7 +239,7 @@ def level_columns(level: Level) -> list[int]:
 
 # The stacker of the served ensemble, fitted for UCI: gradient boosting with a slower learning
 # rate, some L2 and early stopping on 15% of the training rows (everything else the defaults,
-# which the peer uses). Chosen among three settings on this split (docs/model.md says which).
+# which the peer uses). Chosen among three settings on this split (docs/backtest.md says which).
 STACKER_PARAMS: dict[str, Any] = {
     "learning_rate": 0.03, "max_iter": 1000, "l2_regularization": 1.0, "early_stopping": True,
     "validation_fraction": 0.15, "n_iter_no_change": 50, "random_state": 0,
