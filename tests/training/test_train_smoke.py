@@ -19,6 +19,9 @@ from training.train import main
 
 def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
     out = tmp_path / "run"
+    stale = repo / "stacker" / "heads" / "1"  # left by a run stopped before its export
+    stale.mkdir(parents=True)
+    (stale / "heads.pkl").write_bytes(pickle.dumps({"n_features": 3, "feature_schema": 0}))
     started = time.monotonic()
     code = main([
         "--tiny", "--users", "60", "--max-steps", "30", "--no-uci", "--progress", "false",
@@ -42,7 +45,7 @@ def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
                                                          "recency_frequency"}
     # Heads are written for the version exported with them, and only the heads that fitted.
     heads_file = repo / "stacker" / "heads" / "1" / "heads.pkl"
-    assert heads_file.is_file() == bool(stacking["exported_heads"])
+    assert heads_file.is_file() == bool(stacking["exported_heads"])  # the stale file is gone
     if heads_file.is_file():
         heads = pickle.loads(heads_file.read_bytes())
         assert heads["n_features"] == N_FEATURES
