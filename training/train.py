@@ -4,9 +4,12 @@
                        [--out runs/latest] [--repo triton_models] [--uci/--no-uci]
     python -m training.train --help
 
-One linear `main()`: arguments → seed → data (simulated users, split by user) → baseline →
-model → fine-tune with early stopping → test metrics of both → UCI real sessions → save,
-export (python backend + ONNX) → model card (`<out>/model_card.json` and `.md`).
+One linear `main()`: arguments → seed → data (simulated users → windows with the worker's
+text and FEATURES row, split by user) → baseline → model → fine-tune with early stopping →
+test metrics of both → stacked heads over [features, the network's probabilities] fitted on
+validation, measured on test against the peers (training/stacking.py) → UCI real sessions →
+save, export (stacker heads first, then the python backend + ONNX) → model card
+(`<out>/model_card.json` and `.md`).
 """
 
 from __future__ import annotations
