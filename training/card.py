@@ -104,6 +104,16 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += [f"Exported as `intent_bert` version {exported['intent_bert']} and "
                   f"`intent_bert_onnx` version {onnx['version']} (ONNX vs PyTorch max abs diff "
                   f"{onnx['max_abs_diff']:.1e}, tolerance {onnx['tolerance']:.0e}).", ""]
+        runtime = exported.get("runtime") or {}
+        if runtime:
+            lines += [f"Served on `{runtime.get('runtime', 'torch')}` (the fastest runtime that "
+                      "passed the quality bar: every head's ROC-AUC within 0.005 and macro-F1 "
+                      "within 0.01 of torch fp32 on held-out users)."]
+            verdicts = (runtime.get("quality") or {}).get("verdicts") or {}
+            for name, verdict in sorted(verdicts.items()):
+                lines.append(f"- {name}: " + ("passed" if verdict.get("passed")
+                                              else verdict.get("reason", "refused")))
+            lines.append("")
     lines += [
         "## Model",
         f"- Encoder: {model['encoder']}; mean pooling; {model['parameters']:,} parameters.",

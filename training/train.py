@@ -30,9 +30,10 @@ import torch
 
 from inference import repository
 from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
-from inference.model.export import export_version
+from inference.model.export import export_version, runtime_report
 from inference.model.intent_bert import IntentBert
 from inference.model.onnx import export_onnx_version
+from inference.model.quality import HeldOut, QualityError
 from inference.model.stacking import HEADS_DIR, write_heads
 from inference.model.tokenizer import base_path, load_tokenizer
 from inference.repository import INTENT_BERT, INTENT_BERT_ONNX, STACKER
@@ -403,10 +404,22 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         if stack.heads:  # before the network version, so it is never served without them
             write_heads(repo, version, {"n_features": N_FEATURES,
                                         "feature_schema": FEATURE_SCHEMA_VERSION, **stack.heads})
-        version = export_version(model, repo, version)
+        # The quality bar scores each candidate runtime on a sample of held-out users' texts
+        # (paired with torch on the same texts), so it costs seconds, not a second test pass.
+        n = run_args.runtime_check_texts
+        runtime, held_out = run_args.runtime, None
+        try:
+            held_out = HeldOut(texts["test"][:n],
+                               {h: list(v[:n]) for h, v in targets["test"].items()},
+                               churn_threshold=model_metrics["churn"]["threshold"] or 0.5)
+        except QualityError as error:  # too few held-out users to judge a faster runtime
+            print(f"train: serving torch: {error}", file=sys.stderr)
+            runtime = "torch"
+        version = export_version(model, repo, version, runtime=runtime, held_out=held_out)
         # Its own numbering: the version baked into MODEL_VERSION is the one Triton serves it as.
         onnx_report = export_onnx_version(model, repo, int8=run_args.int8)
-        exported = {INTENT_BERT: version, INTENT_BERT_ONNX: onnx_report}
+        exported = {INTENT_BERT: version, INTENT_BERT_ONNX: onnx_report,
+                    "runtime": runtime_report(repo, version)}
         t = lap("export", t)
     seconds["total"] = round(time.monotonic() - started, 1)
     load_at_end = os.getloadavg()

@@ -120,6 +120,12 @@ class RunArguments:
         default=True, metadata={"help": "write a new intent_bert and intent_bert_onnx version"}
     )
     int8: bool = field(default=False, metadata={"help": "also write a dynamic-int8 ONNX file"})
+    runtime: str = field(default="auto", metadata={
+        "help": "runtime the exported version serves: auto (the fastest that passes the quality "
+                "bar on held-out users) or torch, onnxruntime-fp32, onnxruntime-int8, "
+                "onnxruntime-cuda, tensorrt-fp16"})
+    runtime_check_texts: int = field(default=400, metadata={
+        "help": "held-out texts the quality bar scores each runtime on"})
     seed: int = field(default=0, metadata={"help": "seeds simulation, split, init and batches"})
     epochs: float = field(default=2.0, metadata={"help": "passes over the training windows"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps (over epochs)"})
