@@ -31,7 +31,6 @@ from streams.core.timeunits import HOUR_MS
 
 Head = Literal["intent", "churn"]
 ALERT_HEADS: tuple[Head, ...] = ("intent", "churn")  # alert heads, not the model's output heads
-HEADS = ALERT_HEADS  # old name, until backtest/evaluate.py imports the new one
 ALERT_SCHEMA_VERSION = 1
 
 

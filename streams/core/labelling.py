@@ -25,8 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# HOUR_MS is re-exported only for importers not yet moved to streams.core.timeunits.
-from streams.core.timeunits import DAY_MS, HOUR_MS  # noqa: F401
+from streams.core.timeunits import DAY_MS
 
 CART_TYPES = frozenset({"add_to_cart", "remove_from_cart"})
 
