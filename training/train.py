@@ -37,7 +37,7 @@ from inference.model.quality import HeldOut, QualityError
 from inference.model.stacking import HEADS_DIR, write_heads
 from inference.model.tokenizer import base_path, load_tokenizer
 from inference.repository import INTENT_BERT, INTENT_BERT_ONNX, STACKER
-from inference.tritonserver import copy_repository
+from inference.tritonserver import REPOSITORY_TEMPLATE, copy_repository
 from streams.core.features import FEATURE_SCHEMA_VERSION, N_FEATURES, feature_schema
 from streams.core.sessions import SessionPolicy
 from streams.settings import get_settings
@@ -283,7 +283,9 @@ def export_uci_repository(model: IntentBert, template: Path, out: Path) -> Path:
     repo = out / "uci_triton_models"
     if repo.exists():
         shutil.rmtree(repo)
-    copy_repository(template, repo)
+    # --repo may name a repository not written yet (the main export comes later): its configs
+    # are the committed template's.
+    copy_repository(template if template.is_dir() else REPOSITORY_TEMPLATE, repo)
     export_version(model, repo)
     return repo
 
