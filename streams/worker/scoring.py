@@ -71,16 +71,20 @@ async def score_isolating(
     given_up: dict[int, str] = {}
     todo = list(range(len(texts)))
     delay = first_delay_s
+    outages = 0  # calls the server could not answer, in a row
     while todo:
         try:
             failed = await _score_narrowing(scorer, texts, features, todo, results, observe)
         except ScoringError as exc:  # transient: the server, not the texts
             observe.retry()
-            log.warning("triton.retry", delay_s=delay, texts=len(todo), error=str(exc)[:300])
+            outages += 1
+            log.warning("triton.retry", attempt=outages, delay_s=delay, texts=len(todo),
+                        error=str(exc)[:300])
             todo = [i for i in todo if results[i] is None]
             await asyncio.sleep(delay)
             delay = min(delay * 2, retry_max_s)
             continue
+        outages = 0
         todo = []
         for i, error in failed.items():
             attempts[i] += 1
