@@ -34,9 +34,9 @@ from inference.model.export import export_version, runtime_report
 from inference.model.intent_bert import IntentBert
 from inference.model.onnx import export_onnx_version
 from inference.model.quality import HeldOut, QualityError
-from inference.model.stacking import HEADS_DIR, write_heads
+from inference.model.stacking import remove_stale_heads, write_heads
 from inference.model.tokenizer import base_path, load_tokenizer
-from inference.repository import INTENT_BERT, INTENT_BERT_ONNX, STACKER
+from inference.repository import INTENT_BERT, INTENT_BERT_ONNX
 from inference.tritonserver import REPOSITORY_TEMPLATE, copy_repository
 from streams.core.features import FEATURE_SCHEMA_VERSION, N_FEATURES, feature_schema
 from streams.core.sessions import SessionPolicy
@@ -267,17 +267,6 @@ def run_uci(
     return results
 
 
-def clear_stale_heads(repo: Path, version: int) -> None:
-    """Remove heads stored for a network version that does not exist yet: a run stopped between
-    writing its heads and exporting its version left them, and the stacker would apply them to
-    the next network exported under that number (and write_heads refuses to overwrite)."""
-    if version in repository.versions(repo / INTENT_BERT):
-        raise ValueError(f"intent_bert version {version} exists: its heads are not stale")
-    stale = repo / STACKER / HEADS_DIR / str(version)
-    if stale.exists():
-        shutil.rmtree(stale)
-
-
 def export_uci_repository(model: IntentBert, template: Path, out: Path) -> Path:
     """A model repository (configs from `template`) serving the UCI-tuned model as version 1."""
     repo = out / "uci_triton_models"
@@ -402,7 +391,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     if run_args.export:
         repo = Path(run_args.repo)
         version = max(repository.versions(repo / INTENT_BERT), default=0) + 1
-        clear_stale_heads(repo, version)
+        remove_stale_heads(repo, version)
         if stack.heads:  # before the network version, so it is never served without them
             write_heads(repo, version, {"n_features": N_FEATURES,
                                         "feature_schema": FEATURE_SCHEMA_VERSION, **stack.heads})

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from inference import repository
-from inference.repository import STACKER
+from inference.repository import INTENT_BERT, STACKER
 
 HEADS_DIR = "heads"
 HEADS_FILE = "heads.pkl"
@@ -53,5 +53,12 @@ def write_heads(repo: Path, version: int, heads: dict[str, Any]) -> Path:
     return target / HEADS_FILE
 
 
-def has_heads(repo: Path, version: int) -> bool:
-    return (Path(repo) / STACKER / HEADS_DIR / str(version) / HEADS_FILE).is_file()
+def remove_stale_heads(repo: Path, version: int) -> None:
+    """Remove heads stored for a network version that does not exist yet: a run stopped between
+    writing its heads and exporting its version left them, and the stacker would apply them to
+    the next network exported under that number (and write_heads refuses to overwrite)."""
+    if version in repository.versions(Path(repo) / INTENT_BERT):
+        raise ValueError(f"intent_bert version {version} exists: its heads are not stale")
+    stale = Path(repo) / STACKER / HEADS_DIR / str(version)
+    if stale.exists():
+        shutil.rmtree(stale)
