@@ -11,8 +11,9 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from streams.core.offsets import Gap
-from streams.runtime.agent_io import fill_gaps
+from streams.core.offsets import DeliveryCursor, Gap, lower_known, offset_gaps
+from streams.core.raw_message import RawMessage
+from streams.runtime.agent_io import committed_offset, fill_gaps
 
 TOPIC = "shop.events"
 
@@ -50,3 +51,32 @@ def test_gaps_of_partitions_no_longer_assigned_are_left_to_their_new_owner(consu
     ack(consumer, 1, range(120, 130))
     fill_gaps(consumer, [Gap(TOPIC, 1, 100, 120)])
     assert consumer._new_offset(tp) is None
+
+
+def test_a_hole_below_the_progress_table_is_found_from_faust_s_committed_offset(
+        consumer, monkeypatch: pytest.MonkeyPatch):
+    """CI run of 2026-12-01 (three workers, one SIGKILLed): shop.events[4] committed 542 of
+    2730. The killed owner had processed (and written progress for) far past its last commit;
+    the new owner's Faust rewound to 542 and dropped the head of its delivery unacked. The
+    progress table (next = 2730) saw no gap; the delivery cursor, which starts each generation
+    at Faust's committed offset, does."""
+    tp = TP(TOPIC, 4)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    consumer._committed_offset[tp] = 542
+    delivered = [RawMessage(key=b"u", value=b"{}", topic=TOPIC, partition=4, offset=o,
+                            timestamp_ms=0) for o in range(600, 2730)]
+    progress = {(TOPIC, 4): 2730}  # written by the previous owner
+
+    assert offset_gaps(delivered, lambda t, p: progress.get((t, p))) == []  # the old guard
+
+    cursor, generation = DeliveryCursor(), 7
+    def expected(topic: str, partition: int) -> int | None:
+        return lower_known(progress.get((topic, partition)), cursor.expected(
+            generation, topic, partition, committed_offset(consumer, TP(topic, partition))))
+    gaps = offset_gaps(delivered, expected)
+    assert gaps == [Gap(TOPIC, 4, 542, 600)]
+
+    ack(consumer, 4, range(600, 2730))  # the batch, processed with the re-read gap
+    assert consumer._new_offset(tp) is None
+    fill_gaps(consumer, gaps)
+    assert consumer._new_offset(tp) == 2730
