@@ -25,7 +25,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 test: venv lint
-	$(PY) -m pytest -q -rfEs -p no:cacheprovider
+	$(PY) -m pytest -q -rfEs -p no:cacheprovider --durations=30
 
 demo: venv
 	$(PY) scripts/demo.py --events $(EVENTS) --users $(USERS)
