@@ -13,10 +13,12 @@ from pathlib import Path
 
 from transformers.hf_argparser import HfArgumentParser
 
+from streams.core.events import parse_event_time
 from streams.core.labelling import LabelPolicy
 from streams.core.timeunits import DAY_MS, HOUR_MS
 from training.uci import CSV_NAME
 
+ANY_TIME = (-(2**62), 2**62)  # --from/--to bounds: the settings' event-time bounds judge events
 UCI_CANDIDATES = (Path("data") / CSV_NAME, Path("..") / "shared" / "data" / CSV_NAME)
 
 
@@ -59,6 +61,19 @@ class DataArguments:
     uci_analytics: bool = field(
         default=True, metadata={"help": "also run the variant with the GA aggregates in the text"}
     )
+    # The platform's own history instead of the simulator (training/history.py).
+    events: str | None = field(default=None, metadata={
+        "help": "train on this file of events (JSONL or CSV), split by time"})
+    from_time: str | None = field(default=None, metadata={
+        "aliases": ["--from"], "help": "train on the events topic from this event time "
+                                       "(ISO-8601 or epoch ms), with --to"})
+    to_time: str | None = field(default=None, metadata={
+        "aliases": ["--to"], "help": "end of the --from range (exclusive)"})
+
+    @property
+    def history(self) -> bool:
+        """Training reads the platform's own events (a file or the topic), not the simulator."""
+        return bool(self.events or self.from_time or self.to_time)
 
     def __post_init__(self) -> None:
         if self.users < 20:
@@ -72,10 +87,23 @@ class DataArguments:
             raise ValueError("--validation-share and --test-share must be > 0, sum below 1")
         if not 0 <= self.prefix_share <= 1:
             raise ValueError("--prefix-share must be in [0, 1]")
-        if self.sim_days * 24 <= max(self.horizon_hours, self.churn_days * 24):
+        if self.events and (self.from_time or self.to_time):
+            raise ValueError("--events and --from/--to are alternatives; give one")
+        if bool(self.from_time) != bool(self.to_time):
+            raise ValueError("--from and --to go together")
+        if self.from_time and self.to_time:
+            start, end = self.history_range()
+            if end <= start:
+                raise ValueError("--to must be after --from")
+        if not self.history and self.sim_days * 24 <= max(self.horizon_hours,
+                                                           self.churn_days * 24):
             raise ValueError("--sim-days must exceed the label horizon and churn days")
         if self.uci_train_limit is not None and self.uci_train_limit < 100:
             raise ValueError("--uci-train-limit must be >= 100")
+
+    def history_range(self) -> tuple[int, int]:
+        """--from/--to as epoch ms (a history may be from any year: no plausibility bounds)."""
+        return _event_time(self.from_time or ""), _event_time(self.to_time or "")
 
     def split_fractions(self) -> tuple[float, float, float]:
         """Shares of users for train, validation and test."""
@@ -150,6 +178,15 @@ class RunArguments:
             raise ValueError("--batch-size, --evals-per-epoch and --patience must be >= 1")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError("--warmup-ratio must be in [0, 1)")
+
+
+def _event_time(text: str) -> int:
+    """Epoch ms from digits (ms) or ISO-8601 (no zone = UTC); ValueError otherwise."""
+    value: int | str = int(text) if text.lstrip("-").isdigit() else text
+    try:
+        return parse_event_time(value, ANY_TIME)
+    except ValueError as error:
+        raise ValueError(f"--from/--to {text!r}: {error}") from None
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[DataArguments, ModelArguments, RunArguments]:
