@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # Short: while a batch is scored the next one gathers in the consumer's queue and is taken
     # at once, so batches grow with load (coalescing) without a fixed wait at low load.
     batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a micro-batch")
+    # Under backlog a user's events should collapse into one score however deep the backlog:
+    # full micro-batches are merged while they hold few users (texts stay bounded, see
+    # streams.runtime.agent_io.catching_up); 1 turns it off.
+    batch_catch_up: int = Field(
+        8, ge=1, description="under backlog, micro-batches grow to this many × batch_max_events")
     triton_url: str = "127.0.0.1:8001"
     triton_model: str = "intent"
     score_max_batch: int = Field(32, ge=1, description="texts per Triton request")

@@ -8,6 +8,7 @@
   found against the progress table and against Faust's delivery in this generation
   (`DeliveryCursor`, started at Faust's committed offset);
 - `fill_gaps`: ack re-read offsets in Faust's own bookkeeping, so its commit moves past them;
+- `catching_up`: micro-batches that grow under backlog, so coalescing keeps pace with it;
 - `run_acked_batches`: the at-least-once batch loop, which also counts what it takes;
 - `report_lag`: consumer lag per assigned input partition, for the metrics.
 """
@@ -19,7 +20,15 @@ import contextlib
 import itertools
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,6 +224,26 @@ def save_progress(progress: TableT, messages: Sequence[RawMessage], events: Sequ
             progress[str(partition)] = after
 
 
+async def catching_up(
+    batches: AsyncIterator[list[EventT]], max_events: int, catch_up: int
+) -> AsyncIterator[list[EventT]]:
+    """Micro-batches merged while the input is behind: a full batch (the consumer's queue had
+    `max_events` ready) takes the next one too, up to `catch_up` × `max_events` events, while it
+    holds at most `max_events / 2` users. The text scored per user is one per micro-batch, so a
+    deeper backlog then costs fewer texts per event; the users bound keeps a batch's texts (its
+    scoring time, and how long a rebalance waits for it) near what one full batch costs."""
+    async for events in batches:
+        last = events
+        while (len(last) >= max_events and len(events) < catch_up * max_events
+               and len({e.message.key for e in events}) <= max_events // 2):
+            try:
+                last = await anext(batches)
+            except StopAsyncIteration:
+                break
+            events = [*events, *last]
+        yield events
+
+
 async def run_acked_batches(
     app: AppT,
     stream: StreamT,
@@ -224,6 +253,7 @@ async def run_acked_batches(
     process: Callable[[Sequence[EventT], list[RawMessage]], Awaitable[object]],
     failure: str,
     metrics: AgentMetrics,
+    catch_up: int = 1,
 ) -> None:
     """The at-least-once loop: a micro-batch is acked only after `process` returned.
 
@@ -234,11 +264,12 @@ async def run_acked_batches(
     input whatever delivered it. An exception is a bug, not bad input (that is dead-lettered
     or counted): stop with a non-zero exit rather than idle with a dead agent; a restarted
     process handles the unacked batch again. Every log line of a batch carries its sequence
-    number and size.
+    number and size. Under backlog batches grow up to `catch_up` × `max_events` (`catching_up`).
     """
     numbers = itertools.count(1)
     cursor = DeliveryCursor()
-    async for events in stream.noack_take(max_events, within_s):
+    batches = catching_up(stream.noack_take(max_events, within_s), max_events, catch_up)
+    async for events in batches:
         started = time.perf_counter()
         generation = app.consumer_generation_id
         with structlog.contextvars.bound_contextvars(batch=next(numbers),

@@ -223,7 +223,7 @@ async def score_sessions(stream: StreamT) -> None:
                          bootstrap_servers(settings.broker_url),
                          settings.kafka_client_kwargs()),
             lambda events, messages: process_batch(scorer, events, messages),
-            failure="batch.failed", metrics=metrics.WORKER,
+            failure="batch.failed", metrics=metrics.WORKER, catch_up=settings.batch_catch_up,
         )
     finally:
         await scorer.close()
