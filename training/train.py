@@ -2,7 +2,12 @@
 
     intentstream train [--tiny] [--epochs 2] [--max-steps N] [--users 1500] [--seed 0]
                        [--out runs/latest] [--repo triton_models] [--uci/--no-uci]
+    intentstream train --events FILE | --from T --to T [--horizon-hours H] [--churn-days D]
     python -m training.train --help
+
+With --events (JSONL/CSV) or --from/--to (the events topic) the windows come from the
+platform's own history instead of the simulator, split by time (training/history.py); the
+export then passes a gate against the live version (exit 3 when rejected).
 
 One linear `main()`: arguments → seed → data (simulated users → windows with the worker's
 text and FEATURES row, split by user) → baseline → model → fine-tune with early stopping →
@@ -305,16 +310,26 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
 
     # --- data: simulated users → labelled windows, split by user ------------------------------
     t = time.monotonic()
-    sim = SimConfig(seed=run_args.seed, days=data_args.sim_days)
-    histories = simulate(data_args.users, sim)
     session_policy = worker_session_policy()
     label_policy = data_args.label_policy()
-    splits = build_splits(
-        histories, session_policy, label_policy, seed=run_args.seed,
-        fractions=data_args.split_fractions(), prefix_share=data_args.prefix_share,
-        max_windows_per_user=data_args.windows_per_user,
-        max_heldout_windows_per_user=data_args.heldout_windows_per_user,
-    )
+    history_data = None
+    if data_args.history:  # the platform's own events, split by time (training/history.py)
+        from training import history
+
+        loaded = history.guarded_load(data_args, get_settings(), session_policy, label_policy,
+                                      run_args.seed)
+        if isinstance(loaded, int):
+            return loaded
+        history_data, splits = loaded, loaded.splits
+    else:
+        histories = simulate(data_args.users, SimConfig(seed=run_args.seed,
+                                                        days=data_args.sim_days))
+        splits = build_splits(
+            histories, session_policy, label_policy, seed=run_args.seed,
+            fractions=data_args.split_fractions(), prefix_share=data_args.prefix_share,
+            max_windows_per_user=data_args.windows_per_user,
+            max_heldout_windows_per_user=data_args.heldout_windows_per_user,
+        )
     texts = {name: [x.text for x in splits[name]] for name in SPLITS}
     targets = {name: targets_of(splits[name]) for name in SPLITS}
     t = lap("simulate_and_label", t)
@@ -378,7 +393,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
 
     # --- UCI real sessions ---------------------------------------------------------------------
     uci_results = None
-    if data_args.uci:
+    if data_args.uci and not data_args.history:
         uci_config = FitConfig(
             **{**asdict(fit_config), "epochs": run_args.uci_epochs, "max_steps": None,
                "batch_size": UCI_BATCH_SIZE, "eval_every": None}
@@ -387,8 +402,11 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         t = lap("uci", t)
 
     # --- export ----------------------------------------------------------------------------------
-    exported = None
-    if run_args.export:
+    exported = gate = None
+    if run_args.export and history_data:  # export only a version that beats the live one
+        gate = history.gate_against_live(Path(run_args.repo), model, tokenizer, texts["test"],
+                                         as_tensors(targets["test"]))
+    if run_args.export and (gate is None or gate["accepted"]):
         repo = Path(run_args.repo)
         version = max(repository.versions(repo / INTENT_BERT), default=0) + 1
         remove_stale_heads(repo, version)
@@ -467,8 +485,12 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         "load_average_1_5_15min": {"start": load_at_start, "end": load_at_end},
         "cpu_count": os.cpu_count(),
     }
+    if history_data:
+        card["data"].update(history_data.card)
+        card["gate"] = gate
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (out / "model_card.md").write_text(render_markdown(card), encoding="utf-8")
+    (out / "model_card.md").write_text(
+        render_markdown(card) + (history.markdown(card) if history_data else ""), encoding="utf-8")
     (out / "metrics.json").write_text(
         json.dumps({"test": model_metrics, "comparison": comparison,
                     "served": stack.card["test"]["served"],
@@ -484,8 +506,9 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
                            if "tfidf_lr" in versus.get(h, {})},
         "beats_peers": stack.card["beats_peers"],
         "seconds": seconds["total"],
+        **({"gate": gate} if gate else {}),
     }))
-    return 0
+    return 3 if gate and not gate["accepted"] else 0  # 3: rejected by the gate, as retrain
 
 
 def model_line(stack: StackResult) -> str:
