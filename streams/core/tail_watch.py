@@ -1,0 +1,70 @@
+"""Input Faust dropped at the end of a partition: found by a position that stays short of the
+end while nothing of the partition is processed. Pure.
+
+Faust (0.15) can drop messages it has fetched without delivering them (rebalance, recovery;
+`streams.core.offsets`). A dropped run in the middle of a partition shows up when the next
+message is delivered (`offset_gaps`); a dropped run at the end has no next message, so nothing
+ever reveals it, and Faust, whose read offset is already past it, never delivers it again. The
+partition then looks idle while its committed offset (or the agent's own next offset) stays
+below its end. For the feedback sidecar that is the end of `shop.events` on a partition: its
+event-time clock stops short of the last events, and the predictions pending there never
+settle (issue 11: a restarted sidecar stored 113 of 180).
+
+`TailWatch` says which partitions to send back: those whose position has stayed below the
+highwater, with nothing of them processed, for `idle_s` (longer than a commit interval, so a
+processed tail has been committed by then), once per (position, highwater) pair, so input
+that holds no record (transaction markers) costs one redundant seek, not a loop. Sending the
+consumer back is safe: redelivered input is idempotent downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+TopicPartition = tuple[str, int]
+
+
+def tail_position(committed: int | None, next_offset: int | None) -> int:
+    """Where a partition's processed input provably ends: the lower of Faust's commit and the
+    agent's own next offset (whichever is known; neither: nothing processed, so the start)."""
+    known = [o for o in (committed, next_offset) if o is not None]
+    return min(known) if known else 0
+
+
+@dataclass
+class TailWatch:
+    idle_s: float
+    _seen: dict[TopicPartition, float] = field(default_factory=dict)
+    _sent: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Forget everything (a new assignment: Faust itself rewinds to the commit)."""
+        self._seen.clear()
+        self._sent.clear()
+
+    def processed(self, tps: Iterable[TopicPartition], now: float) -> None:
+        for tp in tps:
+            self._seen[tp] = now
+
+    def stalled(
+        self,
+        positions: Mapping[TopicPartition, int],
+        highwaters: Mapping[TopicPartition, int | None],
+        now: float,
+    ) -> dict[TopicPartition, int]:
+        """tp -> offset to send the consumer back to, for each assigned partition stuck below
+        its end. `positions`: `tail_position` per partition; `highwaters`: the assigned
+        partitions' ends as of the consumer's last fetch (None: not fetched yet)."""
+        out: dict[TopicPartition, int] = {}
+        for tp, highwater in highwaters.items():
+            position = positions.get(tp)
+            if position is None or highwater is None or position >= highwater:
+                self._seen.pop(tp, None)  # at the end: the idle clock starts at the next stall
+                continue
+            since = self._seen.setdefault(tp, now)
+            if now - since < self.idle_s or self._sent.get(tp) == (position, highwater):
+                continue
+            self._sent[tp] = (position, highwater)
+            out[tp] = position
+        return out
