@@ -279,7 +279,10 @@ def test_train_on_a_file_of_events_end_to_end(tmp_path: Path, repo: Path,
 
     path = write_jsonl(tmp_path / "sim.jsonl", sim_docs(histories), extra=(b"garbage",))
     out = tmp_path / "run"
-    code = main(["--events", str(path), "--churn-days", "3", "--tiny", "--max-steps", "20",
+    # Kept small (about 45 s of CPU): few steps and windows; the network's quality is not
+    # what this checks.
+    code = main(["--events", str(path), "--churn-days", "3", "--tiny", "--max-steps", "10",
+                 "--windows-per-user", "3",
                  "--runtime", "torch", "--runtime-check-texts", "50", "--progress", "false",
                  "--out", str(out), "--repo", str(repo), "--seed", "1"])
     assert code == 0
