@@ -46,11 +46,16 @@ class Example:
     features: tuple[float, ...] = ()  # the FEATURES row the worker sends for this window
 
 
+def validated(doc: dict[str, Any], policy: SessionPolicy) -> ShopEvent:
+    """An event as the worker validates it, with the deployment's event-time bounds."""
+    return ShopEvent.model_validate(doc, context={"ts_bounds": policy.ts_bounds})
+
+
 def sessions_of(events: Iterable[dict[str, Any]], policy: SessionPolicy) -> list[Session]:
     """A user's sessions, as the worker builds them: events absorbed in order."""
     state = empty_state()
     for doc in events:
-        absorb(state, ShopEvent.model_validate(doc), policy)
+        absorb(state, validated(doc, policy), policy)
     closed = list(state["pending"])
     return closed + ([state["current"]] if state["current"] else [])
 
@@ -88,7 +93,7 @@ def live_windows(
     cuts = dict(prefix_cuts)  # each cut is taken once
     closed = 0
     for doc in events:
-        absorb(state, ShopEvent.model_validate(doc), policy)
+        absorb(state, validated(doc, policy), policy)
         for session in state["pending"][closed:]:
             out.append(_snapshot(state, session, prefix=False))
         closed = len(state["pending"])
