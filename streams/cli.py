@@ -40,8 +40,9 @@ GROUPS: tuple[tuple[str, tuple[Command, ...]], ...] = (
                 "streams.sidecar.app:main"),
     )),
     ("model", (
-        Command("train", "fine-tune the model on simulated shoppers, compare it with TF-IDF+LR, "
-                "export it", "training.train_args:main"),
+        Command("train", "fine-tune the model on simulated shoppers or your own history "
+                "(--events, --from/--to), compare it with its peers, export it",
+                "training.train_args:main"),
         Command("retrain", "retrain on feedback examples; promote only if it beats the live "
                 "model", "training.retrain:main"),
     )),
