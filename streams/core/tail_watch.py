@@ -4,11 +4,14 @@ end while nothing of the partition is processed. Pure.
 Faust (0.15) can drop messages it has fetched without delivering them (rebalance, recovery;
 `streams.core.offsets`). A dropped run in the middle of a partition shows up when the next
 message is delivered (`offset_gaps`); a dropped run at the end has no next message, so nothing
-ever reveals it, and Faust, whose read offset is already past it, never delivers it again. The
-partition then looks idle while its committed offset (or the agent's own next offset) stays
-below its end. For the feedback sidecar that is the end of `shop.events` on a partition: its
-event-time clock stops short of the last events, and the predictions pending there never
-settle (issue 11: a restarted sidecar stored 113 of 180).
+ever reveals it, and Faust, whose fetch position is already past it, never delivers it again.
+The partition then looks idle while its committed offset (or the agent's own next offset)
+stays below its end. Seen on a feedback sidecar restarted after a SIGKILL: in its first
+second it took 25 scores per partition and re-read a dropped run of `shop.events`
+(`25-341`), then took nothing more for minutes, though the rest of `intent.scores` was on
+the broker (the worker had finished): 100 examples stored where about 180 were due. A
+dropped end of `shop.events` stops a partition's event-time clock instead, and the
+predictions pending there never settle.
 
 `TailWatch` says which partitions to send back: those whose position has stayed below the
 highwater, with nothing of them processed, for `idle_s` (longer than a commit interval, so a

@@ -170,15 +170,6 @@ def test_feedback_examples_match_the_simulators_ground_truth(stack):
     assert sum("converted" in s for s in joined.values()) == (len(sent) + 5) // 6
 
 
-# Open (scale-out issue): in runs of 2026-12-01 a sidecar restarted after SIGKILL sometimes left
-# settled predictions unlabelled (e.g. 113 of 180 stored; the restarted sidecar idles with
-# predictions pending, so its event-time watermark never reaches them). Both tests still run and
-# print their counts; a pass shows as XPASS.
-SIDECAR_RESTART_LOSES_EXAMPLES = pytest.mark.xfail(
-    strict=False, reason="a restarted sidecar can leave settled predictions unlabelled")
-
-
-@SIDECAR_RESTART_LOSES_EXAMPLES
 def test_sidecar_sigkill_and_restart_loses_and_duplicates_no_example(stack):
     histories, records = traffic(n_users=120, days=4, seed=33)
     small = {**ENV, "INTENTSTREAM_BATCH_MAX_EVENTS": "100"}
@@ -220,7 +211,6 @@ def stored_ids(path) -> set[str]:
         return {e.example_id for e in store.examples()}
 
 
-@SIDECAR_RESTART_LOSES_EXAMPLES
 def test_two_sidecars_in_a_group_one_sigkilled_their_stores_union_is_the_expected_set(stack):
     """Two sidecars share the group, each with its own store; one is SIGKILLed mid-stream, the
     other takes its partitions over. `retrain`'s union of the two stores (read_stores) is
