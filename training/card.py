@@ -33,7 +33,7 @@ MODEL_NAMES = {
     "served": "**served** (stacked heads, network's intent type)",
     "text_model": "network alone (text)",
     "stack_hgb": "stack: HistGradientBoosting over [features, text probs]",
-    "stack_mlp": "stack: MLP over standardised [features, text probs]",
+    "stack_hgb_shallow": "stack: depth-2 HistGradientBoosting over [features, text probs]",
     "stack_logistic": "stack: logistic regression over standardised [features, text probs]",
     "features_gb": "peer: HistGradientBoosting on the features alone",
     "tfidf_lr": "peer: TF-IDF + logistic regression on the text",

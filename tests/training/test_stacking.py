@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from streams.core.features import FEATURE_NAMES, N_FEATURES
-from training.stacking import STACKED_HEADS, fit_stack, stack_inputs
+from training.stacking import (
+    FUSIONS,
+    STACKED_HEADS,
+    fit_stack,
+    full_columns,
+    new_fusion,
+    stack_inputs,
+)
 from training.train import MODEL_HEADS, validation_score
 
 STACKER = Path(__file__).resolve().parents[2] / "triton_models" / "stacker" / "model.py"
@@ -62,6 +69,21 @@ def test_stack_inputs_are_the_stacker_steps_columns() -> None:
     assert x.shape == (2, 3 + 3 + 6 + 1) and x.dtype == np.float64
     assert x[:, :3].tolist() == features.tolist()
     assert x[:, -1].tolist() == pytest.approx([0.3, 0.6])  # P(churn), one column
+
+
+@pytest.mark.parametrize("kind", FUSIONS)
+def test_every_fusion_kind_fits_both_heads_and_survives_pickling(kind: str) -> None:
+    features, text, targets, _ = synthetic(30, 4)
+    x = stack_inputs(features, text)
+    for head, k in (("strength", 3), ("churn", 2)):
+        clf = pickle.loads(pickle.dumps(new_fusion(kind, 0).fit(x, targets[head])))
+        probs = full_columns(clf, x, k)
+        assert probs.shape == (len(x), k) and np.allclose(probs.sum(axis=1), 1.0)
+
+
+def test_an_unknown_fusion_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown fusion"):
+        new_fusion("mlp", 0)
 
 
 def test_features_that_carry_the_labels_make_the_stack_win_and_beat_the_peers() -> None:
