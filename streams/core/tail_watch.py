@@ -15,7 +15,9 @@ predictions pending there never settle.
 
 `TailWatch` says which partitions to send back: those whose position has stayed below the
 highwater, with nothing of them processed, for `idle_s` (longer than a commit interval, so a
-processed tail has been committed by then), once per (position, highwater) pair, so input
+processed tail has been committed by then), and only while the agent waits for input (a batch
+in flight may be holding the rest back: sending the consumer back then would only redeliver
+what is on its way), once per (position, highwater) pair, so input
 that holds no record (transaction markers) costs one redundant seek, not a loop. Sending the
 consumer back is safe: redelivered input is idempotent downstream.
 """
@@ -40,13 +42,19 @@ class TailWatch:
     idle_s: float
     _seen: dict[TopicPartition, float] = field(default_factory=dict)
     _sent: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    _busy: bool = False
 
     def reset(self) -> None:
         """Forget everything (a new assignment: Faust itself rewinds to the commit)."""
         self._seen.clear()
         self._sent.clear()
 
+    def started(self) -> None:
+        """A batch is in flight: nothing is sent back until it is processed."""
+        self._busy = True
+
     def processed(self, tps: Iterable[TopicPartition], now: float) -> None:
+        self._busy = False
         for tp in tps:
             self._seen[tp] = now
 
@@ -60,6 +68,8 @@ class TailWatch:
         its end. `positions`: `tail_position` per partition; `highwaters`: the assigned
         partitions' ends as of the consumer's last fetch (None: not fetched yet)."""
         out: dict[TopicPartition, int] = {}
+        if self._busy:
+            return out
         for tp, highwater in highwaters.items():
             position = positions.get(tp)
             if position is None or highwater is None or position >= highwater:

@@ -10,6 +10,7 @@
 - `fill_gaps`: ack re-read offsets in Faust's own bookkeeping, so its commit moves past them;
 - `catching_up`: micro-batches that grow under backlog, so coalescing keeps pace with it;
 - `run_acked_batches`: the at-least-once batch loop, which also counts what it takes;
+- `redeliver_dropped_tails`: send Faust back over input it dropped at a partition's end;
 - `report_lag`: consumer lag per assigned input partition, for the metrics.
 """
 
@@ -48,6 +49,7 @@ from streams.core.offsets import (
     splice,
 )
 from streams.core.raw_message import RawMessage
+from streams.core.tail_watch import TailWatch, tail_position
 from streams.runtime.metrics import AgentMetrics, consumer_lag, tally
 
 log = structlog.get_logger("intentstream.agent_io")
@@ -261,6 +263,7 @@ async def run_acked_batches(
     failure: str,
     metrics: AgentMetrics,
     catch_up: int = 1,
+    tail_watch: TailWatch | None = None,
 ) -> None:
     """The at-least-once loop: a micro-batch is acked only after `process` returned.
 
@@ -272,6 +275,7 @@ async def run_acked_batches(
     or counted): stop with a non-zero exit rather than idle with a dead agent; a restarted
     process handles the unacked batch again. Every log line of a batch carries its sequence
     number and size. Under backlog batches grow up to `catch_up` × `max_events` (`catching_up`).
+    `tail_watch` learns which partitions each batch processed (`redeliver_dropped_tails`).
     """
     numbers = itertools.count(1)
     cursor = DeliveryCursor()
@@ -279,6 +283,8 @@ async def run_acked_batches(
     async for events in batches:
         started = time.perf_counter()
         generation = app.consumer_generation_id
+        if tail_watch is not None:
+            tail_watch.started()
         with structlog.contextvars.bound_contextvars(batch=next(numbers),
                                                      batch_events=len(events)):
             try:
@@ -293,7 +299,47 @@ async def run_acked_batches(
             await stream.ack(event)
         fill_gaps(app.consumer, gaps)
         cursor.advance(generation, delivered_next(events, gaps, generation))
+        if tail_watch is not None:
+            tail_watch.processed({(m.topic, m.partition) for m in messages}, time.monotonic())
         metrics.count_batch((e.message.topic for e in events), time.perf_counter() - started)
+
+
+TAIL_CHECK_S = 1.0  # how often partitions stuck below their end are looked for
+
+
+async def redeliver_dropped_tails(
+    app: AppT, watch: TailWatch, topics: Collection[str],
+    next_offset: Callable[[str, int], int | None],
+) -> None:
+    """Send Faust back to where processed input ends on a partition stuck below its end.
+
+    `with_skipped` finds input Faust dropped only when a later message of the partition is
+    delivered; at a partition's end none is (streams.core.tail_watch). Seen on a feedback
+    sidecar restarted after a SIGKILL: the rest of `intent.scores`, already on the broker, was
+    read and dropped, and those predictions were never labelled; a worker would leave the
+    last events of a partition unscored until more traffic came. Faust's own seek, on its
+    consumer thread, so its read offsets follow; redelivered input is idempotent downstream.
+    Never takes the agent down: a failed seek (say, a rebalance began) is logged."""
+    if app.rebalancing or app.in_recovery:
+        watch.reset()  # Faust rewinds to the commit itself; judge afresh afterwards
+        return
+    try:
+        highwaters = assigned_highwaters(app, topics)
+    except LookupError:
+        return
+    positions = {(t, p): tail_position(committed_offset(app.consumer, TP(t, p)),
+                                       next_offset(t, p)) for t, p in highwaters}
+    stalled = watch.stalled(positions, highwaters, time.monotonic())
+    for (topic, partition), offset in stalled.items():
+        log.warning("input.tail_redelivered", tp=f"{topic}[{partition}]", offset=offset,
+                    highwater=highwaters[(topic, partition)])
+    if not stalled:
+        return
+    try:
+        await app.consumer.seek_wait({TP(t, p): offset for (t, p), offset in stalled.items()})
+    except Exception:
+        log.warning("input.tail_redeliver_failed", exc_info=True)
+        watch.reset()
 
 
 def assigned_highwaters(app: AppT, topics: Collection[str]) -> dict[tuple[str, int], int | None]:

@@ -1,4 +1,5 @@
-"""The base of our Faust apps: faust.App with the consumer's fetch wait as a setting.
+"""The base of our Faust apps: faust.App with the consumer's fetch wait as a setting, and the
+watch for input Faust dropped at a partition's end (`streams.core.tail_watch`).
 
 Faust creates its aiokafka consumer with `fetch_max_wait_ms=1500` hard-coded. On Apache Kafka
 that costs nothing: a waiting fetch returns as soon as data arrives. A broker that does not
@@ -16,6 +17,8 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
+
+from streams.core.tail_watch import TailWatch
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -39,6 +42,13 @@ class IntentstreamFaustApp(faust.App):
     def __init__(self, id: str, *, fetch_max_wait_ms: int | None = None, **conf: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         super().__init__(id, **conf)
+        # Idle longer than a few commit intervals below the end: nothing will deliver the rest
+        # (streams.runtime.agent_io.redeliver_dropped_tails).
+        self.tail_watch = TailWatch(idle_s=3 * self.conf.broker_commit_interval)
+
+    def on_rebalance_start(self) -> None:
+        self.tail_watch.reset()  # Faust rewinds to the commit itself; judge afresh afterwards
+        super().on_rebalance_start()
 
     def _new_transport(self) -> TransportT:
         if self.fetch_max_wait_ms is None:

@@ -17,14 +17,13 @@ it with `intentstream feedback` (docs/feedback.md).
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 
 import faust
 import orjson
 import structlog
 from faust.cli import option
-from faust.types import TP, EventT, StreamT
+from faust.types import EventT, StreamT
 
 from streams.core.feedback import (
     FeedbackBatch,
@@ -38,14 +37,13 @@ from streams.core.feedback import (
 )
 from streams.core.raw_message import RawMessage
 from streams.core.records import encode
-from streams.core.tail_watch import TailWatch, tail_position
 from streams.runtime.agent_io import (
+    TAIL_CHECK_S,
     SkippedInput,
     as_current,
-    assigned_highwaters,
-    committed_offset,
     partition_anchors,
     produce_all,
+    redeliver_dropped_tails,
     report_lag,
     run_acked_batches,
     save_progress,
@@ -70,7 +68,6 @@ from streams.settings import Settings, get_settings
 from streams.sidecar.store import FeedbackStore, StoreThread
 
 log = structlog.get_logger("intentstream.feedback")
-TAIL_CHECK_S = 1.0  # how often partitions stuck below their end are looked for
 
 
 def sidecar_topics(settings: Settings) -> list[str]:
@@ -88,9 +85,6 @@ class FeedbackApp(IntentstreamFaustApp):
         # assignment, once the tables are recovered, by the first batch that follows.
         self.timers = TimerIndex()
         self.timers_stale = True
-        # Input Faust dropped at a partition's end (streams.core.tail_watch): idle longer than
-        # a few commit intervals below the end means nothing will deliver the rest.
-        self.tail_watch = TailWatch(idle_s=3 * self.conf.broker_commit_interval)
 
     async def on_first_start(self) -> None:
         # Once per process, before joining the group: a taken port is a config error.
@@ -137,7 +131,6 @@ progress_table = app.Table("feedback_progress", default=None, partitions=setting
 @app.on_partitions_assigned.connect
 async def _timers_stale_after_assignment(sender: faust.App, assigned: object, **_: object) -> None:
     app.timers_stale = True
-    app.tail_watch.reset()
 
 
 def rebuild_timers() -> None:
@@ -177,7 +170,6 @@ async def process_batch(
 ) -> FeedbackBatch:
     if app.timers_stale:
         rebuild_timers()
-    app.tail_watch.processed({(m.topic, m.partition) for m in messages}, time.monotonic())
     batch = plan_feedback(messages, TOPICS, users_table.get,
                           lambda partition: progress(partition)["max_ts"], app.timers, POLICY)
     if batch.responses:  # first (idempotent), so examples resolved now already carry them
@@ -217,7 +209,7 @@ async def label_predictions(stream: StreamT) -> None:
             SkippedInput(next_offset, bootstrap_servers(settings.broker_url),
                          settings.kafka_client_kwargs()),
             lambda events, messages: process_batch(store, events, messages),
-            failure="feedback.batch_failed", metrics=FEEDBACK,
+            failure="feedback.batch_failed", metrics=FEEDBACK, tail_watch=app.tail_watch,
         )
     finally:
         store.close()
@@ -230,35 +222,9 @@ async def report_consumer_lag() -> None:
 
 
 @app.timer(interval=TAIL_CHECK_S)
-async def redeliver_dropped_tails() -> None:
-    """Send Faust back to where processed input ends on a partition stuck below its end.
-
-    A local stand-in for a tail check in streams/runtime/agent_io.py (shared with the scoring
-    worker, owned elsewhere): `with_skipped` finds input Faust dropped only when a later
-    message of the partition is delivered, and at a partition's end none is. Seen after a
-    SIGKILL and restart: the rest of `intent.scores`, already complete on the broker, was
-    read and dropped, and those predictions were never labelled (docs/feedback.md, "Input
-    skipped by Faust")."""
-    if app.rebalancing or app.in_recovery:
-        app.tail_watch.reset()  # Faust rewinds to the commit itself; judge afresh afterwards
-        return
-    try:
-        highwaters = assigned_highwaters(app, {TOPICS.events, TOPICS.scores, TOPICS.responses})
-    except LookupError:
-        return
-    positions = {(t, p): tail_position(committed_offset(app.consumer, TP(t, p)),
-                                       next_offset(t, p)) for t, p in highwaters}
-    stalled = app.tail_watch.stalled(positions, highwaters, time.monotonic())
-    for (topic, partition), offset in stalled.items():
-        log.warning("input.tail_redelivered", tp=f"{topic}[{partition}]", offset=offset,
-                    highwater=highwaters[(topic, partition)])
-    if not stalled:
-        return
-    try:  # on the consumer's own thread, as Faust seeks (its read offsets follow)
-        await app.consumer.seek_wait({TP(t, p): offset for (t, p), offset in stalled.items()})
-    except Exception:  # e.g. a rebalance began: judge afresh, never take the agent down
-        log.warning("input.tail_redeliver_failed", exc_info=True)
-        app.tail_watch.reset()
+async def redeliver_tails() -> None:
+    await redeliver_dropped_tails(app, app.tail_watch,
+                                  {TOPICS.events, TOPICS.scores, TOPICS.responses}, next_offset)
 
 
 @app.command(

@@ -23,11 +23,13 @@ from streams.core.records import DeadLetter, DeadLetterSource, IntentScore, enco
 from streams.core.sessions import render
 from streams.runtime import metrics
 from streams.runtime.agent_io import (
+    TAIL_CHECK_S,
     SkippedInput,
     as_current,
     next_offset_reader,
     partition_anchors,
     produce_all,
+    redeliver_dropped_tails,
     report_lag,
     run_acked_batches,
     save_progress,
@@ -224,9 +226,16 @@ async def score_sessions(stream: StreamT) -> None:
                          settings.kafka_client_kwargs()),
             lambda events, messages: process_batch(scorer, events, messages),
             failure="batch.failed", metrics=metrics.WORKER, catch_up=settings.batch_catch_up,
+            tail_watch=app.tail_watch,
         )
     finally:
         await scorer.close()
+
+
+@app.timer(interval=TAIL_CHECK_S)
+async def redeliver_tails() -> None:
+    await redeliver_dropped_tails(app, app.tail_watch, {settings.events_topic},
+                                  next_offset_reader(progress_table))
 
 
 @app.timer(interval=metrics.LAG_REFRESH_S)

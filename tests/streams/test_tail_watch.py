@@ -47,3 +47,12 @@ def test_tail_position_is_the_lower_known_of_commit_and_own_progress():
     assert tail_position(221, 215) == 215  # the commit passed input never processed
     assert tail_position(None, 215) == 215
     assert tail_position(None, None) == 0  # nothing processed: from the start
+
+
+def test_nothing_is_sent_back_while_a_batch_is_in_flight():
+    watch = TailWatch(idle_s=5)
+    watch.stalled({EV: 200}, {EV: 221}, now=0)
+    watch.started()  # e.g. a long batch of other partitions: EV's rest may be queued behind it
+    assert watch.stalled({EV: 200}, {EV: 221}, now=30) == {}
+    watch.processed([SC], now=31)
+    assert watch.stalled({EV: 200}, {EV: 221}, now=31) == {EV: 200}
