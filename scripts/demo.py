@@ -186,11 +186,19 @@ async def run_demo(progress: Progress, worker: Worker, produce_task: Task, watch
     the first Ctrl-C stops the generator and returns; a second one raises KeyboardInterrupt."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    before = signal.getsignal(signal.SIGINT)
+
+    def restore() -> None:
+        # asyncio's removal installs Python's default handler; put back whatever was there
+        # (an ignored SIGINT, under nohup, stays ignored)
+        loop.remove_signal_handler(signal.SIGINT)
+        if before is not None:  # None: a handler not set from Python, left as asyncio leaves it
+            signal.signal(signal.SIGINT, before)
 
     def interrupted() -> None:
         progress.interrupted = True
         stop.set()
-        loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C is the default one
+        restore()  # the next Ctrl-C is the one the demo started with
 
     loop.add_signal_handler(signal.SIGINT, interrupted)
     watcher = asyncio.create_task(watch_task(stop))
@@ -209,7 +217,7 @@ async def run_demo(progress: Progress, worker: Worker, produce_task: Task, watch
             await asyncio.sleep(0.2)
     finally:
         stop.set()
-        loop.remove_signal_handler(signal.SIGINT)
+        restore()
         await asyncio.gather(producer, watcher, return_exceptions=True)
     await watcher  # its exception, if any
     return progress
