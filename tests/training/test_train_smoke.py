@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import random
-import time
 from pathlib import Path
 
 import torch
@@ -22,13 +21,11 @@ def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
     stale = repo / "stacker" / "heads" / "1"  # left by a run stopped before its export
     stale.mkdir(parents=True)
     (stale / "heads.pkl").write_bytes(pickle.dumps({"n_features": 3, "feature_schema": 0}))
-    started = time.monotonic()
     code = main([
         "--tiny", "--users", "60", "--max-steps", "30", "--no-uci", "--progress", "false",
         "--out", str(out), "--repo", str(repo), "--seed", "1",
     ])
     assert code == 0
-    assert time.monotonic() - started < 60
     card = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
     assert (out / "model_card.md").read_text(encoding="utf-8").startswith("# IntentBert")
     history = card["training"]["history"]
