@@ -34,7 +34,7 @@ def ensure_demo_model(repo: Path) -> bool:
     True if it trained one."""
     if repository.versions(Path(repo) / INTENT_BERT):
         return False
-    print(f"no model version in {repo}: training the demo model first (~2-3 min on 2 cores; "
+    print(f"no model version in {repo}: training the demo model first (~1-2 min on 2 cores; "
           "`intentstream train` builds the full one)", file=sys.stderr, flush=True)
     from training.train import main as train_main
 
