@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import spmatrix
+from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -22,9 +23,9 @@ C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
 @dataclass
 class TfidfBaseline:
     vectorizer: TfidfVectorizer
-    heads: dict[str, LogisticRegression]
+    heads: dict[str, LogisticRegression | DummyClassifier]
     n_classes: dict[str, int]
-    chosen_c: dict[str, float]
+    chosen_c: dict[str, float | None]  # None: one class in training, a constant predictor
 
     def predict_proba(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Per head, [n, classes] probabilities with columns in label-index order."""
@@ -35,7 +36,8 @@ class TfidfBaseline:
         }
 
 
-def _full_columns(clf: LogisticRegression, features: spmatrix, k: int) -> np.ndarray:
+def _full_columns(clf: LogisticRegression | DummyClassifier, features: spmatrix,
+                  k: int) -> np.ndarray:
     # A class missing from the training split gets a zero column, so indices stay label indices.
     probs = clf.predict_proba(features)
     out = np.zeros((probs.shape[0], k))
@@ -57,9 +59,13 @@ def fit_baseline(
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     train_x = vectorizer.fit_transform(train_texts)
     val_x = vectorizer.transform(val_texts)
-    heads: dict[str, LogisticRegression] = {}
-    chosen: dict[str, float] = {}
+    heads: dict[str, LogisticRegression | DummyClassifier] = {}
+    chosen: dict[str, float | None] = {}
     for name, y in train_targets.items():
+        if len(set(y)) < 2:  # e.g. an order table: every intent is a purchase
+            heads[name] = DummyClassifier(strategy="prior").fit(train_x, y)
+            chosen[name] = None
+            continue
         best: tuple[float, float, LogisticRegression] | None = None
         for c in C_GRID:
             clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
