@@ -27,14 +27,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from streams.core.offsets import lower_known
+
 TopicPartition = tuple[str, int]
 
 
 def tail_position(committed: int | None, next_offset: int | None) -> int:
     """Where a partition's processed input provably ends: the lower of Faust's commit and the
     agent's own next offset (whichever is known; neither: nothing processed, so the start)."""
-    known = [o for o in (committed, next_offset) if o is not None]
-    return min(known) if known else 0
+    position = lower_known(committed, next_offset)
+    return 0 if position is None else position
 
 
 @dataclass
