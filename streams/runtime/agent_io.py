@@ -202,8 +202,12 @@ def delivered_next(events: Sequence[EventT], gaps: Sequence[Gap],
                    generation: int) -> dict[tuple[str, int], int]:
     """Where delivery goes on after this batch, from its events of `generation` (stale ones
     say nothing about it) and the gaps it filled."""
-    out = next_offsets([raw_message(e) for e in events
-                        if e.message.generation_id == generation])
+    out: dict[tuple[str, int], int] = {}
+    for e in events:  # from the Faust messages directly: no second RawMessage per event
+        msg = e.message
+        if msg.generation_id == generation:
+            tp = (msg.topic, msg.partition)
+            out[tp] = max(out.get(tp, 0), msg.offset + 1)
     for g in gaps:
         out[(g.topic, g.partition)] = max(out.get((g.topic, g.partition), g.end), g.end)
     return out

@@ -31,3 +31,19 @@ def test_nothing_known_is_none_and_the_lower_known_cursor_wins():
     assert lower_known(None, None) is None
     assert lower_known(2730, None) == 2730
     assert lower_known(2730, 542) == 542
+
+
+def test_delivery_goes_on_after_this_generation_s_events_and_the_gaps_filled():
+    from types import SimpleNamespace
+
+    from streams.core.offsets import Gap
+    from streams.runtime.agent_io import delivered_next
+
+    def event(offset: int, generation: int) -> SimpleNamespace:
+        return SimpleNamespace(message=SimpleNamespace(
+            topic="shop.events", partition=0, offset=offset, generation_id=generation))
+
+    events = [event(900, 6), event(560, 7), event(561, 7)]  # 900: stale, before the rebalance
+    assert delivered_next(events, [], generation=7) == {TP: 562}
+    gaps = [Gap("shop.events", 0, 542, 560), Gap("shop.events", 1, 10, 20)]
+    assert delivered_next(events, gaps, generation=7) == {TP: 562, ("shop.events", 1): 20}
