@@ -2,6 +2,9 @@
 
 Batches are grouped by length (shuffled, then sorted within pools of a few batches) and padded
 to their own longest text: on CPU, padding is most of the cost of short session texts.
+
+A network with a feature tower (`model.n_features > 0`) also takes each row's FEATURES: pass
+them row-aligned with the tokens (`features=`, [n, n_features]); a text-only network takes none.
 """
 
 from __future__ import annotations
@@ -69,6 +72,26 @@ class Targets:
 
 
 LossFn = Callable[[HeadOutputs, Targets], torch.Tensor]
+Features = np.ndarray | torch.Tensor | None  # [n, n_features], row-aligned with the tokens
+
+
+def feature_tensor(model: IntentBert, features: Features, rows: int) -> torch.Tensor | None:
+    """The FEATURES rows as float32 for a network with a tower; None for a text-only one (and a
+    clear error when a tower's rows are missing or the wrong shape)."""
+    if not model.n_features:
+        return None
+    if features is None:
+        raise ValueError(f"the network has a feature tower ({model.n_features} columns): "
+                         "pass its FEATURES rows")
+    out = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    if out.shape != (rows, model.n_features):
+        raise ValueError(f"FEATURES {tuple(out.shape)} for {rows} rows of "
+                         f"{model.n_features} columns")
+    return out
+
+
+def _rows(features: torch.Tensor | None, index: Sequence[int]) -> torch.Tensor | None:
+    return None if features is None else features[torch.as_tensor(index, dtype=torch.long)]
 
 
 def multitask_loss(logits: HeadOutputs, targets: Targets) -> torch.Tensor:
@@ -116,14 +139,17 @@ def evaluate_loss(
     targets: Targets,
     loss_fn: LossFn,
     batch_size: int,
+    features: Features = None,
 ) -> float:
     model.eval()
+    feats = feature_tensor(model, features, len(tokens))
     total, order = 0.0, sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             ids, mask = pad([tokens[i] for i in index])
-            total += loss_fn(model(ids, mask), targets.rows(index)).item() * len(index)
+            logits = model(ids, mask, _rows(feats, index))
+            total += loss_fn(logits, targets.rows(index)).item() * len(index)
     return total / max(1, len(tokens))
 
 
@@ -135,9 +161,15 @@ def fit(
     val_targets: Targets,
     config: FitConfig,
     loss_fn: LossFn = multitask_loss,
+    *,
+    train_features: Features = None,
+    val_features: Features = None,
 ) -> FitResult:
     """AdamW with linear warm-up and decay; early stopping on validation loss. The model ends
-    with the weights of its best validation check."""
+    with the weights of its best validation check. A tower network also takes each split's
+    FEATURES rows (normalised with the statistics it holds: `fit_normalisation` first)."""
+    train_feats = feature_tensor(model, train_features, len(train_tokens))
+    val_feats = feature_tensor(model, val_features, len(val_tokens))
     rng = random.Random(f"batches:{config.seed}")
     lengths = [len(t) for t in train_tokens]
     per_epoch = math.ceil(len(train_tokens) / config.batch_size)
@@ -154,7 +186,8 @@ def fit(
     schedule = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total), total
     )
-    best_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn, config.batch_size * 2)
+    best_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn, config.batch_size * 2,
+                              val_feats)
     best_state, best_step, waited, step = copy.deepcopy(model.state_dict()), 0, 0, 0
     history = [{"step": 0, "val_loss": best_loss}]
     batches: list[list[int]] = []
@@ -168,7 +201,7 @@ def fit(
         index = batches.pop()
         model.train()
         ids, mask = pad([train_tokens[i] for i in index])
-        loss = loss_fn(model(ids, mask), train_targets.rows(index))
+        loss = loss_fn(model(ids, mask, _rows(train_feats, index)), train_targets.rows(index))
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -179,7 +212,8 @@ def fit(
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}", best_val=f"{best_loss:.3f}")
         if step % eval_every == 0 or step == total:
-            val_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn, config.batch_size * 2)
+            val_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn,
+                                     config.batch_size * 2, val_feats)
             history.append({"step": step, "train_loss": running, "val_loss": val_loss})
             if val_loss < best_loss:
                 best_loss, best_step, waited = val_loss, step, 0
@@ -196,16 +230,19 @@ def fit(
 
 
 def predict(
-    model: IntentBert, tokens: Sequence[Sequence[int]], batch_size: int = 64
+    model: IntentBert, tokens: Sequence[Sequence[int]], batch_size: int = 64,
+    features: Features = None,
 ) -> dict[str, np.ndarray]:
     """Probabilities per head in input order: strength [n,3], intent_type [n,6], churn [n]."""
     model.eval()
+    feats = feature_tensor(model, features, len(tokens))
     order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
     parts: dict[str, list[np.ndarray]] = {"strength": [], "intent_type": [], "churn": []}
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            ids, mask = pad([tokens[i] for i in order[start : start + batch_size]])
-            probs = model.probabilities(ids, mask)
+            index = order[start : start + batch_size]
+            ids, mask = pad([tokens[i] for i in index])
+            probs = model.probabilities(ids, mask, _rows(feats, index))
             parts["strength"].append(probs.strength.numpy())
             parts["intent_type"].append(probs.intent_type.numpy())
             parts["churn"].append(probs.churn.numpy())

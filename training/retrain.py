@@ -151,8 +151,11 @@ def resample(rows: Sequence[int], weights: Sequence[float], seed: int) -> list[i
     return random.Random(f"ips:{seed}").choices(list(rows), weights=list(weights), k=len(rows))
 
 
-def macro_f1s(model: IntentBert, tokens: list[list[int]], targets: Targets) -> dict[str, float]:
-    probs = predict(model, tokens)
+def macro_f1s(model: IntentBert, tokens: list[list[int]], targets: Targets,
+              features: np.ndarray | None = None) -> dict[str, float]:
+    """Each head's macro-F1 (threshold 0.5); `features`, row-aligned, for a tower network (a
+    text-only network ignores them)."""
+    probs = predict(model, tokens, features=features if model.n_features else None)
     churn = probs["churn"]
     return {
         "strength": head_metrics(targets.strength.tolist(), probs["strength"],
@@ -264,6 +267,11 @@ def run(
         return EXIT_BAD_INPUT, {}
     live_version = max(versions)
     live = IntentBert.load(repo / INTENT_BERT / str(live_version) / "artifacts")
+    if live.n_features:  # feedback examples hold the text and the outcome, not FEATURES rows
+        log(f"retrain: live intent_bert v{live_version} has a feature tower, and feedback "
+            "examples carry no FEATURES rows; retrain it with `intentstream train --events` "
+            "on the platform's history instead")
+        return EXIT_BAD_INPUT, {"live_version": live_version}
     try:
         examples = load_examples(args, log)  # stored only once resolved
     except (OSError, LookupError, TimeoutError, KafkaError) as exc:

@@ -143,11 +143,13 @@ def _fit_stack(
     peers: dict[str, dict[str, Probs]],
     score: Score,
     seed: int,
+    stack: bool = True,
 ) -> StackResult:
     """Fit, choose and measure the stacked heads. Every mapping is keyed by split name
     ("train", "validation", "test") where it is per split; `text` holds the network's
     probabilities, `peers` the text baseline's (`peers["tfidf_lr"][split][head]`), churn as
-    [n, 2] everywhere."""
+    [n, 2] everywhere. `stack=False` (fusion "tower": the network reads FEATURES itself) fits
+    no stack: the network is served as it is and measured against the same peers."""
     x = {s: stack_inputs(features[s], text[s]) for s in ("validation", "test")}
     y = {s: {h: np.asarray(v, dtype=np.int64) for h, v in targets[s].items()} for s in targets}
     selection: dict[str, dict[str, float]] = {}
@@ -160,6 +162,9 @@ def _fit_stack(
     for head in STACKED_HEADS:
         k = len(labels[head])
         y_val = y["validation"][head]
+        if not stack:
+            skipped[head] = "fusion 'tower': the network reads FEATURES itself, no stack"
+            continue
         if len(np.unique(y_val)) < k or len(set(users["validation"])) < 2:
             skipped[head] = "a label is missing from the validation split (or one user only)"
             continue

@@ -350,10 +350,12 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
 
     # --- model ---------------------------------------------------------------------------------
     tokenizer = load_tokenizer(max_length=model_args.max_length)
-    if model_args.tiny:
-        model = IntentBert.tiny(len(tokenizer), max_length=model_args.max_length)
-    else:
-        model = IntentBert.from_base(base_path(), max_length=model_args.max_length)
+    features = {name: feature_matrix(splits[name]) for name in SPLITS}
+    tower = run_args.fusion in ("tower", "both")
+    model = new_model(model_args, len(tokenizer), tower)
+    if tower:  # normalisation statistics from the training split only, saved with the model
+        model.fit_normalisation(torch.from_numpy(features["train"]))
+    net_features = features if tower else dict.fromkeys(SPLITS)
     tokens = {name: tokenize(tokenizer, texts[name], model_args.max_length) for name in SPLITS}
     fit_config = FitConfig(
         epochs=run_args.epochs,
@@ -372,12 +374,13 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     result = fit(
         model, tokens["train"], as_tensors(targets["train"]),
         tokens["validation"], as_tensors(targets["validation"]), fit_config, multitask_loss,
+        train_features=net_features["train"], val_features=net_features["validation"],
     )
     t = lap("fine_tune", t)
 
     # --- evaluate on held-out users ------------------------------------------------------------
-    model_val = predict(model, tokens["validation"])
-    model_test = predict(model, tokens["test"])
+    model_val = predict(model, tokens["validation"], features=net_features["validation"])
+    model_test = predict(model, tokens["test"], features=net_features["test"])
     model_metrics = compute_metrics(targets["validation"], model_val, targets["test"], model_test)
     comparison = compare(
         model_metrics, baseline_metrics, targets["test"], model_test, baseline_test,
@@ -387,8 +390,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     model.save(out / "model")
 
     # --- stacked heads over [features, text probabilities], and the peers ----------------------
-    stack = run_stacking(splits, targets, model_val, model_test, baseline_val, baseline_test,
-                         run_args.seed)
+    stack = run_stacking(features, splits, targets, model_val, model_test, baseline_val,
+                         baseline_test, run_args.seed, stack=run_args.fusion != "tower")
     t = lap("stacking", t)
 
     # --- UCI real sessions ---------------------------------------------------------------------
@@ -404,8 +407,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     # --- export ----------------------------------------------------------------------------------
     exported = gate = None
     if run_args.export and history_data:  # export only a version that beats the live one
-        gate = history.gate_against_live(Path(run_args.repo), model, tokenizer, texts["test"],
-                                         as_tensors(targets["test"]))
+        gate = gate_against_live(Path(run_args.repo), model, tokenizer, texts["test"],
+                                 as_tensors(targets["test"]), features["test"])
     if run_args.export and (gate is None or gate["accepted"]):
         repo = Path(run_args.repo)
         version = max(repository.versions(repo / INTENT_BERT), default=0) + 1
@@ -420,7 +423,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         try:
             held_out = HeldOut(texts["test"][:n],
                                {h: list(v[:n]) for h, v in targets["test"].items()},
-                               churn_threshold=model_metrics["churn"]["threshold"] or 0.5)
+                               churn_threshold=model_metrics["churn"]["threshold"] or 0.5,
+                               features=None if not tower else features["test"][:n].tolist())
         except QualityError as error:  # too few held-out users to judge a faster runtime
             print(f"train: serving torch: {error}", file=sys.stderr)
             runtime = "torch"
@@ -442,6 +446,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
             "max_length": model_args.max_length,
             "truncation": "left (the newest events are kept)",
             "parameters": sum(p.numel() for p in model.parameters()),
+            "fusion": run_args.fusion,
+            "feature_tower": model.heads_metadata().get("features"),
         },
         "data": {
             "source": "training.simulator (synthetic shoppers; see docs/model.md)",
@@ -525,7 +531,47 @@ def model_line(stack: StackResult) -> str:
     return f"model ({METRIC_LABEL}; stacked heads: {chosen}): " + "; ".join(parts)
 
 
+def gate_against_live(repo: Path, candidate: IntentBert, tokenizer: Any, texts: Sequence[str],
+                      targets: Targets, features: np.ndarray) -> dict[str, Any]:
+    """`training.history.gate_against_live`, where the live network or the candidate has a
+    feature tower: both are scored with the test rows' FEATURES (history's own gate scores text
+    only; it should take them too)."""
+    from training import history
+    from training.retrain import RetrainArguments, gate, macro_f1s
+
+    versions = repository.versions(repo / INTENT_BERT)
+    live = IntentBert.load(repo / INTENT_BERT / str(max(versions)) / "artifacts") \
+        if versions else None
+    if live is None or not (live.n_features or candidate.n_features):
+        return history.gate_against_live(repo, candidate, tokenizer, texts, targets)
+    limits = RetrainArguments(feedback_db=[])  # retrain's defaults: margin and largest drop
+    scores = [macro_f1s(m, tokenize(tokenizer, texts, m.max_length), targets, features)
+              for m in (live, candidate)]
+    result = gate(*scores, limits.margin, limits.max_head_drop)
+    return {"accepted": result.accepted, "why": result.why, "live_version": max(versions),
+            "live_macro_f1": result.live, "candidate_macro_f1": result.candidate,
+            "margin": limits.margin, "max_head_drop": limits.max_head_drop,
+            "on": "the test part of this history (the networks alone, with FEATURES where they "
+                  "read them, threshold 0.5)"}
+
+
+def feature_matrix(examples: Sequence[Example]) -> np.ndarray:
+    """The FEATURES rows of a split's windows, [n, N_FEATURES] float64."""
+    return np.asarray([x.features for x in examples], dtype=np.float64).reshape(
+        len(examples), N_FEATURES)
+
+
+def new_model(model_args: ModelArguments, vocab_size: int, tower: bool) -> IntentBert:
+    """The network to fine-tune: tiny or MiniLM, with a feature tower when `tower`."""
+    extra: dict[str, Any] = {"n_features": N_FEATURES, "feature_schema": feature_schema()} \
+        if tower else {}
+    if model_args.tiny:
+        return IntentBert.tiny(vocab_size, max_length=model_args.max_length, **extra)
+    return IntentBert.from_base(base_path(), max_length=model_args.max_length, **extra)
+
+
 def run_stacking(
+    features: dict[str, np.ndarray],
     splits: dict[str, list[Example]],
     targets: dict[str, dict[str, list[int]]],
     model_val: dict[str, np.ndarray],
@@ -533,20 +579,20 @@ def run_stacking(
     baseline_val: dict[str, np.ndarray],
     baseline_test: dict[str, np.ndarray],
     seed: int,
+    *,
+    stack: bool = True,
 ) -> StackResult:
     """Stacked heads fitted on validation rows the network did not train on; all probability
     arrays as [n, classes] (churn [n, 2]) for the stacking module."""
     def full(probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {h: columns(h, p) for h, p in probs.items()}
 
-    features = {name: np.asarray([x.features for x in splits[name]], dtype=np.float64)
-                .reshape(len(splits[name]), N_FEATURES) for name in SPLITS}
     return fit_stack(
         MODEL_HEADS, features,
         {"validation": full(model_val), "test": full(model_test)},
         targets, {name: [x.user_id for x in splits[name]] for name in SPLITS},
         {"tfidf_lr": {"validation": full(baseline_val), "test": full(baseline_test)}},
-        validation_score, seed,
+        validation_score, seed, stack,
     )
 
 

@@ -19,6 +19,7 @@ from streams.core.timeunits import DAY_MS, HOUR_MS
 from training.uci import CSV_NAME
 
 ANY_TIME = (-(2**62), 2**62)  # --from/--to bounds: the settings' event-time bounds judge events
+FUSIONS = ("stack", "tower", "both")  # --fusion
 UCI_CANDIDATES = (Path("data") / CSV_NAME, Path("..") / "shared" / "data" / CSV_NAME)
 
 
@@ -154,6 +155,11 @@ class RunArguments:
                 "onnxruntime-cuda, tensorrt-fp16"})
     runtime_check_texts: int = field(default=400, metadata={
         "help": "held-out texts the quality bar scores each runtime on"})
+    fusion: str = field(default="stack", metadata={
+        "help": "how the behaviour FEATURES join the text: stack (gradient-boosted heads over "
+                "[FEATURES, the text network's probabilities], the stacker step), tower (a "
+                "feature tower inside IntentBert, fused with the pooled text vector) or both "
+                "(the tower network, then the stack over it); docs/model.md has the comparison"})
     seed: int = field(default=0, metadata={"help": "seeds simulation, split, init and batches"})
     epochs: float = field(default=2.0, metadata={"help": "passes over the training windows"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps (over epochs)"})
@@ -178,6 +184,8 @@ class RunArguments:
             raise ValueError("--batch-size, --evals-per-epoch and --patience must be >= 1")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError("--warmup-ratio must be in [0, 1)")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"--fusion must be one of {', '.join(FUSIONS)}")
 
 
 def _event_time(text: str) -> int:

@@ -10,6 +10,9 @@ A built repository (numbered directories are build outputs, never committed):
     <repo>/intent_bert/<N>/artifacts/model.int8.onnx  graphs (fp32, dynamic int8)
     <repo>/intent_bert/<N>/runtime.json            the runtime this version serves and its
                                                    quality verdicts (absent: torch)
+    <repo>/intent_bert/<N>/inputs.json             the inputs it takes: INPUT_IDS,
+                                                   ATTENTION_MASK (+ FEATURES with a feature
+                                                   tower); absent: text only (older versions)
     <repo>/tokenizer/1/model.py                    copy of <repo>/tokenizer/model.py
     <repo>/tokenizer/1/artifacts/                  the shared MiniLM tokenizer files
 
@@ -93,6 +96,8 @@ def export_version(
         shutil.copy2(model_dir / BACKEND_FILE, staging / BACKEND_FILE)
         artifacts = model.save(staging / ARTIFACTS)
         _copy_architecture(artifacts / ARCHITECTURE_PACKAGE)
+        schema = model.feature_schema or {}
+        runtimes.write_inputs(staging, model.n_features, schema.get("version"))
         if runtime != TORCH:
             assert held_out is not None  # _check_runtime_request
             _write_runtime(model, staging, version, runtime, held_out)

@@ -3,7 +3,9 @@
 The ONNX graph has the same inputs and outputs as the python-backend `intent_bert`
 (INPUT_IDS, ATTENTION_MASK → STRENGTH, INTENT_TYPE, CHURN probabilities and MODEL_VERSION,
 with dynamic batch and sequence axes), so on a GPU server the ensemble only swaps which model
-its second step calls; the tokenizer and every client stay as they are. MODEL_VERSION is a
+its second step calls; the tokenizer and every client stay as they are. A network with a
+feature tower also takes FEATURES (float32 [batch, n_features]), and its parity check feeds
+FEATURES rows too (counts, money and missing values, as the worker sends them). MODEL_VERSION is a
 constant baked into the graph at export time (the onnxruntime backend cannot add it).
 
     <repo>/intent_bert_onnx/config.pbtxt      committed: platform onnxruntime_onnx, KIND_GPU
@@ -47,6 +49,7 @@ from .runtimes import INT8_FILE, ONNX_FILE
 
 INTENT_BERT_ONNX = "intent_bert_onnx"
 INPUTS = ("INPUT_IDS", "ATTENTION_MASK")
+FEATURES = "FEATURES"  # a third input when the network has a feature tower
 OUTPUTS = ("STRENGTH", "INTENT_TYPE", "CHURN", "MODEL_VERSION")
 PARITY_TOLERANCE = 1e-4
 OPSET = 18
@@ -61,9 +64,10 @@ class _ServedGraph(nn.Module):
         self.register_buffer("version", torch.tensor([[version]], dtype=torch.int64))
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        probs = self.model.probabilities(input_ids, attention_mask)
+        probs = self.model.probabilities(input_ids, attention_mask, features)
         rows = input_ids.shape[0]
         return (
             probs.strength,
@@ -76,10 +80,16 @@ class _ServedGraph(nn.Module):
 def export_onnx(model: IntentBert, path: Path, version: int) -> Path:
     """Write `model` as one ONNX file (weights inside) with dynamic batch and sequence axes."""
     graph = _ServedGraph(model, version).eval()
-    example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
+    example: tuple[torch.Tensor, ...] = (torch.ones((2, 8), dtype=torch.long),
+                                         torch.ones((2, 8), dtype=torch.long))
     batch = torch.export.Dim("batch", max=4096)
     sequence = torch.export.Dim("sequence", max=model.encoder.config.max_position_embeddings)
     axes = {0: batch, 1: sequence}
+    names, shapes = list(INPUTS), {"input_ids": axes, "attention_mask": axes}
+    if model.n_features:
+        example = (*example, torch.zeros((2, model.n_features), dtype=torch.float32))
+        names.append(FEATURES)
+        shapes["features"] = {0: batch}
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed" notices
@@ -90,9 +100,9 @@ def export_onnx(model: IntentBert, path: Path, version: int) -> Path:
                 graph,
                 example,
                 str(path),
-                input_names=list(INPUTS),
+                input_names=names,
                 output_names=list(OUTPUTS),
-                dynamic_shapes={"input_ids": axes, "attention_mask": axes},
+                dynamic_shapes=shapes,
                 opset_version=OPSET,
                 dynamo=True,
                 external_data=False,
@@ -102,6 +112,14 @@ def export_onnx(model: IntentBert, path: Path, version: int) -> Path:
     finally:
         exporter_log.setLevel(level)
     return path
+
+
+def parity_features(rows: int, n_features: int, rng: np.random.Generator) -> np.ndarray:
+    """FEATURES-like rows: heavy-tailed counts and amounts, some zero, some missing (-1)."""
+    values = np.round(rng.lognormal(mean=1.0, sigma=2.0, size=(rows, n_features)), 2)
+    values[rng.random((rows, n_features)) < 0.2] = 0.0
+    values[rng.random((rows, n_features)) < 0.1] = -1.0
+    return values.astype(np.float32)
 
 
 def parity_batches(vocab_size: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -124,11 +142,17 @@ def max_abs_difference(model: IntentBert, onnx_path: Path, seed: int = 0) -> flo
     """Largest |onnxruntime - PyTorch| over all probabilities of the parity batches."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     graph = _ServedGraph(model, 0).eval()
+    rng = np.random.default_rng(seed + 1)
     worst = 0.0
     for ids, mask in parity_batches(model.encoder.config.vocab_size, seed):
-        got = session.run(list(OUTPUTS[:3]), {INPUTS[0]: ids, INPUTS[1]: mask})
+        feeds = {INPUTS[0]: ids, INPUTS[1]: mask}
+        features = None
+        if model.n_features:
+            feeds[FEATURES] = parity_features(len(ids), model.n_features, rng)
+            features = torch.from_numpy(feeds[FEATURES])
+        got = session.run(list(OUTPUTS[:3]), feeds)
         with torch.inference_mode():
-            want = graph(torch.from_numpy(ids), torch.from_numpy(mask))[:3]
+            want = graph(torch.from_numpy(ids), torch.from_numpy(mask), features)[:3]
         for g, w in zip(got, want, strict=True):
             worst = max(worst, float(np.abs(g - w.numpy()).max()))
     return worst

@@ -8,7 +8,8 @@ classes present, binary churn on its positive class; macro-F1 of argmax, churn a
 threshold).
 
 Everything runs on a saved version's `artifacts/` directory through the same scorers the
-Triton backend uses (inference/model/runtimes.py), so what is checked is what is served.
+Triton backend uses (inference/model/runtimes.py), so what is checked is what is served. A
+network with a feature tower is checked on the held-out texts with their FEATURES rows.
 """
 
 from __future__ import annotations
@@ -54,10 +55,13 @@ class HeldOut:
     texts: list[str]
     labels: dict[str, list[int]]
     churn_threshold: float = 0.5  # training chooses it on validation
+    features: list[list[float]] | None = None  # one FEATURES row per text (a tower network)
 
     def __post_init__(self) -> None:
         if not self.texts:
             raise QualityError("the quality bar needs held-out texts, got none")
+        if self.features is not None and len(self.features) != len(self.texts):
+            raise QualityError(f"{len(self.features)} FEATURES rows for {len(self.texts)} texts")
         for head, k in HEAD_CLASSES.items():
             y = self.labels.get(head)
             if y is None or len(y) != len(self.texts):
@@ -143,28 +147,33 @@ def pick(texts_per_s: dict[str, float], verdicts: dict[str, Verdict]) -> str:
 # --- running the runtimes -----------------------------------------------------------------------
 
 
-def token_batches(artifacts: Path, texts: Sequence[str],
-                  batch: int = BATCH) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The texts tokenized as the served tokenizer does, in batches of `batch`, in order."""
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, mask, FEATURES (or None)
+
+
+def token_batches(artifacts: Path, texts: Sequence[str], batch: int = BATCH,
+                  features: Sequence[Sequence[float]] | None = None) -> list[Batch]:
+    """The texts tokenized as the served tokenizer does (with their FEATURES rows, when given),
+    in batches of `batch`, in order."""
     max_length = _max_length(artifacts)
     tokenizer = load_tokenizer(max_length=max_length)
-    out = []
+    rows = None if features is None else np.asarray(features, dtype=np.float32)
+    out: list[Batch] = []
     for start in range(0, len(texts), batch):
         ids, mask = encode(tokenizer, texts[start:start + batch], max_length=max_length)
-        out.append((ids.numpy(), mask.numpy()))
+        out.append((ids.numpy(), mask.numpy(),
+                    None if rows is None else rows[start:start + batch]))
     return out
 
 
-def timed_probabilities(scorer: Scorer, batches: list[tuple[np.ndarray, np.ndarray]]
-                        ) -> tuple[Probabilities, float]:
+def timed_probabilities(scorer: Scorer, batches: list[Batch]) -> tuple[Probabilities, float]:
     """All batches' probabilities and the texts/s it took (after one untimed warm-up batch)."""
     scorer.probabilities(*batches[0])
     parts: list[Probabilities] = []
     started = time.perf_counter()
-    for ids, mask in batches:
-        parts.append(scorer.probabilities(ids, mask))
+    for ids, mask, features in batches:
+        parts.append(scorer.probabilities(ids, mask, features))
     seconds = time.perf_counter() - started
-    rows = sum(len(ids) for ids, _ in batches)
+    rows = sum(len(ids) for ids, _, _ in batches)
     joined = Probabilities(*(np.concatenate([getattr(p, f) for p in parts])
                              for f in Probabilities._fields))
     return joined, rows / seconds
@@ -181,9 +190,13 @@ def choose_runtime(artifacts: Path, held_out: HeldOut, candidates: Sequence[str]
     """Time torch and every candidate (default: all available here) on the held-out texts,
     check each against the bar, and pick the fastest that passes (torch at worst)."""
     candidates = [c for c in (candidates or available_runtimes()) if c != TORCH]
-    batches = token_batches(artifacts, held_out.texts)
-    reference, torch_speed = timed_probabilities(load_scorer(artifacts, TORCH, threads=threads),
-                                                 batches)
+    reference_scorer = load_scorer(artifacts, TORCH, threads=threads)
+    if reference_scorer.n_features and held_out.features is None:
+        raise QualityError(f"the network reads FEATURES ({reference_scorer.n_features} columns): "
+                           "the quality bar needs the held-out FEATURES rows")
+    batches = token_batches(artifacts, held_out.texts,
+                            features=held_out.features if reference_scorer.n_features else None)
+    reference, torch_speed = timed_probabilities(reference_scorer, batches)
     torch_scores = head_scores(held_out, reference)
     speeds = {TORCH: torch_speed}
     verdicts = {TORCH: verdict_of(TORCH, torch_scores, torch_scores)}

@@ -15,6 +15,11 @@ Like heads.py, this file is copied into every built version (artifacts/intentber
 imported there by Triton's python stub without the `inference` package: it imports only the
 standard library and numpy at the top; torch and onnxruntime are imported when a runtime
 needs them, so an onnxruntime version's stub never loads torch.
+
+A version also declares which inputs it takes in `<version>/inputs.json` (written by export):
+INPUT_IDS and ATTENTION_MASK always, FEATURES too when the network has a feature tower (with
+its column count and feature-schema version). A version without the file (every version
+exported before the tower existed) is text-only, so it stays servable beside newer ones.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ ENCODER_CONFIG_FILE = "config.json"
 TORCH = "torch"
 OUTPUTS = ("STRENGTH", "INTENT_TYPE", "CHURN")
 INPUTS = ("INPUT_IDS", "ATTENTION_MASK")
+FEATURES = "FEATURES"  # the optional third input of a version with a feature tower
+INPUTS_FILE = "inputs.json"  # <version>/inputs.json
 # TensorRT builds one engine per shape profile: batches up to the served max_batch_size.
 TRT_MAX_ROWS = 64
 TRT_OPT_ROWS = 32
@@ -78,10 +85,51 @@ class Probabilities(NamedTuple):
 class Scorer(Protocol):
     runtime: str
     max_positions: int
+    n_features: int  # FEATURES columns the network reads (0: text only)
 
-    def probabilities(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Probabilities:
-        """int64 [b, len] right-padded ids and mask → the three heads' probabilities."""
+    def probabilities(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                      features: np.ndarray | None = None) -> Probabilities:
+        """int64 [b, len] right-padded ids and mask (and float32 [b, n_features] FEATURES for a
+        network with a tower) → the three heads' probabilities."""
         ...
+
+
+@dataclass(frozen=True)
+class VersionInputs:
+    """What a version takes: INPUT_IDS, ATTENTION_MASK and, with a tower, FEATURES."""
+
+    names: tuple[str, ...]
+    n_features: int = 0
+    feature_schema: int | None = None  # the schema version its FEATURES columns follow
+
+
+def write_inputs(version_dir: Path, n_features: int, feature_schema: int | None) -> Path:
+    """`<version>/inputs.json`: the inputs this version takes."""
+    names = [*INPUTS, FEATURES] if n_features else list(INPUTS)
+    body: dict[str, Any] = {"inputs": names}
+    if n_features:
+        body["features"] = {"n_features": n_features, "feature_schema": feature_schema}
+    path = Path(version_dir) / INPUTS_FILE
+    path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_inputs(version_dir: Path) -> VersionInputs:
+    """The inputs `<version>/inputs.json` declares; text-only when the version has none."""
+    path = Path(version_dir) / INPUTS_FILE
+    if not path.is_file():
+        return VersionInputs(INPUTS)
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        names = tuple(str(n) for n in body["inputs"])
+        features = body.get("features") or {}
+        n = int(features.get("n_features", 0))
+    except (ValueError, KeyError, TypeError) as error:
+        raise RuntimeUnavailable(f"{path}: not an inputs file ({error})") from error
+    if names[:2] != INPUTS or set(names[2:]) - {FEATURES} or (FEATURES in names) != (n > 0):
+        raise RuntimeUnavailable(f"{path}: inputs {list(names)} with {n} feature columns; "
+                                 f"expected {list(INPUTS)} (+ {FEATURES} with n_features > 0)")
+    return VersionInputs(names, n, features.get("feature_schema"))
 
 
 def runtime(name: str) -> Runtime:
@@ -155,7 +203,8 @@ def load_scorer(artifacts: Path, name: str, *, threads: int = 0) -> Scorer:
     path = artifacts / chosen.onnx_file
     if not path.is_file():
         raise RuntimeUnavailable(f"runtime {name} needs {path}, which the version lacks")
-    return OnnxScorer(path, chosen, max_positions(artifacts), threads=threads)
+    return OnnxScorer(path, chosen, max_positions(artifacts), feature_columns(artifacts),
+                      threads=threads)
 
 
 def max_positions(artifacts: Path) -> int:
@@ -174,19 +223,25 @@ class TorchScorer:
         self.runtime = TORCH
         self.model = _intent_bert_class().load(artifacts)
         self.max_positions = int(self.model.encoder.config.max_position_embeddings)
+        self.n_features = int(self.model.n_features)
 
-    def probabilities(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Probabilities:
+    def probabilities(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                      features: np.ndarray | None = None) -> Probabilities:
         torch = self._torch
+        feats = None
+        if self.n_features:
+            feats = torch.from_numpy(_feature_rows(features, len(input_ids), self.n_features))
         with torch.inference_mode():
             p = self.model.probabilities(torch.from_numpy(input_ids),
-                                         torch.from_numpy(attention_mask))
+                                         torch.from_numpy(attention_mask), feats)
         return Probabilities(p.strength.numpy().astype(np.float32),
                              p.intent_type.numpy().astype(np.float32),
                              p.churn.numpy().astype(np.float32))
 
 
 class OnnxScorer:
-    def __init__(self, path: Path, chosen: Runtime, positions: int, *, threads: int = 0) -> None:
+    def __init__(self, path: Path, chosen: Runtime, positions: int, n_features: int = 0, *,
+                 threads: int = 0) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -200,8 +255,10 @@ class OnnxScorer:
             ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when torch has not
         self.runtime = chosen.name
         self.max_positions = positions
+        self.n_features = n_features
         self.session = ort.InferenceSession(
-            str(path), options, providers=providers_for(chosen, path, positions)
+            str(path), options,
+            providers=providers_for(chosen, path, positions, self.n_features),
         )
         # onnxruntime falls back to the next provider when one fails to start (TensorRT's
         # libraries missing, say): that would be another runtime under this one's name.
@@ -210,20 +267,48 @@ class OnnxScorer:
                 f"runtime {chosen.name}: {chosen.provider} did not start (session runs on "
                 f"{', '.join(self.session.get_providers())}; see onnxruntime's log)"
             )
+        graph_inputs = {i.name for i in self.session.get_inputs()}
+        if (FEATURES in graph_inputs) != bool(n_features):
+            raise RuntimeUnavailable(f"{path} takes {sorted(graph_inputs)}, but the saved "
+                                     f"network reads {n_features} FEATURES columns")
 
-    def probabilities(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Probabilities:
+    def probabilities(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                      features: np.ndarray | None = None) -> Probabilities:
         feeds = {INPUTS[0]: np.ascontiguousarray(input_ids, dtype=np.int64),
                  INPUTS[1]: np.ascontiguousarray(attention_mask, dtype=np.int64)}
+        if self.n_features:
+            feeds[FEATURES] = _feature_rows(features, len(input_ids), self.n_features)
         strength, intent_type, churn = self.session.run(list(OUTPUTS), feeds)
         return Probabilities(strength.astype(np.float32), intent_type.astype(np.float32),
                              churn.reshape(-1).astype(np.float32))
 
 
-def providers_for(chosen: Runtime, path: Path, positions: int) -> list[Any]:
+def _feature_rows(features: np.ndarray | None, rows: int, n_features: int) -> np.ndarray:
+    """FEATURES as contiguous float32 [rows, n_features], or a clear error."""
+    if features is None:
+        raise ValueError(f"this version reads {FEATURES} ({n_features} columns) with the text; "
+                         "none given")
+    out = np.ascontiguousarray(features, dtype=np.float32)
+    if out.shape != (rows, n_features):
+        raise ValueError(f"{FEATURES} {out.shape}: this version reads [{rows}, {n_features}]")
+    if not np.isfinite(out).all():
+        raise ValueError(f"{FEATURES} holds NaN or infinite values")
+    return out
+
+
+def feature_columns(artifacts: Path) -> int:
+    """FEATURES columns the saved network reads (heads.json; 0: text only), without torch."""
+    heads = json.loads((Path(artifacts) / HEADS_FILE).read_text(encoding="utf-8"))
+    return int((heads.get("features") or {}).get("n_features", 0))
+
+
+def providers_for(chosen: Runtime, path: Path, positions: int, n_features: int = 0
+                  ) -> list[Any]:
     """onnxruntime's provider list for `chosen`, falling back to CPU for unsupported nodes."""
     if chosen.provider == "TensorrtExecutionProvider":
         def shapes(rows: int, length: int) -> str:
-            return ",".join(f"{name}:{rows}x{length}" for name in INPUTS)
+            text = ",".join(f"{name}:{rows}x{length}" for name in INPUTS)
+            return text + (f",{FEATURES}:{rows}x{n_features}" if n_features else "")
 
         options = {
             "trt_fp16_enable": True,

@@ -1,4 +1,4 @@
-"""Triton python backend: INPUT_IDS, ATTENTION_MASK → the three heads' probabilities.
+"""Triton python backend: INPUT_IDS, ATTENTION_MASK (and FEATURES) → the heads' probabilities.
 
 The canonical copy lives at triton_models/intent_bert/model.py; export copies it into
 <version>/model.py. The network and its runtimes are not defined here: export also copies
@@ -11,6 +11,12 @@ The runtime (torch, onnxruntime-fp32/-int8/-cuda, tensorrt-fp16) is the one the 
 runtime.json names, unless config.pbtxt's `runtime` parameter names one for the deployment.
 A runtime that cannot start here (no such provider, no ONNX file) fails the load with the
 reason, and Triton keeps serving the version it had.
+
+FEATURES is an optional input of the model (config.pbtxt); each version declares in its
+inputs.json whether its network reads it (a feature tower, with the column count and feature
+schema version). A text-only version (no inputs.json: every version exported before the tower)
+ignores FEATURES, so it stays servable while a tower version rolls out. A tower version answers
+a request without FEATURES, or with the wrong number of columns, with an error naming both.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 ARCHITECTURE_PACKAGE = "intentbert"  # written by inference/model/export.py
+# (request index, INPUT_IDS, ATTENTION_MASK, FEATURES or None)
+Accepted = tuple[int, np.ndarray, np.ndarray, "np.ndarray | None"]
 
 
 class TritonPythonModel:
@@ -40,21 +48,34 @@ class TritonPythonModel:
         name = _parameter(parameters, "runtime", "") or runtimes.read_runtime(version_dir)
         self.scorer = runtimes.load_scorer(artifacts, name, threads=threads)
         self.max_positions = int(self.scorer.max_positions)
+        # Versions saved before inputs.json existed have no read_inputs: text only.
+        read_inputs = getattr(runtimes, "read_inputs", None)
+        declared = read_inputs(version_dir) if read_inputs else None
+        self.n_features = declared.n_features if declared else 0
+        self.feature_schema = declared.feature_schema if declared else None
+        if self.n_features != int(getattr(self.scorer, "n_features", 0)):
+            raise ValueError(f"intent_bert v{self.version}: inputs.json declares "
+                             f"{self.n_features} FEATURES columns, the network reads "
+                             f"{getattr(self.scorer, 'n_features', 0)}")
         logger = getattr(pb_utils, "Logger", None)  # set by the stub (Triton >= 22.09)
         if logger is not None:
             logger.log_info(f"intent_bert v{self.version}: runtime {self.scorer.runtime}")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
-        accepted: list[tuple[int, np.ndarray, np.ndarray]] = []
+        accepted: list[Accepted] = []
         for index, request in enumerate(requests):
             ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS").as_numpy()
             mask = pb_utils.get_input_tensor_by_name(request, "ATTENTION_MASK").as_numpy()
-            problem = self._problem(ids, mask)
+            features = None
+            if self.n_features:  # a text-only version ignores FEATURES
+                found = pb_utils.get_input_tensor_by_name(request, "FEATURES")
+                features = None if found is None else found.as_numpy()
+            problem = self._problem(ids, mask) or self._feature_problem(features, len(ids))
             if problem:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(problem))
             else:
-                accepted.append((index, ids, mask))
+                accepted.append((index, ids, mask, features))
         if accepted:
             for (index, _, _), response in zip(accepted, self._score(accepted), strict=True):
                 responses[index] = response
@@ -70,17 +91,34 @@ class TritonPythonModel:
             return f"sequence length {ids.shape[1]} exceeds the model's {self.max_positions}"
         return None
 
-    def _score(self, accepted: list[tuple[int, np.ndarray, np.ndarray]]) -> list[Any]:
+    def _feature_problem(self, features: np.ndarray | None, rows: int) -> str | None:
+        if not self.n_features:
+            return None
+        wanted = (f"intent_bert v{self.version} reads FEATURES [{rows}, {self.n_features}] "
+                  f"(feature schema v{self.feature_schema}) with the text")
+        if features is None:
+            return f"{wanted}; the request has none"
+        if features.shape != (rows, self.n_features):
+            return f"{wanted}; got {list(features.shape)}"
+        if not np.isfinite(features).all():
+            return f"{wanted}; got NaN or infinite values"
+        return None
+
+    def _score(self, accepted: list[Accepted]) -> list[Any]:
         """One forward pass over all accepted requests, padded to their common length."""
-        input_ids = _pad_rows([ids for _, ids, _ in accepted])
-        attention_mask = _pad_rows([mask for _, _, mask in accepted])
-        probs = self.scorer.probabilities(input_ids, attention_mask)
+        input_ids = _pad_rows([ids for _, ids, _, _ in accepted])
+        attention_mask = _pad_rows([mask for _, _, mask, _ in accepted])
+        if self.n_features:
+            features = np.concatenate([f for _, _, _, f in accepted]).astype(np.float32)
+            probs = self.scorer.probabilities(input_ids, attention_mask, features)
+        else:  # the scorer of a version saved before FEATURES takes two arguments
+            probs = self.scorer.probabilities(input_ids, attention_mask)
         strength = np.asarray(probs.strength, dtype=np.float32)
         intent_type = np.asarray(probs.intent_type, dtype=np.float32)
         churn = np.asarray(probs.churn, dtype=np.float32).reshape(-1, 1)
         responses = []
         start = 0
-        for _, ids, _ in accepted:
+        for _, ids, _, _ in accepted:
             rows = slice(start, start + len(ids))
             start += len(ids)
             responses.append(
