@@ -238,23 +238,46 @@ def save_progress(progress: TableT, messages: Sequence[RawMessage], events: Sequ
 
 
 async def catching_up(
-    batches: AsyncIterator[list[EventT]], max_events: int, catch_up: int
+    batches: AsyncIterator[list[EventT]], max_events: int, catch_up: int, wait_s: float
 ) -> AsyncIterator[list[EventT]]:
     """Micro-batches merged while the input is behind: a full batch (the consumer's queue had
     `max_events` ready) takes the next one too, up to `catch_up` × `max_events` events, while it
     holds at most `max_events / 2` users. The text scored per user is one per micro-batch, so a
     deeper backlog then costs fewer texts per event; the users bound keeps a batch's texts (its
-    scoring time, and how long a rebalance waits for it) near what one full batch costs."""
-    async for events in batches:
-        last = events
-        while (len(last) >= max_events and len(events) < catch_up * max_events
-               and len({e.message.key for e in events}) <= max_events // 2):
-            try:
-                last = await anext(batches)
-            except StopAsyncIteration:
-                break
-            events = [*events, *last]
-        yield events
+    scoring time, and how long a rebalance waits for it) near what one full batch costs.
+
+    A merge waits at most `wait_s` for the next batch (still taken, for the next round): one that
+    is not ready by then means the input is not behind, or has stopped. A rebalance stops it and
+    then waits for the events in hand to be acked, so holding them for more would never end."""
+    taking: asyncio.Task | None = None
+
+    async def take() -> list[EventT] | None:
+        try:
+            return await anext(batches)
+        except StopAsyncIteration:
+            return None
+
+    try:
+        while True:
+            taking = taking or asyncio.ensure_future(take())
+            events = await taking
+            taking = None
+            if events is None:
+                return
+            last: list[EventT] | None = events
+            while (last is not None and len(last) >= max_events
+                   and len(events) < catch_up * max_events
+                   and len({e.message.key for e in events}) <= max_events // 2):
+                taking = asyncio.ensure_future(take())
+                done, _ = await asyncio.wait({taking}, timeout=wait_s)
+                if not done:
+                    break
+                last, taking = taking.result(), None
+                events = [*events, *(last or [])]
+            yield events
+    finally:
+        if taking is not None:
+            taking.cancel()
 
 
 async def run_acked_batches(
@@ -283,7 +306,8 @@ async def run_acked_batches(
     """
     numbers = itertools.count(1)
     cursor = DeliveryCursor()
-    batches = catching_up(stream.noack_take(max_events, within_s), max_events, catch_up)
+    batches = catching_up(stream.noack_take(max_events, within_s), max_events, catch_up,
+                          wait_s=within_s)
     async for events in batches:
         started = time.perf_counter()
         generation = app.consumer_generation_id

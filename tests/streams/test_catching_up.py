@@ -20,8 +20,17 @@ async def ready(batches: list[list[SimpleNamespace]]):
 
 def sizes(batches, max_events: int, catch_up: int) -> list[int]:
     async def collect() -> list[int]:
-        return [len(b) async for b in catching_up(ready(batches), max_events, catch_up)]
+        return [len(b) async for b in catching_up(ready(batches), max_events, catch_up,
+                                                  wait_s=1.0)]
     return asyncio.run(collect())
+
+
+async def then_stopped(batches: list[list[SimpleNamespace]], resume: asyncio.Event):
+    """Faust's take during a rebalance: after these batches nothing comes until `resume`."""
+    for batch in batches:
+        yield batch
+    await resume.wait()
+    yield events(["late"])
 
 
 def test_full_batches_of_few_users_merge_up_to_the_catch_up_bound():
@@ -45,3 +54,17 @@ def test_batches_of_many_users_are_not_merged():
 def test_catch_up_one_leaves_the_batches_as_taken():
     backlog = [events(["a"] * 10) for _ in range(3)]
     assert sizes(backlog, max_events=10, catch_up=1) == [10, 10, 10]
+
+
+def test_a_full_batch_is_not_held_while_the_input_has_stopped():
+    """A rebalance stops the input, then waits for the events in hand to be acked: a merge
+    that waited for more would hold them, and the rebalance, for ever."""
+    async def run() -> list[int]:
+        resume = asyncio.Event()
+        merged = catching_up(then_stopped([events(["a"] * 10)], resume), 10, 8, wait_s=0.05)
+        first = await asyncio.wait_for(anext(merged), timeout=5)
+        resume.set()  # the rebalance is over: the take left waiting goes on
+        second = await asyncio.wait_for(anext(merged), timeout=5)
+        await merged.aclose()
+        return [len(first), len(second)]
+    assert asyncio.run(run()) == [10, 1]
