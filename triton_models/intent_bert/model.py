@@ -77,7 +77,7 @@ class TritonPythonModel:
             else:
                 accepted.append((index, ids, mask, features))
         if accepted:
-            for (index, _, _), response in zip(accepted, self._score(accepted), strict=True):
+            for (index, *_), response in zip(accepted, self._score(accepted), strict=True):
                 responses[index] = response
         return responses
 
