@@ -176,7 +176,9 @@ def fill_gaps(consumer: ConsumerT, gaps: Sequence[Gap]) -> None:
     the partition's commit froze for good (docs/feedback.md, "Input skipped by Faust"). Acking the
     whole range, not only the records returned, also covers offsets that hold no record
     (transaction markers). Offsets below the commit or already acked are ignored by Faust;
-    a partition no longer assigned is skipped (its new owner redelivers from the commit).
+    a partition no longer assigned is skipped (its new owner redelivers from the commit). A
+    range Faust also logged as a gap would be counted twice by its own merge, each duplicate
+    costing a commit interval; our consumer merges without them (streams.runtime.faust_base).
     """
     assigned = consumer.assignment()
     for gap in gaps:
