@@ -84,6 +84,10 @@ def server_env(base: Mapping[str, str]) -> dict[str, str]:
     # Weights and tokenizer files come from the repository, never from a hub.
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # torch's OpenMP threads otherwise spin between parallel regions: on a small machine shared
+    # with the broker and the worker that burnt 5.6 ms of CPU per text on the tiny model instead
+    # of 1.0 (docs/benchmarks.md); onnxruntime's spinning is off in its session options.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
