@@ -24,7 +24,9 @@ def test_layout_of_a_version(repo: Path, tiny_model: IntentBert) -> None:
     assert export_version(tiny_model, repo) == 1
 
     version = repo / "intent_bert" / "1"
-    assert _entries(version) == ["artifacts", "model.py"]
+    assert _entries(version) == ["artifacts", "inputs.json", "model.py"]
+    assert json.loads((version / "inputs.json").read_text()) == {
+        "inputs": ["INPUT_IDS", "ATTENTION_MASK"]}  # text only: no FEATURES
     assert (version / "model.py").read_bytes() == (repo / "intent_bert" / "model.py").read_bytes()
     assert _entries(version / "artifacts") == [
         "config.json",

@@ -116,3 +116,85 @@ def test_label_helpers() -> None:
     assert top_label(probs) == "medium"
     with pytest.raises(ValueError):
         label_probabilities(STRENGTH_LABELS, [1.0])
+
+
+# --- the feature tower ----------------------------------------------------------------------------
+
+N = 4  # feature columns in these tests (the live schema has more)
+SCHEMA = {"version": 9, "features": [{"name": f"f{i}", "unit": "count"} for i in range(N)]}
+
+
+def _tower(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> IntentBert:
+    torch.manual_seed(seed)
+    return IntentBert.tiny(len(tokenizer), n_features=N, feature_schema=SCHEMA).eval()
+
+
+def _rows(*values: float) -> torch.Tensor:
+    return torch.tensor([[v, 2 * v, -1.0, 7.0] for v in values], dtype=torch.float32)
+
+
+def test_without_a_tower_the_network_is_the_text_only_one(
+    tiny_model: IntentBert, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    torch.manual_seed(0)
+    text_only = IntentBert.tiny(len(tokenizer), n_features=0)
+    assert text_only.state_dict().keys() == tiny_model.state_dict().keys()
+    assert not any(k.startswith("feature_tower") for k in text_only.state_dict())
+    assert "features" not in text_only.heads_metadata()
+
+
+def test_the_tower_reads_features_fused_before_the_heads(
+    tokenizer: PreTrainedTokenizerBase
+) -> None:
+    model = _tower(tokenizer)
+    ids, mask = encode(tokenizer, TEXTS, max_length=32)
+    with torch.inference_mode():
+        one = model.probabilities(ids, mask, _rows(0, 3, 50))
+        other = model.probabilities(ids, mask, _rows(9, 300, 1))
+    assert model.strength_head.in_features == model.encoder.config.hidden_size + 32
+    assert not torch.allclose(one.churn, other.churn)  # the features reach every head
+    torch.testing.assert_close(one.strength.sum(-1), torch.ones(3))
+    with pytest.raises(ValueError, match="reads FEATURES"):
+        model(ids, mask)
+    with pytest.raises(ValueError, match=r"this model reads \[3, 4\]"):
+        model(ids, mask, _rows(0, 3))
+
+
+def test_normalisation_is_fitted_on_the_rows_given(tokenizer: PreTrainedTokenizerBase) -> None:
+    model = _tower(tokenizer)
+    rows = _rows(0, 10, 1000, 5)
+    model.fit_normalisation(rows)
+    normalised = model.feature_tower.normalise(rows)
+    torch.testing.assert_close(normalised.mean(0), torch.zeros(N), atol=1e-5, rtol=0)
+    # A constant column normalises to 0 (scale 1), and a far outlier is clipped.
+    assert model.feature_tower.scale[3] == 1 and (normalised[:, 3] == 0).all()
+    assert model.feature_tower.normalise(_rows(1e30)).abs().max() == 5.0
+    with pytest.raises(ValueError, match="no feature tower"):
+        IntentBert.tiny(len(tokenizer)).fit_normalisation(rows)
+
+
+def test_a_tower_round_trips_with_its_schema_and_statistics(
+    tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    model = _tower(tokenizer)
+    model.fit_normalisation(_rows(0, 10, 1000))
+    model.save(tmp_path)
+    saved = json.loads((tmp_path / HEADS_FILE).read_text())["features"]
+    assert saved["n_features"] == N and saved["schema"] == SCHEMA
+    assert saved["normalisation"]["clip"] == 5.0
+    loaded = IntentBert.load(tmp_path)
+    torch.testing.assert_close(loaded.feature_tower.mean, model.feature_tower.mean)
+    ids, mask = encode(tokenizer, TEXTS, max_length=32)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.probabilities(ids, mask, _rows(1, 2, 3)).churn,
+                                   model.probabilities(ids, mask, _rows(1, 2, 3)).churn)
+
+
+def test_a_tower_needs_the_schema_of_its_columns(tokenizer: PreTrainedTokenizerBase) -> None:
+    with pytest.raises(ValueError, match="needs the feature schema"):
+        IntentBert.tiny(len(tokenizer), n_features=N)
+    with pytest.raises(ValueError, match="4 named features"):
+        IntentBert.tiny(len(tokenizer), n_features=N,
+                        feature_schema={"version": 1, "features": []})
+    with pytest.raises(ValueError, match="without a feature tower"):
+        IntentBert.tiny(len(tokenizer), feature_schema=SCHEMA)

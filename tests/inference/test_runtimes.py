@@ -35,11 +35,13 @@ from inference.model.runtimes import (
     RuntimeUnavailable,
     available_runtimes,
     load_scorer,
+    read_inputs,
     read_runtime,
     served_runtime,
     write_runtime,
 )
 from inference.model.tokenizer import encode
+from streams.core.features import FEATURE_SCHEMA_VERSION, N_FEATURES
 
 from .runtime_fixtures import simulated_held_out, trained_tiny
 
@@ -56,6 +58,11 @@ def held_out() -> HeldOut:
 @pytest.fixture(scope="module")
 def trained() -> IntentBert:
     return trained_tiny()
+
+
+@pytest.fixture(scope="module")
+def trained_tower() -> IntentBert:
+    return trained_tiny(tower=True)
 
 
 def scores(strength_auc: float = 0.8, f1: float = 0.6) -> dict[str, dict[str, float]]:
@@ -240,3 +247,52 @@ print(json.dumps({{"churn": p.churn.tolist(), "runtime": scorer.runtime,
     with torch.inference_mode():
         expected = tiny_model.probabilities(ids, mask).churn
     torch.testing.assert_close(torch.tensor(result["churn"]), expected, atol=1e-4, rtol=0)
+
+
+# --- a version with a feature tower --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime-fp32", "onnxruntime-int8"])
+def test_every_cpu_runtime_serves_a_tower_version(
+    repo: Path, trained_tower: IntentBert, tokenizer, held_out: HeldOut, name: str
+) -> None:
+    version = export_version(trained_tower, repo, runtime=name,
+                             held_out=None if name == "torch" else held_out)
+    version_dir = repo / "intent_bert" / str(version)
+    declared = read_inputs(version_dir)
+    assert declared.names == ("INPUT_IDS", "ATTENTION_MASK", "FEATURES")
+    assert (declared.n_features, declared.feature_schema) == (N_FEATURES, FEATURE_SCHEMA_VERSION)
+    assert read_runtime(version_dir) == name
+    if name != "torch":  # the bar scored it on the held-out texts with their FEATURES
+        assert runtime_report(repo, version)["quality"]["verdicts"][name]["passed"]
+    scorer = load_scorer(version_dir / "artifacts", name)
+    assert scorer.n_features == N_FEATURES
+    ids, mask = encode(tokenizer, held_out.texts[:16], max_length=trained_tower.max_length)
+    features = np.asarray(held_out.features[:16], dtype=np.float32)
+    got = scorer.probabilities(ids.numpy(), mask.numpy(), features)
+    with torch.inference_mode():
+        want = trained_tower.probabilities(ids, mask, torch.from_numpy(features))
+    tolerance = 0.05 if name == "onnxruntime-int8" else 1e-4  # int8 is lossy (the bar judges)
+    assert np.abs(got.churn - want.churn.numpy()).max() <= tolerance
+    assert np.abs(got.strength - want.strength.numpy()).max() <= tolerance
+    with pytest.raises(ValueError, match="reads FEATURES"):
+        scorer.probabilities(ids.numpy(), mask.numpy())
+    with pytest.raises(ValueError, match="FEATURES"):
+        scorer.probabilities(ids.numpy(), mask.numpy(), features[:, :5])
+
+
+def test_the_bar_of_a_tower_version_needs_the_held_out_features(
+    repo: Path, trained_tower: IntentBert, held_out: HeldOut
+) -> None:
+    texts_only = HeldOut(held_out.texts, held_out.labels)
+    with pytest.raises(QualityError, match="held-out FEATURES rows"):
+        export_version(trained_tower, repo, runtime="onnxruntime-fp32", held_out=texts_only)
+    with pytest.raises(QualityError, match="FEATURES rows for"):
+        HeldOut(held_out.texts, held_out.labels, features=held_out.features[:3])
+
+
+def test_a_version_without_an_inputs_file_is_text_only(tmp_path: Path) -> None:
+    assert read_inputs(tmp_path).names == ("INPUT_IDS", "ATTENTION_MASK")
+    (tmp_path / "inputs.json").write_text(json.dumps({"inputs": ["INPUT_IDS", "FEATURES"]}))
+    with pytest.raises(RuntimeUnavailable, match="inputs"):
+        read_inputs(tmp_path)

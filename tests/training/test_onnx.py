@@ -21,6 +21,7 @@ from inference.model.onnx import (
     max_abs_difference,
 )
 from inference.model.tokenizer import encode, load_tokenizer
+from streams.core.features import N_FEATURES, feature_schema
 
 from .conftest import TEMPLATE_REPO
 
@@ -47,6 +48,32 @@ def test_onnx_matches_pytorch_on_real_session_texts(tiny_model: IntentBert, tmp_
     assert np.abs(churn[:, 0] - want.churn.numpy()).max() <= PARITY_TOLERANCE
     assert version.tolist() == [[7], [7], [7]]
     assert max_abs_difference(tiny_model, path) <= PARITY_TOLERANCE  # padded random batches
+
+
+def test_a_tower_graph_takes_features_and_matches_pytorch(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = IntentBert.tiny(len(load_tokenizer()), n_features=N_FEATURES,
+                            feature_schema=feature_schema())
+    rng = np.random.default_rng(0)
+    model.fit_normalisation(torch.from_numpy(
+        rng.lognormal(1.0, 2.0, (64, N_FEATURES)).astype(np.float32)))
+    model.eval()
+    path = export_onnx(model, tmp_path / ONNX_FILE, version=2)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["INPUT_IDS", "ATTENTION_MASK", "FEATURES"]
+    texts = ["view: tent | add_to_cart: tent (camping, 89.0)", "search: refund " * 40]
+    ids, mask = encode(load_tokenizer(), texts, max_length=128)
+    feeds = {"INPUT_IDS": ids.numpy(), "ATTENTION_MASK": mask.numpy()}
+    churns = []
+    for row in (np.full(N_FEATURES, -1.0), np.arange(N_FEATURES) * 10.0):
+        features = np.stack([row, row[::-1]]).astype(np.float32)
+        _, _, churn, _ = session.run(None, {**feeds, "FEATURES": features})
+        with torch.inference_mode():
+            want = model.probabilities(ids, mask, torch.from_numpy(features)).churn.numpy()
+        assert np.abs(churn[:, 0] - want).max() <= PARITY_TOLERANCE
+        churns.append(churn)
+    assert not np.allclose(*churns, atol=1e-4)  # the graph reads FEATURES, not a constant
+    assert max_abs_difference(model, path) <= PARITY_TOLERANCE  # padded batches with FEATURES
 
 
 def test_versions_go_into_the_repository_with_the_committed_config(
