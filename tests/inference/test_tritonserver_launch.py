@@ -38,6 +38,8 @@ def test_env_puts_this_venv_and_libpython_first() -> None:
     assert env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == sysconfig.get_config_var("LIBDIR")
     assert env["HF_HUB_OFFLINE"] == "0"  # an explicit choice is kept
     assert env["TRANSFORMERS_OFFLINE"] == "1"
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # spinning OpenMP threads starve the worker
+    assert server_env({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_copy_leaves_built_versions_out(repo: Path, tmp_path: Path) -> None:
