@@ -201,7 +201,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "model_batch": model.batch, "model_batch_latency_s": model.batch_latency_s,
         "triton_busy": ours["triton_busy"], "events_per_batch": ours["events_per_batch"],
         "texts_per_batch": ours["texts_per_batch"], "batch_seconds": ours["batch_seconds"],
-        "backlog_events_per_text": {str(k): v for k, v in backlogs.items()},
+        "backlog_events_per_text": {str(k): v[0] for k, v in backlogs.items()},
+        "backlog_events_per_session": {str(k): v[1] for k, v in backlogs.items()},
     }
     figures["pipeline_over_model"] = ours["scores_per_s"] / model.texts_per_s
     figures["over_naive"] = ours["events_per_s"] / naive_rate
@@ -217,8 +218,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def measure_backlog(scale: int, args: argparse.Namespace, base: dict[str, str], bootstrap: str,
-                    workdir: Path) -> float:
-    """Events per scored text when a fresh worker starts on `scale` × --events waiting events.
+                    workdir: Path) -> tuple[float, float]:
+    """Events per scored text when a fresh worker starts on `scale` × --events waiting events,
+    and events per session: the ceiling, since every session needs its own final score.
 
     Runs against the tiny model: with the whole backlog on the topic before the worker starts,
     every micro-batch is full whatever the model's speed, so only coalescing is measured."""
@@ -236,8 +238,9 @@ def measure_backlog(scale: int, args: argparse.Namespace, base: dict[str, str], 
         raise BenchError(f"{error}\n{worker.log_tail()}") from None
     finally:
         worker.stop()
-    say(f"{s.name}: {coverage.scores} scores, {len(traffic) / coverage.scores:.2f} events/text")
-    return len(traffic) / coverage.scores
+    say(f"{s.name}: {coverage.scores} scores of {len(coverage.sessions)} sessions, "
+        f"{len(traffic) / coverage.scores:.2f} events/text")
+    return len(traffic) / coverage.scores, len(traffic) / len(coverage.sessions)
 
 
 def measure_worker(s: Stage, bootstrap: str, traffic: Traffic, workdir: Path, *,
@@ -423,7 +426,8 @@ def runtime_table(f: dict) -> list[str]:
 
 
 def report(f: dict) -> None:
-    backlogs = ", ".join(f"{v:.2f} at {k}x ({int(k) * f['events']} events)"
+    ceilings = f["backlog_events_per_session"]
+    backlogs = ", ".join(f"{v:.2f} of {ceilings[k]:.2f} at {k}x ({int(k) * f['events']} events)"
                          for k, v in f["backlog_events_per_text"].items())
     lines = [
         f"workload: {f['events']} simulated shop events of {f['users']} users, model {f['model']}"
@@ -441,7 +445,8 @@ def report(f: dict) -> None:
         f" (= {f['events_per_text']:.1f} events per scored text x batching gain "
         f"{f['batching_gain']:.2f}, batch {f['model_batch']} vs 1 on {f['fastest_runtime']}, "
         "x the rest)",
-        f"    coalescing under backlog (events per scored text): {backlogs}",
+        f"    coalescing under backlog (events per scored text, of at most the events per "
+        f"session): {backlogs}",
         f"(3) worker on a tiny model {f['worker_tiny_events_per_s']:.0f} events/s vs bare "
         f"Faust {f['bare_faust_events_per_s']:.0f} events/s -> {f['over_bare_faust']:.2f}"
         f" (with the model above: {f['worker_events_per_s']:.0f} events/s)",

@@ -105,6 +105,7 @@ class ScoreCoverage:
         self.covered: dict[str, int] = defaultdict(int)  # user -> events covered so far
         self.remaining = len(traffic)
         self.scores = 0
+        self.sessions: set[str] = set()  # each needs one score at least: coalescing's ceiling
         self.texts: list[str] = []
 
     def add(self, value: bytes) -> list[tuple[str, int]]:
@@ -114,6 +115,7 @@ class ScoreCoverage:
         if found is None:
             return []  # a score of another measurement's traffic
         self.scores += 1
+        self.sessions.add(doc["session_id"])
         self.texts.append(doc["text"])
         user, index = found
         start = self.covered[user]

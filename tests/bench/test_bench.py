@@ -17,9 +17,9 @@ from inference.model.runtimes import INT8_FILE, load_scorer, served_runtime
 from inference.tritonserver import REPOSITORY_TEMPLATE, copy_repository
 
 
-def score(user: str, last_event_id: str, text: str = "view: x") -> bytes:
-    return orjson.dumps({"user_id": user, "window": {"last_event_id": last_event_id},
-                         "text": text})
+def score(user: str, last_event_id: str, text: str = "view: x", session: str = "") -> bytes:
+    return orjson.dumps({"user_id": user, "session_id": session or f"{user}-1",
+                         "window": {"last_event_id": last_event_id}, "text": text})
 
 
 def test_traffic_is_deterministic_time_ordered_and_keyed_by_user():
@@ -41,6 +41,7 @@ def test_a_score_covers_its_users_events_up_to_its_window_end():
     assert coverage.add(score(user, mine[0])) == []  # an older window covers nothing new
     assert coverage.add(score("someone-else", "not-in-traffic")) == []
     assert coverage.scores == 2 and not coverage.complete
+    assert coverage.sessions == {f"{user}-1"}  # two scores of one session
     for u, last in traffic.last_event.items():
         coverage.add(score(u, last))
     assert coverage.complete and coverage.remaining == 0
@@ -129,3 +130,6 @@ def test_a_small_run_prints_the_four_ratios(tmp_path, capsys):
     assert table < next(i for i, line in enumerate(printed) if line.startswith("(1)"))
     assert set(figures["backlog_events_per_text"]) == {"1", "2"}
     assert all(v >= 1 for v in figures["backlog_events_per_text"].values())
+    # A session needs one score at least: events per text never passes events per session.
+    assert all(figures["backlog_events_per_text"][k] <= v
+               for k, v in figures["backlog_events_per_session"].items())
