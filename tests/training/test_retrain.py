@@ -189,3 +189,20 @@ def test_examples_on_the_topic_that_do_not_parse_are_counted():
     [good] = [make_example("u", "t", "weak", "query", False, 1)]
     examples, bad = retrain.parse_examples([good.model_dump_json().encode(), b"{}", b"nope"])
     assert examples == [good] and bad == 2
+
+
+def test_a_live_version_with_a_feature_tower_is_not_retrained_on_feedback(feedback_repo,
+                                                                           tmp_path):
+    # Feedback examples carry text and outcomes, not FEATURES rows: the tower cannot be fed.
+    from streams.core.features import N_FEATURES, feature_schema
+
+    repo, db = feedback_repo
+    export_version(IntentBert.tiny(vocab_size=30522, n_features=N_FEATURES,
+                                   feature_schema=feature_schema()), repo)
+    said: list[str] = []
+    args = RetrainArguments(feedback_db=str(db), repo=str(repo), out=str(tmp_path / "out"),
+                            base_users=0, progress=False)
+    code, _ = run(args, log=said.append)
+    assert code == EXIT_BAD_INPUT
+    assert "feature tower" in said[0] and "--events" in said[0]
+    assert repository.versions(repo / "intent_bert") == [1, 2]

@@ -147,3 +147,17 @@ def test_exported_heads_give_the_served_step_the_measured_probabilities(stacker_
                         text["intent_type"].astype(np.float32), churn, rows)
     assert np.allclose(strength, result.test_probs["strength"], atol=1e-4)
     assert np.allclose(churn[:, 0], result.test_probs["churn"][:, 1], atol=1e-4)
+
+
+def test_the_tower_fusion_fits_no_stack_and_serves_the_network() -> None:
+    parts = {name: synthetic(n, i) for i, (name, n) in
+             enumerate((("train", 60), ("validation", 40), ("test", 40)))}
+    text = {name: parts[name][1] for name in ("validation", "test")}
+    result = fit_stack(MODEL_HEADS, {n: p[0] for n, p in parts.items()}, text,
+                       {n: p[2] for n, p in parts.items()}, {n: p[3] for n, p in parts.items()},
+                       {}, validation_score, 0, stack=False)
+    assert result.heads == {} and result.card["selection"]["chosen"] == {}
+    assert set(result.card["skipped"]) == set(STACKED_HEADS)
+    for head in MODEL_HEADS:  # the served model is the network, measured against the peers
+        np.testing.assert_array_equal(result.test_probs[head], text["test"][head])
+    assert "features_gb" in result.card["served_vs_peers"]["strength"]

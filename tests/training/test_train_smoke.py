@@ -69,3 +69,33 @@ def test_tiny_model_learns_an_easy_signal() -> None:
     probs = predict(model, tokens[350:])
     accuracy = (probs["intent_type"].argmax(1) == k[350:].numpy()).mean()
     assert accuracy > 0.9
+
+
+def test_train_with_the_tower_and_the_stack_over_it(tmp_path: Path, repo: Path) -> None:
+    import onnxruntime as ort
+
+    from inference.model.runtimes import read_inputs
+
+    out = tmp_path / "run"
+    code = main([
+        "--tiny", "--users", "60", "--max-steps", "10", "--no-uci", "--progress", "false",
+        "--out", str(out), "--repo", str(repo), "--fusion", "both",
+    ])
+    assert code == 0
+    card = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
+    assert card["model"]["fusion"] == "both"
+    assert card["model"]["feature_tower"]["n_features"] == N_FEATURES
+    model = IntentBert.load(out / "model")
+    assert model.n_features == N_FEATURES
+    assert not torch.equal(model.feature_tower.scale, torch.ones(N_FEATURES))  # fitted
+    assert read_inputs(repo / "intent_bert" / "1").n_features == N_FEATURES
+    graph = ort.InferenceSession(str(repo / "intent_bert_onnx" / "1" / "model.onnx"))
+    assert [i.name for i in graph.get_inputs()][-1] == "FEATURES"
+
+
+def test_an_unknown_fusion_is_refused(capsys) -> None:
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--tiny", "--fusion", "mlp"])
+    assert exit_.value.code == 2 and "--fusion must be one of" in capsys.readouterr().err
