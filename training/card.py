@@ -94,6 +94,25 @@ def _stacking(stack: dict[str, Any] | None, headline: str) -> list[str]:
     return [*lines, ""]
 
 
+def _fusion(model: dict[str, Any]) -> list[str]:
+    """How the behaviour FEATURES join the text (`--fusion`), when the card records it."""
+    fusion, tower = model.get("fusion"), model.get("feature_tower")
+    if not fusion:
+        return []
+    how = {"stack": "stacked heads over [FEATURES, the network's probabilities] (below)",
+           "tower": "a feature tower inside the network",
+           "both": "a feature tower inside the network, and stacked heads over it (below)"}
+    lines = [f"- Fusion (`--fusion {fusion}`): {how.get(fusion, fusion)}."]
+    if tower:
+        lines.append(
+            f"- Feature tower: {tower['n_features']} FEATURES (schema "
+            f"v{(tower.get('schema') or {}).get('version')}), "
+            f"{tower['normalisation']['transform']}, standardised on the training split, "
+            f"clipped to ±{tower['normalisation']['clip']:g}, MLP {tower['tower']}, "
+            f"{tower['fusion']}.")
+    return lines
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     model, data, training = card["model"], card["data"], card["training"]
     test, headline = card["test"], card["headline_metric"]
@@ -121,6 +140,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"{model['heads']['intent_type']}, churn (binary).",
         f"- Input: the worker's rendered session text, at most {model['max_length']} tokens, "
         f"truncated on the {model['truncation']}.",
+        *_fusion(model),
         "",
         "## Data",
         f"- Source: {data['source']}; {data['users']} users, {data['sim_days']:g} days each; "

@@ -15,6 +15,10 @@ head is replaced only where a fusion measured better. (An MLP competed before an
 heads in every run, see docs/model.md.) The chosen fusion is refitted on the whole
 validation split and exported.
 
+With `--fusion tower` (training/train.py) the network reads FEATURES itself through a feature
+tower and no stack is fitted (`stack=False`): the same peers and intervals measure it; with
+`both` the stack is fitted over the tower network's probabilities.
+
 On the test split the same run measures, per head: the text model alone; the stack (and the
 fusions not chosen); and the peers a user would try first: HistGradientBoosting on the features
 alone and TF-IDF + logistic regression on the text (both fitted on the training split), and for

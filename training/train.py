@@ -15,6 +15,11 @@ test metrics of both → stacked heads over [features, the network's probabiliti
 validation, measured on test against the peers (training/stacking.py) → UCI real sessions →
 save, export (stacker heads first, then the python backend + ONNX) → model card
 (`<out>/model_card.json` and `.md`).
+
+`--fusion` says how FEATURES join the text: `stack` (the default, the stacked heads above over
+a text-only network), `tower` (IntentBert's feature tower, normalised on the training split's
+rows, no stack) or `both` (the tower network, then the stack over it). docs/model.md records
+the measured comparison behind the default.
 """
 
 from __future__ import annotations
