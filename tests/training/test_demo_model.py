@@ -12,5 +12,6 @@ def test_demo_args_parse_and_stay_small() -> None:
     # Cost ~ training windows x epochs + validation checks: 800 users x 3 epochs with one check
     # an epoch costs about what 2 epochs with two checks did (~2 minutes on 2 idle cores).
     assert data.users * run.epochs <= 2400 and run.evals_per_epoch == 1
+    assert run.fusion == "stack"  # measured best on strength and churn (docs/model.md)
     assert run.runtime == "torch"  # no runtime check: torch was the fastest for the tiny config
     assert (data.heldout_windows_per_user or 0) > data.windows_per_user  # rows for the stack
