@@ -285,6 +285,7 @@ class Settings(BaseSettings):
             "processing_guarantee": "at_least_once",
             "consumer_auto_offset_reset": "earliest",
             "web_enabled": False,
+            "Worker": "streams.runtime.logs:QuietWorker",  # root logger kept at its level
         }
         credentials = self.faust_credentials()
         if credentials is not None:
