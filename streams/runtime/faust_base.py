@@ -46,18 +46,19 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 def merge_log_gaps(acked: list[int], gaps: IntervalTree, committed: int | None) -> None:
-    """Put the log gaps below the highest acked offset into `acked`, in place, sorted and
+    """Put the log gaps up to the highest acked offset into `acked`, in place, sorted and
     without duplicates or offsets below `committed` (what Faust's merge leaves in: each
-    duplicate, or a stale run below the commit, costs one commit interval). Whole intervals
-    are taken and removed from `gaps`, as Faust does."""
+    duplicate, or a stale run below the commit, costs one commit interval). Faust takes whole
+    intervals, so it could commit past the offset that revealed a gap before that offset was
+    processed; the part above the highest acked offset stays a gap here until it is passed."""
     if not acked:
         return
+    top = max(acked)
     offsets = set(acked)
-    below = gaps.overlap(0, max(acked)) if gaps else set()
-    for interval in below:
-        offsets.update(range(interval.begin, interval.end))
-    if below:
-        gaps.chop(0, max(interval.end for interval in below))
+    if gaps:
+        for interval in gaps.overlap(0, top + 1):
+            offsets.update(range(interval.begin, min(interval.end, top + 1)))
+        gaps.chop(0, top + 1)
     acked[:] = sorted(o for o in offsets if committed is None or o >= committed)
 
 

@@ -108,6 +108,21 @@ def test_a_re_read_gap_that_faust_also_recorded_commits_at_once(our_consumer):
     assert commits_until(our_consumer, 1600) == 1
 
 
+def test_the_commit_never_passes_the_highest_acked_offset(faust_consumer, our_consumer):
+    """A gap's interval ends at the offset that revealed it, which may still be in a batch being
+    processed (a Triton outage holds one for minutes): Faust merges whole intervals, so once it
+    has crept through the duplicates it commits past input not processed yet."""
+    for consumer in (faust_consumer, our_consumer):
+        consumer._committed_offset[TP4] = 1428
+        ack(consumer, range(1428, 1451))  # a batch up to 1450; 1451-1502 still in flight
+        add_gap(consumer, 1429, 1502)
+    assert commits_until(faust_consumer, 1503) == 23  # 1451-1502 never acked
+    assert commits_until(our_consumer, 1451) == 1
+    assert our_consumer._new_offset(TP4) is None  # and there it stays
+    ack(our_consumer, range(1451, 1503))  # the in-flight batch, processed
+    assert commits_until(our_consumer, 1503) == 1
+
+
 def test_a_real_hole_still_holds_the_commit(our_consumer):
     """Merging without duplicates must not commit past input nobody acked or logged as a gap."""
     our_consumer._committed_offset[TP4] = 1428
