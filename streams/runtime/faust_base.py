@@ -16,8 +16,9 @@ ends the run, so the commit passed one offset per commit interval: after a rebal
 read offset went back to the commit while it still delivered records it had fetched, the next
 one looked like a jump, and a 74-offset false gap over delivered and acked input held a
 partition's commit below its end for 3.5 minutes (tests/regression/
-test_commit_after_false_log_gap.py). Our consumer merges the gaps without duplicates first; what
-it commits is what Faust would, at once. It is used on every aiokafka broker URL.
+test_commit_after_false_log_gap.py). Our consumer merges the gaps without duplicates first, and
+only up to the highest acked offset, so the commit gets at once to where Faust's would crawl,
+and never past input still being processed. It is used on every aiokafka broker URL.
 """
 
 from __future__ import annotations
