@@ -330,10 +330,11 @@ def guarded_load(data_args: Any, settings: Settings, session_policy: SessionPoli
 
 
 def gate_against_live(repo: Path, candidate: Any, tokenizer: Any, texts: Sequence[str],
-                      targets: Any) -> dict[str, Any]:
+                      targets: Any, features: Any = None) -> dict[str, Any]:
     """`training.retrain.gate` (mean macro-F1 over the heads, no head dropping by more than
     its limit) between the live `intent_bert` version (the newest in `repo`) and the candidate
-    network, both on the test part of this history. Nothing live: accepted."""
+    network, both on the test part of this history. Nothing live: accepted. `features`: the
+    test rows' FEATURES, read by whichever of the two networks has a feature tower."""
     from inference import repository
     from inference.model.intent_bert import IntentBert
     from inference.repository import INTENT_BERT
@@ -347,13 +348,14 @@ def gate_against_live(repo: Path, candidate: Any, tokenizer: Any, texts: Sequenc
     live_version = max(versions)
     live = IntentBert.load(repo / INTENT_BERT / str(live_version) / "artifacts")
     limits = RetrainArguments(feedback_db=[])  # retrain's defaults: margin and largest drop
-    result = gate(macro_f1s(live, tokenize(tokenizer, texts, live.max_length), targets),
-                  macro_f1s(candidate, tokenize(tokenizer, texts, candidate.max_length), targets),
+    result = gate(*[macro_f1s(m, tokenize(tokenizer, texts, m.max_length), targets, features)
+                    for m in (live, candidate)],
                   limits.margin, limits.max_head_drop)
     return {"accepted": result.accepted, "why": result.why, "live_version": live_version,
             "live_macro_f1": result.live, "candidate_macro_f1": result.candidate,
             "margin": limits.margin, "max_head_drop": limits.max_head_drop,
-            "on": "the test part of this history (the network alone, threshold 0.5)"}
+            "on": "the test part of this history (the networks alone, with FEATURES where they "
+                  "read them, threshold 0.5)"}
 
 
 def markdown(card: dict[str, Any]) -> str:

@@ -412,8 +412,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     # --- export ----------------------------------------------------------------------------------
     exported = gate = None
     if run_args.export and history_data:  # export only a version that beats the live one
-        gate = gate_against_live(Path(run_args.repo), model, tokenizer, texts["test"],
-                                 as_tensors(targets["test"]), features["test"])
+        gate = history.gate_against_live(Path(run_args.repo), model, tokenizer, texts["test"],
+                                         as_tensors(targets["test"]), features["test"])
     if run_args.export and (gate is None or gate["accepted"]):
         repo = Path(run_args.repo)
         version = max(repository.versions(repo / INTENT_BERT), default=0) + 1
@@ -534,30 +534,6 @@ def model_line(stack: StackResult) -> str:
         parts.append(f"{head} {served[head][HEADLINE_METRIC]:.3f} vs {peers}")
     chosen = stack.card["selection"]["chosen"] or "none (text only)"
     return f"model ({METRIC_LABEL}; stacked heads: {chosen}): " + "; ".join(parts)
-
-
-def gate_against_live(repo: Path, candidate: IntentBert, tokenizer: Any, texts: Sequence[str],
-                      targets: Targets, features: np.ndarray) -> dict[str, Any]:
-    """`training.history.gate_against_live`, where the live network or the candidate has a
-    feature tower: both are scored with the test rows' FEATURES (history's own gate scores text
-    only; it should take them too)."""
-    from training import history
-    from training.retrain import RetrainArguments, gate, macro_f1s
-
-    versions = repository.versions(repo / INTENT_BERT)
-    live = IntentBert.load(repo / INTENT_BERT / str(max(versions)) / "artifacts") \
-        if versions else None
-    if live is None or not (live.n_features or candidate.n_features):
-        return history.gate_against_live(repo, candidate, tokenizer, texts, targets)
-    limits = RetrainArguments(feedback_db=[])  # retrain's defaults: margin and largest drop
-    scores = [macro_f1s(m, tokenize(tokenizer, texts, m.max_length), targets, features)
-              for m in (live, candidate)]
-    result = gate(*scores, limits.margin, limits.max_head_drop)
-    return {"accepted": result.accepted, "why": result.why, "live_version": max(versions),
-            "live_macro_f1": result.live, "candidate_macro_f1": result.candidate,
-            "margin": limits.margin, "max_head_drop": limits.max_head_drop,
-            "on": "the test part of this history (the networks alone, with FEATURES where they "
-                  "read them, threshold 0.5)"}
 
 
 def feature_matrix(examples: Sequence[Example]) -> np.ndarray:
