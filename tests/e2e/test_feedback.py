@@ -18,7 +18,8 @@ from streams.core.feedback import AlertResponse
 from streams.core.labelling import LabelPolicy
 from streams.core.timeunits import DAY_MS, HOUR_MS
 from streams.sidecar.store import FeedbackStore, read_stores
-from tests.e2e.kafka_io import produce, read_until, run
+from tests.e2e.faults import PARTITIONS
+from tests.e2e.kafka_io import produce, read_to_end, read_until, run
 from training.simulator import SimConfig, UserHistory, known_labels, simulate
 
 pytestmark = pytest.mark.e2e
@@ -148,8 +149,12 @@ def test_feedback_examples_match_the_simulators_ground_truth(stack):
     assert len(disagreeing) <= 0.01 * n, disagreeing[:10]
     assert {(e.labels.strength, e.labels.churn) for e in examples} >= {
         ("strong", False), ("medium", False), ("weak", True)}
-    # The replayed alert decisions are the alerts the worker sent.
-    alerts = decoded(seen[stack.topics["alerts_intent"]] + seen[stack.topics["alerts_churn"]])
+    # The replayed alert decisions are the alerts the worker sent. Read to the end now: the
+    # worker sends a batch's alerts after its scores, so `seen` (which stopped once the
+    # examples were complete) can miss the last ones.
+    alert_topics = [stack.topics["alerts_intent"], stack.topics["alerts_churn"]]
+    on_alert_topics = run(read_to_end(stack.bootstrap, alert_topics, PARTITIONS))
+    alerts = decoded([r for t in alert_topics for r in on_alert_topics[t]])
     sent = {a["alert_id"] for a in alerts if a["prediction_id"] in expected}
     flagged = {h.alert_id for e in examples for h in e.heads.values() if h.alerted}
     assert len(sent) >= 20 and flagged == sent
