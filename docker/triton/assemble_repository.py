@@ -58,6 +58,8 @@ _STEP_NETWORK = re.compile(r'(model_name:\s*)"' + CPU_NETWORK + '"')
 _MODEL_NAME = re.compile(r'model_name:\s*"([^"]+)"')
 _MAP_KEY = re.compile(r'(?:input|output)_map\s*\{\s*key:\s*"([^"]+)"')
 _TENSOR_NAME = re.compile(r'\bname:\s*"([^"]+)"')
+FEATURES = "FEATURES"
+_FEATURES_MAP = re.compile(r'[ \t]*input_map\s*\{\s*key:\s*"FEATURES"[^}]*\}[ \t]*\n?')
 
 
 class AssemblyError(Exception):
@@ -75,6 +77,8 @@ def gpu_ensemble_config(ensemble: str, network: str) -> str:
         raise AssemblyError(
             f"expected exactly one ensemble step calling {CPU_NETWORK!r}, found {count}"
         )
+    if FEATURES not in _TENSOR_NAME.findall(network):
+        rewritten = _without_network_features(rewritten)
     # A step's map keys are tensors of the model it calls: they follow its model_name.
     steps = _MODEL_NAME.split(rewritten)[1:]  # [name, text up to the next step, name, ...]
     mapped = {
@@ -87,6 +91,16 @@ def gpu_ensemble_config(ensemble: str, network: str) -> str:
     if missing:
         raise AssemblyError(f"{GPU_NETWORK} config lacks tensors the ensemble maps: {missing}")
     return HEADER + rewritten
+
+
+def _without_network_features(ensemble: str) -> str:
+    """The ensemble with the network step's FEATURES mapping taken out: a text-only graph (the
+    committed onnx config) has no such input, while the python intent_bert takes it as optional.
+    The stacker step keeps its FEATURES."""
+    head, name, rest = ensemble.partition(f'model_name: "{GPU_NETWORK}"')
+    step, next_step, tail = rest.partition("model_name:")
+    step = _FEATURES_MAP.sub("", step)
+    return head + name + step + next_step + tail
 
 
 def assemble(source: Path, dest: Path) -> dict[str, list[str]]:

@@ -101,9 +101,24 @@ def test_only_the_network_step_changes(assemble: ModuleType) -> None:
     network = (TEMPLATE / "intent_bert_onnx" / "config.pbtxt").read_text()
     rewritten = assemble.gpu_ensemble_config(ensemble, network)
     assert rewritten.startswith(assemble.HEADER)
+    # The text-only onnx graph takes no FEATURES: only the network step's mapping goes (the
+    # first; the stacker's stays).
+    features = '      input_map { key: "FEATURES", value: "FEATURES" }\n'
+    assert ensemble.count(features) == 2
     assert rewritten.removeprefix(assemble.HEADER) == ensemble.replace(
         'model_name: "intent_bert"', 'model_name: "intent_bert_onnx"'
-    )
+    ).replace(features, "", 1)
+    assert rewritten.count(features) == 1
+
+
+def test_an_onnx_graph_with_features_keeps_the_network_steps_mapping(
+    assemble: ModuleType,
+) -> None:
+    ensemble = (TEMPLATE / "intent" / "config.pbtxt").read_text()
+    network = (TEMPLATE / "intent_bert_onnx" / "config.pbtxt").read_text().replace(
+        "input [", 'input [\n  { name: "FEATURES", data_type: TYPE_FP32, dims: [ 47 ] },', 1)
+    rewritten = assemble.gpu_ensemble_config(ensemble, network)
+    assert rewritten.count('input_map { key: "FEATURES", value: "FEATURES" }') == 2
 
 
 def test_a_rerun_copies_new_versions_and_keeps_served_ones(
