@@ -7,11 +7,11 @@ I/O around it; replay and tests call it directly.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from streams.core.events import Rejection, ShopEvent, not_from_the_future, parse_event
+from streams.core.features import copy_stats
 from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.core.raw_message import RawMessage
 from streams.core.records import DeadLetter, DeadLetterSource, dead_letter
@@ -55,7 +55,7 @@ def copy_state(state: UserState) -> UserState:
     if current is not None:
         current = {**current, "events": list(current["events"])}
         if "stats" in current:
-            current["stats"] = copy.deepcopy(current["stats"])
+            current["stats"] = copy_stats(current["stats"])
     copied: UserState = {**state, "current": current, "pending": list(state["pending"])}
     if "profile" in state:
         copied["profile"] = dict(state["profile"])

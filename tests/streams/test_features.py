@@ -10,12 +10,20 @@ import pytest
 
 from streams.core.batching import plan_batch
 from streams.core.events import Rejection, ShopEvent, parse_event
-from streams.core.features import FEATURE_NAMES, N_FEATURES, feature_schema
+from streams.core.features import (
+    FEATURE_NAMES,
+    N_FEATURES,
+    add_to_stats,
+    copy_stats,
+    empty_stats,
+    feature_schema,
+)
 from streams.core.raw_message import RawMessage
 from streams.core.sessions import (
     SessionPolicy,
     UserState,
     absorb,
+    compact_event,
     empty_state,
     session_features,
 )
@@ -146,3 +154,21 @@ def test_the_feature_schema_names_every_feature_once():
     assert len(names) == len(set(names)) == N_FEATURES and schema["version"] >= 1
     state = run_one_pass([doc(0, T0)])
     assert len(session_features(state, state["current"])) == N_FEATURES
+
+
+def test_a_copied_stats_dict_takes_new_events_without_changing_the_original():
+    view = doc(1, T0, page="product", duration_s=12.0,
+               analytics={"bounce_rate": 0.1, "exit_rate": 0.2, "page_value": 3.0},
+               context={"traffic_source": "ads", "special_day": 0.4})
+    stats = empty_stats()
+    for d in (doc(0, T0, "add_to_cart"), view):
+        add_to_stats(stats, compact_event(ShopEvent.model_validate(d)))
+    before = orjson.dumps(stats)
+    copied = copy_stats(stats)
+    later = doc(2, T0 + MIN, page="informational", duration_s=5.0,
+                analytics={"bounce_rate": 0.5, "exit_rate": 0.5, "page_value": 1.0},
+                context={"traffic_source": "mail"})
+    for d in (later, doc(3, T0 + 2 * MIN, "add_to_cart"), view):
+        add_to_stats(copied, compact_event(ShopEvent.model_validate(d)))
+    assert orjson.dumps(stats) == before  # every container the copy changed was its own
+    assert copied != stats
