@@ -18,6 +18,7 @@ value is -1. Days since an event that never happened is -1 too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -269,7 +270,11 @@ def _code(value: Any) -> float:
         return float(value)
     if isinstance(value, int | float):
         return float(value)
-    text = str(value).strip()
+    return _text_code(str(value).strip())
+
+
+@functools.lru_cache(maxsize=4096)  # a visit context has few distinct values: hash each once
+def _text_code(text: str) -> float:
     try:
         return float(text)
     except ValueError:
