@@ -161,6 +161,9 @@ async def score_plan(
     return ScoredPlan(records, scored, failed)
 
 
+NOT_READ_BY_ALERTS = {"text", "features"}  # the bulk of a record: not dumped per score
+
+
 def decide_alerts(
     scored: Sequence[ToScore],
     records: Sequence[IntentScore],
@@ -176,7 +179,8 @@ def decide_alerts(
         user = record.user_id
         state = states[user] if user in states else (load_state(user) or {})
         raised, states[user] = alerts_for(
-            record.model_dump(mode="json"), item.session, state, policy
+            record.model_dump(mode="json", exclude=NOT_READ_BY_ALERTS), item.session, state,
+            policy
         )
         if raised:
             alerts.extend(raised)
