@@ -8,7 +8,8 @@ onnxruntime backend instead, so the deploy repository holds:
     <dest>/intent/1/                      (an ensemble needs a version directory, empty)
     <dest>/tokenizer/config.pbtxt         unchanged
     <dest>/tokenizer/<N>/                 model.py + artifacts/ (inference.model.export)
-    <dest>/intent_bert_onnx/config.pbtxt  unchanged: onnxruntime_onnx, KIND_GPU
+    <dest>/intent_bert_onnx/config.pbtxt  onnxruntime_onnx, KIND_GPU; declares FEATURES when
+                                          the version it serves (the newest) takes them
     <dest>/intent_bert_onnx/<N>/          model.onnx, as written by inference.model.onnx
     <dest>/stacker/config.pbtxt           unchanged: network probabilities + FEATURES
     <dest>/stacker/1/                     model.py (python backend)
@@ -60,6 +61,8 @@ _MAP_KEY = re.compile(r'(?:input|output)_map\s*\{\s*key:\s*"([^"]+)"')
 _TENSOR_NAME = re.compile(r'\bname:\s*"([^"]+)"')
 FEATURES = "FEATURES"
 _FEATURES_MAP = re.compile(r'[ \t]*input_map\s*\{\s*key:\s*"FEATURES"[^}]*\}[ \t]*\n?')
+_MASK_INPUT = re.compile(r'(\{\s*name:\s*"ATTENTION_MASK"[^}]*\})')
+INPUTS_FILE = "inputs.json"  # <version>/inputs.json, written by the export (inputs it takes)
 
 
 class AssemblyError(Exception):
@@ -93,6 +96,30 @@ def gpu_ensemble_config(ensemble: str, network: str) -> str:
     return HEADER + rewritten
 
 
+def gpu_network_config(network: str, newest_version: Path) -> str:
+    """The onnx model's config, with FEATURES declared when the version it serves (the newest:
+    its version policy is latest 1) is a feature-tower graph, as its inputs.json says. A text-only
+    or older version (no inputs.json) leaves the committed text-only config as it is."""
+    path = newest_version / INPUTS_FILE
+    if not path.is_file() or FEATURES in _TENSOR_NAME.findall(network):
+        return network
+    try:
+        declared = json.loads(path.read_text(encoding="utf-8"))
+        takes = FEATURES in declared["inputs"]
+        n_features = int(declared["features"]["n_features"]) if takes else 0
+    except (ValueError, KeyError, TypeError) as error:
+        raise AssemblyError(f"{path}: not an inputs file ({error})") from error
+    if not takes:
+        return network
+    if n_features < 1:
+        raise AssemblyError(f"{path}: FEATURES with {n_features} columns")
+    features = f'{{ name: "{FEATURES}", data_type: TYPE_FP32, dims: [ {n_features} ] }}'
+    rewritten, count = _MASK_INPUT.subn(rf"\1,\n  {features}", network, count=1)
+    if count != 1:
+        raise AssemblyError(f"{GPU_NETWORK} config has no ATTENTION_MASK input to follow")
+    return rewritten
+
+
 def _without_network_features(ensemble: str) -> str:
     """The ensemble with the network step's FEATURES mapping taken out: a text-only graph (the
     committed onnx config) has no such input, while the python intent_bert takes it as optional.
@@ -108,10 +135,12 @@ def assemble(source: Path, dest: Path) -> dict[str, list[str]]:
     source, dest = Path(source), Path(dest)
     # Read and check everything before writing anything.
     configs = {name: _read(source / name / CONFIG) for name in (ENSEMBLE, *REQUIRED_FILES)}
-    configs[ENSEMBLE] = gpu_ensemble_config(configs[ENSEMBLE], configs[GPU_NETWORK])
     plan = {
         name: _servable_versions(source / name, files) for name, files in REQUIRED_FILES.items()
     }
+    newest = source / GPU_NETWORK / max(plan[GPU_NETWORK], key=int)
+    configs[GPU_NETWORK] = gpu_network_config(configs[GPU_NETWORK], newest)
+    configs[ENSEMBLE] = gpu_ensemble_config(configs[ENSEMBLE], configs[GPU_NETWORK])
 
     report: dict[str, list[str]] = {"copied": [], "kept": []}
     for name, numbers in plan.items():

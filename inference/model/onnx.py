@@ -45,7 +45,7 @@ from inference import repository
 
 from .export import INTENT_BERT, ExportError, write_atomically
 from .intent_bert import IntentBert
-from .runtimes import INT8_FILE, ONNX_FILE
+from .runtimes import INT8_FILE, ONNX_FILE, write_inputs
 
 INTENT_BERT_ONNX = "intent_bert_onnx"
 INPUTS = ("INPUT_IDS", "ATTENTION_MASK")
@@ -193,6 +193,8 @@ def export_onnx_version(
 
     def fill(staging: Path) -> None:
         report.update(write_onnx_files(model, staging, version, int8=int8))
+        # What the graph takes, so the GPU repository's config can declare it (the assembler).
+        write_inputs(staging, model.n_features, (model.feature_schema or {}).get("version"))
 
     write_atomically(model_dir / str(version), fill)
     return report

@@ -121,6 +121,32 @@ def test_an_onnx_graph_with_features_keeps_the_network_steps_mapping(
     assert rewritten.count('input_map { key: "FEATURES", value: "FEATURES" }') == 2
 
 
+def test_a_feature_tower_version_gets_features_declared_in_the_gpu_config(
+    assemble: ModuleType, source: Path, tmp_path: Path
+) -> None:
+    tower = {"inputs": ["INPUT_IDS", "ATTENTION_MASK", "FEATURES"],
+             "features": {"n_features": 47, "feature_schema": 1}}
+    (source / "intent_bert_onnx" / "2" / "inputs.json").write_text(json.dumps(tower))
+    assemble.assemble(source, tmp_path / "deploy")
+    network = (tmp_path / "deploy" / "intent_bert_onnx" / "config.pbtxt").read_text()
+    declared = re.search(r"input \[(.*?)\n\]", network, re.S).group(1)
+    assert re.findall(r'name: "(\w+)"', declared) == ["INPUT_IDS", "ATTENTION_MASK", "FEATURES"]
+    assert '{ name: "FEATURES", data_type: TYPE_FP32, dims: [ 47 ] }' in declared
+    ensemble = (tmp_path / "deploy" / "intent" / "config.pbtxt").read_text()
+    assert ensemble.count('input_map { key: "FEATURES", value: "FEATURES" }') == 2
+
+    # The newest version decides (the config serves only it): a text-only v3 takes it back.
+    (source / "intent_bert_onnx" / "3").mkdir()
+    (source / "intent_bert_onnx" / "3" / "model.onnx").write_bytes(b"onnx 3")
+    (source / "intent_bert_onnx" / "3" / "inputs.json").write_text(
+        json.dumps({"inputs": ["INPUT_IDS", "ATTENTION_MASK"]}))
+    assemble.assemble(source, tmp_path / "deploy")
+    network = (tmp_path / "deploy" / "intent_bert_onnx" / "config.pbtxt").read_text()
+    assert network == (TEMPLATE / "intent_bert_onnx" / "config.pbtxt").read_text()
+    ensemble = (tmp_path / "deploy" / "intent" / "config.pbtxt").read_text()
+    assert ensemble.count('input_map { key: "FEATURES", value: "FEATURES" }') == 1
+
+
 def test_a_rerun_copies_new_versions_and_keeps_served_ones(
     assemble: ModuleType, source: Path, tmp_path: Path
 ) -> None:

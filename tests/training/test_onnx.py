@@ -20,6 +20,7 @@ from inference.model.onnx import (
     export_onnx_version,
     max_abs_difference,
 )
+from inference.model.runtimes import INPUTS_FILE, read_inputs
 from inference.model.tokenizer import encode, load_tokenizer
 from streams.core.features import N_FEATURES, feature_schema
 
@@ -85,8 +86,9 @@ def test_versions_go_into_the_repository_with_the_committed_config(
     assert first["max_abs_diff"] <= PARITY_TOLERANCE
     assert first["int8_max_abs_diff"] < 0.2  # lossy by design: reported, not held to 1e-4
     assert sorted(p.name for p in (repo / INTENT_BERT_ONNX / "1").iterdir()) == [
-        INT8_FILE, ONNX_FILE,
+        INPUTS_FILE, INT8_FILE, ONNX_FILE,
     ]
+    assert read_inputs(repo / INTENT_BERT_ONNX / "1").names == ("INPUT_IDS", "ATTENTION_MASK")
     with pytest.raises(ExportError):
         export_onnx_version(tiny_model, repo, version=2)
 
