@@ -35,6 +35,8 @@ MODEL_NAMES = {
     "stack_hgb": "stack: HistGradientBoosting over [features, text probs]",
     "stack_hgb_shallow": "stack: depth-2 HistGradientBoosting over [features, text probs]",
     "stack_logistic": "stack: logistic regression over standardised [features, text probs]",
+    "stack_blend": "stack: that logistic regression also reading the features peer's "
+                   "probabilities (blend)",
     "features_gb": "peer: HistGradientBoosting on the features alone",
     "tfidf_lr": "peer: TF-IDF + logistic regression on the text",
     "recency_frequency": "peer: recency/frequency logistic regression (churn)",

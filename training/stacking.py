@@ -7,13 +7,16 @@ the network never trained on it, so its probabilities there are what it gives un
 (training rows would teach the stack to trust over-fitted probabilities). Intent type stays the
 network's.
 
-Three fusions compete, measured by grouped cross-validation on the validation split (a user's
+Four fusions compete, measured by grouped cross-validation on the validation split (a user's
 windows in one fold): gradient-boosted trees (HistGradientBoosting), boosted stumps-and-pairs
 (depth 2, slower rate, bigger leaves: for a rare label such as churn, where deep trees fit
-noise) and a logistic regression over standardised inputs; the network alone competes too, so a
-head is replaced only where a fusion measured better. (An MLP competed before and lost on both
-heads in every run, see docs/model.md.) The chosen fusion is refitted on the whole
-validation split and exported.
+noise), a logistic regression over standardised inputs, and a blend: that logistic regression
+also reading the probabilities of gradient boosting on the features fitted on the *training*
+split (the features peer, frozen), so the trees learn from five times the rows the validation
+split has while the text probabilities still enter only through a fit on rows the network never
+saw; the network alone competes too, so a head is replaced only where a fusion measured
+better. (An MLP competed before and lost on both heads in every run, see docs/model.md.) The
+chosen fusion is refitted on the whole validation split and exported.
 
 With `--fusion tower` (training/train.py) the network reads FEATURES itself through a feature
 tower and no stack is fitted (`stack=False`): the same peers and intervals measure it; with
@@ -33,9 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, StackingClassifier
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold
+from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -44,7 +49,8 @@ from streams.core.features import FEATURE_NAMES
 from training.metrics import best_threshold, binary_columns, head_metrics, predicted_labels
 
 STACKED_HEADS = ("strength", "churn")  # the heads the stacker step replaces
-FUSIONS = ("hgb", "hgb_shallow", "logistic")
+FUSIONS = ("hgb", "hgb_shallow", "logistic", "blend")
+N_TEXT_COLUMNS = 3 + 6 + 1  # the stacker's x after FEATURES: strength, intent_type, P(churn)
 CV_FOLDS = 4
 BOOTSTRAP_ROUNDS = 300
 # Recency/frequency churn baseline: the profile columns RFM-style churn models start from.
@@ -65,9 +71,10 @@ def stack_inputs(features: np.ndarray, text: Probs) -> np.ndarray:
     return np.hstack(parts).astype(np.float64)
 
 
-def new_fusion(kind: str, seed: int) -> Any:
+def new_fusion(kind: str, seed: int, base: Any = None) -> Any:
     """An unfitted classifier of one fusion kind (a plain scikit-learn object: the stacker's
-    stub unpickles it with nothing but scikit-learn)."""
+    stub unpickles it with nothing but scikit-learn). "blend" needs `base`, the features model
+    fitted on the training split (`features_model`), which its fit leaves as it is."""
     if kind == "hgb":
         return HistGradientBoostingClassifier(learning_rate=0.1, max_iter=60, max_leaf_nodes=15,
                                               l2_regularization=1.0, random_state=seed)
@@ -78,7 +85,29 @@ def new_fusion(kind: str, seed: int) -> Any:
     if kind == "logistic":  # a monotone read of a rare, telling column, where trees need rows
         return make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=2000,
                                                                   random_state=seed))
+    if kind == "blend":
+        if base is None:
+            raise ValueError("the blend fusion needs the features model fitted on training rows")
+        # FrozenEstimator: fit() leaves it as fitted (also inside the stacking's own CV).
+        return StackingClassifier(
+            [("features_gb", FrozenEstimator(base))],
+            final_estimator=new_fusion("logistic", seed), stack_method="predict_proba",
+            passthrough=True, cv=KFold(n_splits=2))
     raise ValueError(f"unknown fusion {kind!r}")
+
+
+def features_model(features: np.ndarray, y: np.ndarray, seed: int) -> Pipeline:
+    """The features peer (gradient boosting on FEATURES alone) as a model of the stacker's x:
+    it reads the FEATURES columns and ignores the text probabilities after them."""
+    n = features.shape[1]
+    pick = ColumnTransformer([("features", "passthrough", list(range(n)))])
+    x = np.hstack([features, np.zeros((len(features), N_TEXT_COLUMNS))])
+    return make_pipeline(pick, HistGradientBoostingClassifier(random_state=seed)).fit(x, y)
+
+
+def features_only(features: np.ndarray) -> np.ndarray:
+    """FEATURES padded to the stacker's x, for a model that reads only them."""
+    return np.hstack([features, np.zeros((len(features), N_TEXT_COLUMNS))])
 
 
 def full_columns(clf: Any, x: np.ndarray, k: int) -> np.ndarray:
@@ -91,12 +120,12 @@ def full_columns(clf: Any, x: np.ndarray, k: int) -> np.ndarray:
 
 
 def out_of_fold(kind: str, x: np.ndarray, y: np.ndarray, groups: Sequence[str], k: int,
-                seed: int) -> np.ndarray:
+                seed: int, base: Any = None) -> np.ndarray:
     """Probabilities of every row from a fusion fitted on the other folds (grouped by user)."""
     folds = min(CV_FOLDS, len(set(groups)))
     out = np.zeros((len(x), k))
     for fit_rows, held_rows in GroupKFold(n_splits=folds).split(x, y, groups):
-        clf = new_fusion(kind, seed).fit(x[fit_rows], y[fit_rows])
+        clf = new_fusion(kind, seed, base).fit(x[fit_rows], y[fit_rows])
         out[held_rows] = full_columns(clf, x[held_rows], k)
     return out
 
@@ -121,10 +150,6 @@ def rf_matrix(features: np.ndarray) -> np.ndarray:
 def fit_rf_baseline(features: np.ndarray, churn: np.ndarray, seed: int) -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed)
                          ).fit(rf_matrix(features), churn)
-
-
-def fit_features_peer(features: np.ndarray, y: np.ndarray, seed: int) -> Any:
-    return HistGradientBoostingClassifier(random_state=seed).fit(features, y)
 
 
 def _threshold(head: str, y: Sequence[int], probs: np.ndarray) -> float | None:
@@ -163,6 +188,10 @@ def _fit_stack(
     test_models: dict[str, Probs] = {"text_model": dict(text["test"])}
     val_models: dict[str, Probs] = {"text_model": dict(text["validation"])}
     skipped: dict[str, str] = {}
+    # The features peer, fitted on the training split: measured as a peer below, and frozen
+    # inside the blend fusion.
+    bases = {head: features_model(features["train"], y["train"][head], seed)
+             for head in labels if len(np.unique(y["train"][head])) >= 2}
     for head in STACKED_HEADS:
         k = len(labels[head])
         y_val = y["validation"][head]
@@ -172,17 +201,19 @@ def _fit_stack(
         if len(np.unique(y_val)) < k or len(set(users["validation"])) < 2:
             skipped[head] = "a label is missing from the validation split (or one user only)"
             continue
-        oof = {kind: out_of_fold(kind, x["validation"], y_val, users["validation"], k, seed)
-               for kind in FUSIONS}
-        selection[head] = {kind: score(head, y_val, oof[kind]) for kind in FUSIONS}
+        kinds = [kind for kind in FUSIONS if kind != "blend" or head in bases]
+        oof = {kind: out_of_fold(kind, x["validation"], y_val, users["validation"], k, seed,
+                                 bases.get(head))
+               for kind in kinds}
+        selection[head] = {kind: score(head, y_val, oof[kind]) for kind in kinds}
         selection[head]["text_model"] = score(head, y_val, text["validation"][head])
         best = max(selection[head], key=lambda kind: selection[head][kind])
         if best == "text_model":
             skipped[head] = "no fusion measured better than the network alone on validation"
         else:
             chosen[head] = best
-        for kind in FUSIONS:
-            clf = new_fusion(kind, seed).fit(x["validation"], y_val)
+        for kind in kinds:
+            clf = new_fusion(kind, seed, bases.get(head)).fit(x["validation"], y_val)
             test_models.setdefault(f"stack_{kind}", {})[head] = full_columns(clf, x["test"], k)
             val_models.setdefault(f"stack_{kind}", {})[head] = oof[kind]
             if kind == chosen.get(head):
@@ -198,12 +229,10 @@ def _fit_stack(
 
     # Peers, fitted on the training split.
     gb_test, gb_val = {}, {}
-    for head, names in labels.items():
-        if len(np.unique(y["train"][head])) < 2:
-            continue
-        clf = fit_features_peer(features["train"], y["train"][head], seed)
-        gb_test[head] = full_columns(clf, features["test"], len(names))
-        gb_val[head] = full_columns(clf, features["validation"], len(names))
+    for head, base in bases.items():
+        gb_test[head] = full_columns(base, features_only(features["test"]), len(labels[head]))
+        gb_val[head] = full_columns(base, features_only(features["validation"]),
+                                    len(labels[head]))
     test_models["features_gb"], val_models["features_gb"] = gb_test, gb_val
     if len(np.unique(y["train"]["churn"])) == 2:
         rf = fit_rf_baseline(features["train"], y["train"]["churn"], seed)

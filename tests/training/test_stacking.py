@@ -16,6 +16,7 @@ from streams.core.features import FEATURE_NAMES, N_FEATURES
 from training.stacking import (
     FUSIONS,
     STACKED_HEADS,
+    features_model,
     fit_stack,
     full_columns,
     new_fusion,
@@ -74,9 +75,11 @@ def test_stack_inputs_are_the_stacker_steps_columns() -> None:
 @pytest.mark.parametrize("kind", FUSIONS)
 def test_every_fusion_kind_fits_both_heads_and_survives_pickling(kind: str) -> None:
     features, text, targets, _ = synthetic(30, 4)
+    train_features, _, train_targets, _ = synthetic(30, 5)
     x = stack_inputs(features, text)
     for head, k in (("strength", 3), ("churn", 2)):
-        clf = pickle.loads(pickle.dumps(new_fusion(kind, 0).fit(x, targets[head])))
+        base = features_model(train_features, np.asarray(train_targets[head]), 0)
+        clf = pickle.loads(pickle.dumps(new_fusion(kind, 0, base).fit(x, targets[head])))
         probs = full_columns(clf, x, k)
         assert probs.shape == (len(x), k) and np.allclose(probs.sum(axis=1), 1.0)
 
@@ -84,6 +87,21 @@ def test_every_fusion_kind_fits_both_heads_and_survives_pickling(kind: str) -> N
 def test_an_unknown_fusion_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown fusion"):
         new_fusion("mlp", 0)
+    with pytest.raises(ValueError, match="features model"):
+        new_fusion("blend", 0)
+
+
+def test_the_blend_keeps_the_features_model_fitted_on_training_rows() -> None:
+    """Fitting the blend on validation rows must not refit its features model: that model's
+    trees come from the (larger) training split, the blend only learns how to weigh them."""
+    train_features, _, train_targets, _ = synthetic(60, 6)
+    features, text, targets, _ = synthetic(20, 7)
+    base = features_model(train_features, np.asarray(train_targets["strength"]), 0)
+    x = stack_inputs(features, text)
+    before = base.predict_proba(x)
+    blend = new_fusion("blend", 0, base).fit(x, targets["strength"])
+    assert np.array_equal(blend.estimators_[0].predict_proba(x), before)
+    assert np.array_equal(base.predict_proba(x), before)
 
 
 def test_features_that_carry_the_labels_make_the_stack_win_and_beat_the_peers() -> None:
