@@ -99,10 +99,9 @@ def new_fusion(kind: str, seed: int, base: Any = None) -> Any:
 def features_model(features: np.ndarray, y: np.ndarray, seed: int) -> Pipeline:
     """The features peer (gradient boosting on FEATURES alone) as a model of the stacker's x:
     it reads the FEATURES columns and ignores the text probabilities after them."""
-    n = features.shape[1]
-    pick = ColumnTransformer([("features", "passthrough", list(range(n)))])
-    x = np.hstack([features, np.zeros((len(features), N_TEXT_COLUMNS))])
-    return make_pipeline(pick, HistGradientBoostingClassifier(random_state=seed)).fit(x, y)
+    pick = ColumnTransformer([("features", "passthrough", list(range(features.shape[1])))])
+    return make_pipeline(pick, HistGradientBoostingClassifier(random_state=seed)).fit(
+        features_only(features), y)
 
 
 def features_only(features: np.ndarray) -> np.ndarray:
