@@ -40,7 +40,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, StackingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, KFold
+from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -88,11 +88,12 @@ def new_fusion(kind: str, seed: int, base: Any = None) -> Any:
     if kind == "blend":
         if base is None:
             raise ValueError("the blend fusion needs the features model fitted on training rows")
-        # FrozenEstimator: fit() leaves it as fitted (also inside the stacking's own CV).
+        # "prefit": the features model's probabilities as they are, no inner CV (whose folds
+        # could miss a rare class); FrozenEstimator: nothing refits it.
         return StackingClassifier(
             [("features_gb", FrozenEstimator(base))],
             final_estimator=new_fusion("logistic", seed), stack_method="predict_proba",
-            passthrough=True, cv=KFold(n_splits=2))
+            passthrough=True, cv="prefit")
     raise ValueError(f"unknown fusion {kind!r}")
 
 

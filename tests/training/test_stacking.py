@@ -104,6 +104,19 @@ def test_the_blend_keeps_the_features_model_fitted_on_training_rows() -> None:
     assert np.array_equal(base.predict_proba(x), before)
 
 
+def test_the_blend_fits_rows_that_miss_a_class_its_features_model_knows() -> None:
+    """A CV fold of a small validation split can lack a rare class the training split has."""
+    train_features, _, train_targets, _ = synthetic(60, 8)
+    features, text, targets, _ = synthetic(20, 9)
+    base = features_model(train_features, np.asarray(train_targets["strength"]), 0)
+    y = np.asarray(targets["strength"])
+    y = np.where(y == 2, 1, y)  # no class 2 in these rows
+    x = stack_inputs(features, text)
+    probs = full_columns(new_fusion("blend", 0, base).fit(x, y), x, 3)
+    assert probs.shape == (len(x), 3) and not probs[:, 2].any()
+    assert np.allclose(probs.sum(axis=1), 1.0)
+
+
 def test_features_that_carry_the_labels_make_the_stack_win_and_beat_the_peers() -> None:
     result, _ = run()
     card = result.card
