@@ -33,6 +33,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from inference.model.runtimes import RuntimeUnavailable, read_inputs
 from inference.repository import (
     CONFIG,
     ENSEMBLE,
@@ -62,7 +63,6 @@ _TENSOR_NAME = re.compile(r'\bname:\s*"([^"]+)"')
 FEATURES = "FEATURES"
 _FEATURES_MAP = re.compile(r'[ \t]*input_map\s*\{\s*key:\s*"FEATURES"[^}]*\}[ \t]*\n?')
 _MASK_INPUT = re.compile(r'(\{\s*name:\s*"ATTENTION_MASK"[^}]*\})')
-INPUTS_FILE = "inputs.json"  # <version>/inputs.json, written by the export (inputs it takes)
 
 
 class AssemblyError(Exception):
@@ -100,20 +100,13 @@ def gpu_network_config(network: str, newest_version: Path) -> str:
     """The onnx model's config, with FEATURES declared when the version it serves (the newest:
     its version policy is latest 1) is a feature-tower graph, as its inputs.json says. A text-only
     or older version (no inputs.json) leaves the committed text-only config as it is."""
-    path = newest_version / INPUTS_FILE
-    if not path.is_file() or FEATURES in _TENSOR_NAME.findall(network):
-        return network
     try:
-        declared = json.loads(path.read_text(encoding="utf-8"))
-        takes = FEATURES in declared["inputs"]
-        n_features = int(declared["features"]["n_features"]) if takes else 0
-    except (ValueError, KeyError, TypeError) as error:
-        raise AssemblyError(f"{path}: not an inputs file ({error})") from error
-    if not takes:
+        declared = read_inputs(newest_version)
+    except RuntimeUnavailable as error:
+        raise AssemblyError(str(error)) from error
+    if not declared.n_features or FEATURES in _TENSOR_NAME.findall(network):
         return network
-    if n_features < 1:
-        raise AssemblyError(f"{path}: FEATURES with {n_features} columns")
-    features = f'{{ name: "{FEATURES}", data_type: TYPE_FP32, dims: [ {n_features} ] }}'
+    features = f'{{ name: "{FEATURES}", data_type: TYPE_FP32, dims: [ {declared.n_features} ] }}'
     rewritten, count = _MASK_INPUT.subn(rf"\1,\n  {features}", network, count=1)
     if count != 1:
         raise AssemblyError(f"{GPU_NETWORK} config has no ATTENTION_MASK input to follow")

@@ -147,6 +147,16 @@ def test_a_feature_tower_version_gets_features_declared_in_the_gpu_config(
     assert ensemble.count('input_map { key: "FEATURES", value: "FEATURES" }') == 1
 
 
+def test_a_broken_inputs_file_is_refused_before_writing(
+    assemble: ModuleType, source: Path, tmp_path: Path
+) -> None:
+    (source / "intent_bert_onnx" / "2" / "inputs.json").write_text(
+        json.dumps({"inputs": ["INPUT_IDS", "ATTENTION_MASK", "FEATURES"]}))  # no column count
+    with pytest.raises(assemble.AssemblyError, match=r"inputs\.json"):
+        assemble.assemble(source, tmp_path / "deploy")
+    assert not (tmp_path / "deploy").exists()
+
+
 def test_a_rerun_copies_new_versions_and_keeps_served_ones(
     assemble: ModuleType, source: Path, tmp_path: Path
 ) -> None:
