@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, StackingClassifier
-from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -88,10 +87,10 @@ def new_fusion(kind: str, seed: int, base: Any = None) -> Any:
     if kind == "blend":
         if base is None:
             raise ValueError("the blend fusion needs the features model fitted on training rows")
-        # "prefit": the features model's probabilities as they are, no inner CV (whose folds
-        # could miss a rare class); FrozenEstimator: nothing refits it.
+        # "prefit": the features model is used as fitted, never refitted, and without an inner
+        # CV (whose folds could miss a rare class the training split has).
         return StackingClassifier(
-            [("features_gb", FrozenEstimator(base))],
+            [("features_gb", base)],
             final_estimator=new_fusion("logistic", seed), stack_method="predict_proba",
             passthrough=True, cv="prefit")
     raise ValueError(f"unknown fusion {kind!r}")
