@@ -37,6 +37,8 @@ MODEL_NAMES = {
     "stack_logistic": "stack: logistic regression over standardised [features, text probs]",
     "stack_blend": "stack: that logistic regression also reading the features peer's "
                    "probabilities (blend)",
+    "stack_pool": "stack: logistic regression over the log-probabilities of the features peer "
+                  "and the network (pool)",
     "features_gb": "peer: HistGradientBoosting on the features alone",
     "tfidf_lr": "peer: TF-IDF + logistic regression on the text",
     "recency_frequency": "peer: recency/frequency logistic regression (churn)",

@@ -573,7 +573,7 @@ def run_stacking(
         {"validation": full(model_val), "test": full(model_test)},
         targets, {name: [x.user_id for x in splits[name]] for name in SPLITS},
         {"tfidf_lr": {"validation": full(baseline_val), "test": full(baseline_test)}},
-        validation_score, seed, stack,
+        seed, stack,
     )
 
 

@@ -22,7 +22,7 @@ from training.stacking import (
     new_fusion,
     stack_inputs,
 )
-from training.train import MODEL_HEADS, validation_score
+from training.train import MODEL_HEADS
 
 STACKER = Path(__file__).resolve().parents[2] / "triton_models" / "stacker" / "model.py"
 
@@ -58,8 +58,7 @@ def run(seed: int = 0, **kwargs):
     users = {name: p[3] for name, p in parts.items()}
     peers = {"tfidf_lr": {name: {h: np.full_like(text[name][h], 1 / text[name][h].shape[1])
                                  for h in MODEL_HEADS} for name in ("validation", "test")}}
-    return fit_stack(MODEL_HEADS, features, text, targets, users, peers, validation_score,
-                     seed), parts
+    return fit_stack(MODEL_HEADS, features, text, targets, users, peers, seed), parts
 
 
 def test_stack_inputs_are_the_stacker_steps_columns() -> None:
@@ -79,7 +78,7 @@ def test_every_fusion_kind_fits_both_heads_and_survives_pickling(kind: str) -> N
     x = stack_inputs(features, text)
     for head, k in (("strength", 3), ("churn", 2)):
         base = features_model(train_features, np.asarray(train_targets[head]), 0)
-        clf = pickle.loads(pickle.dumps(new_fusion(kind, 0, base).fit(x, targets[head])))
+        clf = pickle.loads(pickle.dumps(new_fusion(kind, 0, base, head).fit(x, targets[head])))
         probs = full_columns(clf, x, k)
         assert probs.shape == (len(x), k) and np.allclose(probs.sum(axis=1), 1.0)
 
@@ -87,8 +86,9 @@ def test_every_fusion_kind_fits_both_heads_and_survives_pickling(kind: str) -> N
 def test_an_unknown_fusion_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown fusion"):
         new_fusion("mlp", 0)
-    with pytest.raises(ValueError, match="features model"):
-        new_fusion("blend", 0)
+    for kind in ("blend", "pool"):
+        with pytest.raises(ValueError, match="features model"):
+            new_fusion(kind, 0)
 
 
 def test_the_blend_keeps_the_features_model_fitted_on_training_rows() -> None:
@@ -117,6 +117,38 @@ def test_the_blend_fits_rows_that_miss_a_class_its_features_model_knows() -> Non
     assert np.allclose(probs.sum(axis=1), 1.0)
 
 
+@pytest.mark.parametrize("head", ["strength", "churn"])
+def test_the_pool_reads_only_the_peers_and_the_networks_probabilities_of_its_head(
+        head: str) -> None:
+    """The pool weighs two experts: changing a FEATURES column the peer ignores, or another
+    head's text probability, must not move it; the head's own text probability must."""
+    train_features, _, train_targets, _ = synthetic(60, 10)
+    features, text, targets, _ = synthetic(20, 11)
+    base = features_model(train_features, np.asarray(train_targets[head]), 0)
+    x = stack_inputs(features, text)
+    pool = new_fusion("pool", 0, base, head).fit(x, targets[head])
+    final = pool.final_estimator_[-1]
+    assert final.n_features_in_ == (3 + 3 if head == "strength" else 1 + 1)
+    before = pool.predict_proba(x)
+    other = x.copy()
+    other[:, -4:-1] = np.roll(other[:, -4:-1], 1, axis=0)  # intent type: no head pools it
+    assert np.array_equal(pool.predict_proba(other), before)
+    own = x.copy()
+    own[:, -10 if head == "strength" else -1] = 0.999
+    assert not np.allclose(pool.predict_proba(own), before)
+
+
+def test_the_pool_fits_rows_that_miss_a_class_its_features_model_knows() -> None:
+    train_features, _, train_targets, _ = synthetic(60, 12)
+    features, text, targets, _ = synthetic(20, 13)
+    base = features_model(train_features, np.asarray(train_targets["strength"]), 0)
+    y = np.where(np.asarray(targets["strength"]) == 2, 1, targets["strength"])
+    probs = full_columns(new_fusion("pool", 0, base, "strength").fit(
+        stack_inputs(features, text), y), stack_inputs(features, text), 3)
+    assert probs.shape == (len(y), 3) and not probs[:, 2].any()
+    assert np.allclose(probs.sum(axis=1), 1.0)
+
+
 def test_features_that_carry_the_labels_make_the_stack_win_and_beat_the_peers() -> None:
     result, _ = run()
     card = result.card
@@ -137,7 +169,7 @@ def test_a_head_is_stacked_only_where_a_fusion_measured_best_on_validation() -> 
     # Strength is noise to every candidate: whichever is chosen, it was chosen by validation.
     scores = result.card["selection"]["scores"]["strength"]
     chosen = result.card["selection"]["chosen"].get("strength", "text_model")
-    assert scores[chosen] == max(scores.values())
+    assert scores[chosen] == min(scores.values())  # log-loss
     assert ("strength" in result.heads) == (chosen != "text_model")
 
 
@@ -150,7 +182,7 @@ def test_a_label_missing_from_validation_is_not_stacked() -> None:
         {"validation": text, "test": parts["test"][1]},
         {"train": parts["train"][2], "validation": targets, "test": parts["test"][2]},
         {"train": parts["train"][3], "validation": users, "test": parts["test"][3]},
-        {}, validation_score, 0)
+        {}, 0)
     assert "strength" not in result.heads and "strength" in result.card["skipped"]
     assert "churn" in result.heads
 
@@ -186,7 +218,7 @@ def test_the_tower_fusion_fits_no_stack_and_serves_the_network() -> None:
     text = {name: parts[name][1] for name in ("validation", "test")}
     result = fit_stack(MODEL_HEADS, {n: p[0] for n, p in parts.items()}, text,
                        {n: p[2] for n, p in parts.items()}, {n: p[3] for n, p in parts.items()},
-                       {}, validation_score, 0, stack=False)
+                       {}, 0, stack=False)
     assert result.heads == {} and result.card["selection"]["chosen"] == {}
     assert set(result.card["skipped"]) == set(STACKED_HEADS)
     for head in MODEL_HEADS:  # the served model is the network, measured against the peers
