@@ -122,6 +122,23 @@ class FitConfig:
     patience: int  # validation checks without improvement before stopping
     seed: int
     progress: bool = True
+    # Validate the starting weights too: a trained model tuned further may end worse than it
+    # began. Freshly initialised heads never are the best, so a fresh fine-tune skips the pass.
+    initial_check: bool = True
+
+
+def total_steps(n_rows: int, config: FitConfig) -> int:
+    """Optimizer steps of a fit over `n_rows` training rows."""
+    per_epoch = math.ceil(n_rows / config.batch_size)
+    return config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+
+
+def spaced_checks(n_rows: int, config: FitConfig, checks_per_epoch: int) -> int:
+    """Steps between validation checks, `checks_per_epoch` of them spaced evenly so that the
+    last lands on the final step (one a few steps before the end only repeats the final one)."""
+    total = total_steps(n_rows, config)
+    epochs = total / math.ceil(n_rows / config.batch_size)
+    return math.ceil(total / max(1, round(epochs * checks_per_epoch)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +190,7 @@ def fit(
     rng = random.Random(f"batches:{config.seed}")
     lengths = [len(t) for t in train_tokens]
     per_epoch = math.ceil(len(train_tokens) / config.batch_size)
-    total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+    total = total_steps(len(train_tokens), config)
     eval_every = config.eval_every or per_epoch
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
@@ -186,10 +203,14 @@ def fit(
     schedule = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total), total
     )
-    best_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn, config.batch_size * 2,
-                              val_feats)
-    best_state, best_step, waited, step = copy.deepcopy(model.state_dict()), 0, 0, 0
-    history = [{"step": 0, "val_loss": best_loss}]
+    best_state: dict[str, torch.Tensor] | None = None
+    best_loss, best_step, waited, step = math.inf, 0, 0, 0
+    history: list[dict[str, float]] = []
+    if config.initial_check:
+        best_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn,
+                                  config.batch_size * 2, val_feats)
+        best_state = copy.deepcopy(model.state_dict())
+        history.append({"step": 0, "val_loss": best_loss})
     batches: list[list[int]] = []
     bar = progress_bar(enabled=config.progress, total=total, desc="fine-tuning", unit="step",
                        mininterval=2.0)
@@ -224,7 +245,8 @@ def fit(
                     stopped_early = True
                     break
     bar.close()
-    model.load_state_dict(best_state)
+    if best_state is not None:  # None: no check improved on nothing (a NaN loss): the last
+        model.load_state_dict(best_state)
     model.eval()
     return FitResult(step, best_step, best_loss, stopped_early, history)
 

@@ -61,6 +61,7 @@ from training.loop import (
     fit,
     multitask_loss,
     predict,
+    spaced_checks,
     strong_vs_rest_loss,
     tokenize,
 )
@@ -252,8 +253,8 @@ def run_uci(
         tokens = tokenize(tokenizer, texts, model_args.max_length)
         tuned = IntentBert.load(Path(run_args.out) / "model")  # a fresh copy of the trained model
         started = time.monotonic()
-        steps_per_check = len(fit_rows) // fit_config.batch_size // run_args.evals_per_epoch
-        config = replace(fit_config, eval_every=max(1, steps_per_check))
+        config = replace(fit_config, eval_every=spaced_checks(len(fit_rows), fit_config,
+                                                              run_args.evals_per_epoch))
         result = fit(
             tuned, *_revenue_rows(fit_rows, tokens, labels),
             *_revenue_rows(val_rows, tokens, labels), config, strong_vs_rest_loss,
@@ -369,11 +370,14 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         learning_rate=run_args.learning_rate or (1e-3 if model_args.tiny else 5e-5),
         warmup_ratio=run_args.warmup_ratio,
         weight_decay=run_args.weight_decay,
-        eval_every=max(1, len(tokens["train"]) // run_args.batch_size // run_args.evals_per_epoch),
+        eval_every=None,
         patience=run_args.patience,
         seed=run_args.seed,
         progress=run_args.progress,
+        initial_check=False,  # fresh heads (new_model) are never the best weights
     )
+    fit_config = replace(fit_config, eval_every=spaced_checks(len(tokens["train"]), fit_config,
+                                                              run_args.evals_per_epoch))
 
     # --- fine-tune -----------------------------------------------------------------------------
     result = fit(
@@ -404,7 +408,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     if data_args.uci and not data_args.history:
         uci_config = FitConfig(
             **{**asdict(fit_config), "epochs": run_args.uci_epochs, "max_steps": None,
-               "batch_size": UCI_BATCH_SIZE, "eval_every": None}
+               "batch_size": UCI_BATCH_SIZE, "eval_every": None,
+               "initial_check": True}  # it starts from the trained model, which may stay best
         )
         uci_results = run_uci(tokenizer, data_args, model_args, run_args, uci_config)
         t = lap("uci", t)

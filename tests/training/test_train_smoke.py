@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import random
 from pathlib import Path
@@ -29,7 +30,9 @@ def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
     card = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
     assert (out / "model_card.md").read_text(encoding="utf-8").startswith("# IntentBert")
     history = card["training"]["history"]
-    assert min(h["val_loss"] for h in history[1:]) < history[0]["val_loss"]  # it learned
+    # It learned: below the loss of uniform guesses on the three heads (fresh heads start about
+    # there; their starting weights are not validated, see FitConfig.initial_check).
+    assert history[-1]["val_loss"] < math.log(3) + math.log(6) + math.log(2)
     assert set(card["test"]["comparison"]) == {"strength", "intent_type", "churn"}
     assert card["exported"]["intent_bert"] == 1
     assert card["exported"]["intent_bert_onnx"]["version"] == 1
