@@ -56,7 +56,7 @@ class DataArguments:
         metadata={"help": f"UCI CSV (default: the first of {[str(p) for p in UCI_CANDIDATES]})"},
     )
     uci_train_limit: int | None = field(
-        default=2000,  # keeps the default run within 15 min; 4000: docs/model.md
+        default=1500,  # keeps the default run within 15 min; 2000 and 4000: docs/model.md
         metadata={"help": "fine-tune on a stratified sample of this many UCI training rows"},
     )
     uci_analytics: bool = field(
@@ -161,7 +161,7 @@ class RunArguments:
                 "feature tower inside IntentBert, fused with the pooled text vector) or both "
                 "(the tower network, then the stack over it); docs/model.md has the comparison"})
     seed: int = field(default=0, metadata={"help": "seeds simulation, split, init and batches"})
-    epochs: float = field(default=2.0, metadata={"help": "passes over the training windows"})
+    epochs: float = field(default=1.8, metadata={"help": "passes over the training windows"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps (over epochs)"})
     batch_size: int = field(default=16, metadata={"help": "windows per step"})
     learning_rate: float | None = field(
