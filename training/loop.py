@@ -118,7 +118,7 @@ class FitConfig:
     learning_rate: float
     warmup_ratio: float
     weight_decay: float
-    eval_every: int | None  # steps between validation checks; None = once per epoch
+    checks_per_epoch: int  # validation checks, spread evenly, the last on the final step
     patience: int  # validation checks without improvement before stopping
     seed: int
     progress: bool = True
@@ -133,12 +133,14 @@ def total_steps(n_rows: int, config: FitConfig) -> int:
     return config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
 
 
-def spaced_checks(n_rows: int, config: FitConfig, checks_per_epoch: int) -> int:
-    """Steps between validation checks, `checks_per_epoch` of them spaced evenly so that the
-    last lands on the final step (one a few steps before the end only repeats the final one)."""
+def check_steps(n_rows: int, config: FitConfig) -> list[int]:
+    """The steps a fit validates at: `checks_per_epoch` an epoch, spaced evenly (gaps differ by
+    at most one step) with the last on the final step, where a check a few steps before the end
+    would only repeat it."""
     total = total_steps(n_rows, config)
     epochs = total / math.ceil(n_rows / config.batch_size)
-    return math.ceil(total / max(1, round(epochs * checks_per_epoch)))
+    n = min(total, max(1, round(epochs * config.checks_per_epoch)))
+    return sorted({math.ceil(i * total / n) for i in range(1, n + 1)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +191,8 @@ def fit(
     val_feats = feature_tensor(model, val_features, len(val_tokens))
     rng = random.Random(f"batches:{config.seed}")
     lengths = [len(t) for t in train_tokens]
-    per_epoch = math.ceil(len(train_tokens) / config.batch_size)
     total = total_steps(len(train_tokens), config)
-    eval_every = config.eval_every or per_epoch
+    checks = set(check_steps(len(train_tokens), config))
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
         {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
@@ -232,7 +233,7 @@ def fit(
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}", best_val=f"{best_loss:.3f}")
-        if step % eval_every == 0 or step == total:
+        if step in checks:
             val_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn,
                                      config.batch_size * 2, val_feats)
             history.append({"step": step, "train_loss": running, "val_loss": val_loss})
@@ -245,8 +246,10 @@ def fit(
                     stopped_early = True
                     break
     bar.close()
-    if best_state is not None:  # None: no check improved on nothing (a NaN loss): the last
-        model.load_state_dict(best_state)
+    if best_state is None:  # every check NaN (fresh heads have no starting weights to keep)
+        raise FloatingPointError(f"no finite validation loss in {len(history)} checks "
+                                 f"(last: {history[-1]['val_loss']}); try a lower learning rate")
+    model.load_state_dict(best_state)
     model.eval()
     return FitResult(step, best_step, best_loss, stopped_early, history)
 

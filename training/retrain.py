@@ -319,7 +319,7 @@ def run(
         fit(candidate, tokens, targets, val_tokens, val_targets, FitConfig(
             epochs=args.epochs, max_steps=None, batch_size=args.batch_size,
             learning_rate=args.learning_rate, warmup_ratio=0.1, weight_decay=0.01,
-            eval_every=None, patience=2, seed=args.seed, progress=args.progress))
+            checks_per_epoch=1, patience=2, seed=args.seed, progress=args.progress))
 
     result = gate(macro_f1s(live, held_tokens, held_targets),
                   macro_f1s(candidate, held_tokens, held_targets), args.margin,

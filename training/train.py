@@ -31,7 +31,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,6 @@ from training.loop import (
     fit,
     multitask_loss,
     predict,
-    spaced_checks,
     strong_vs_rest_loss,
     tokenize,
 )
@@ -253,11 +252,9 @@ def run_uci(
         tokens = tokenize(tokenizer, texts, model_args.max_length)
         tuned = IntentBert.load(Path(run_args.out) / "model")  # a fresh copy of the trained model
         started = time.monotonic()
-        config = replace(fit_config, eval_every=spaced_checks(len(fit_rows), fit_config,
-                                                              run_args.evals_per_epoch))
         result = fit(
             tuned, *_revenue_rows(fit_rows, tokens, labels),
-            *_revenue_rows(val_rows, tokens, labels), config, strong_vs_rest_loss,
+            *_revenue_rows(val_rows, tokens, labels), fit_config, strong_vs_rest_loss,
         )
         p_buy = predict(tuned, [tokens[i] for i in test_rows])["strength"][:, 0]
         y_test = [int(labels[i]) for i in test_rows]
@@ -370,14 +367,12 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         learning_rate=run_args.learning_rate or (1e-3 if model_args.tiny else 5e-5),
         warmup_ratio=run_args.warmup_ratio,
         weight_decay=run_args.weight_decay,
-        eval_every=None,
+        checks_per_epoch=run_args.evals_per_epoch,
         patience=run_args.patience,
         seed=run_args.seed,
         progress=run_args.progress,
         initial_check=False,  # fresh heads (new_model) are never the best weights
     )
-    fit_config = replace(fit_config, eval_every=spaced_checks(len(tokens["train"]), fit_config,
-                                                              run_args.evals_per_epoch))
 
     # --- fine-tune -----------------------------------------------------------------------------
     result = fit(
@@ -406,10 +401,10 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     # --- UCI real sessions ---------------------------------------------------------------------
     uci_results = None
     if data_args.uci and not data_args.history:
+        # It starts from the trained model, which may stay the best weights: validate it first.
         uci_config = FitConfig(
             **{**asdict(fit_config), "epochs": run_args.uci_epochs, "max_steps": None,
-               "batch_size": UCI_BATCH_SIZE, "eval_every": None,
-               "initial_check": True}  # it starts from the trained model, which may stay best
+               "batch_size": UCI_BATCH_SIZE, "initial_check": True}
         )
         uci_results = run_uci(tokenizer, data_args, model_args, run_args, uci_config)
         t = lap("uci", t)

@@ -65,7 +65,7 @@ def test_tiny_model_learns_an_easy_signal() -> None:
     torch.manual_seed(0)
     model = IntentBert.tiny(len(tokenizer))
     config = FitConfig(epochs=3, max_steps=None, batch_size=16, learning_rate=2e-3,
-                       warmup_ratio=0.1, weight_decay=0.0, eval_every=None, patience=3, seed=0,
+                       warmup_ratio=0.1, weight_decay=0.0, checks_per_epoch=1, patience=3, seed=0,
                        progress=False)
     fit(model, tokens[:300], targets.rows(range(300)), tokens[300:350],
         targets.rows(range(300, 350)), config, multitask_loss)
