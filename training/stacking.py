@@ -16,7 +16,7 @@ five times the rows the validation split has while the text probabilities still 
 through a fit on rows the network never saw: the blend (that logistic regression also reading
 the peer's probabilities) and the pool (a logistic regression over the log-probabilities of
 the peer and of the network for the same head only: a learned product of the two experts, a
-few weights, so 1,000 validation rows fit it without noise). The network alone competes too,
+few weights, which 1,000 validation rows fit with little noise). The network alone competes too,
 so a head is replaced only where a fusion measured better. (An MLP competed before and lost on
 both heads in every run, see docs/model.md.) The chosen fusion is refitted on the whole
 validation split and exported.

@@ -120,8 +120,8 @@ def test_the_blend_fits_rows_that_miss_a_class_its_features_model_knows() -> Non
 @pytest.mark.parametrize("head", ["strength", "churn"])
 def test_the_pool_reads_only_the_peers_and_the_networks_probabilities_of_its_head(
         head: str) -> None:
-    """The pool weighs two experts: changing a FEATURES column the peer ignores, or another
-    head's text probability, must not move it; the head's own text probability must."""
+    """The pool weighs two experts, the peer and the network's probabilities for its head:
+    another head's text probabilities must not move it, the head's own must."""
     train_features, _, train_targets, _ = synthetic(60, 10)
     features, text, targets, _ = synthetic(20, 11)
     base = features_model(train_features, np.asarray(train_targets[head]), 0)
