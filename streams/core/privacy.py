@@ -55,8 +55,12 @@ _START = r"(?<![0-9A-Za-z_@+./-])"  # not inside a word, number, e-mail or id
 _END = r"(?![0-9A-Za-z_@])"
 _SEP = r"[ .-]"
 
+# A lookbehind in front of a repeated word class names that class (`\w`, not `0-9A-Za-z_`):
+# otherwise a long run of other word characters (non-ASCII letters; in bytes any \x80-\xff,
+# such as 40 KB of emoji) is retried from every position inside it, quadratic in its length
+# (a 40 KB dead letter took ~100 s to scrub and starved the consumer).
 _EMAIL = (
-    r"(?<![0-9A-Za-z_.%+'-])(?P<pii>[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,})"
+    r"(?<![\w.%+'-])(?P<pii>[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,})"
     r"(?![0-9A-Za-z_-])"
 )
 # 13-19 digits as cards are written: a group of 4, then up to 5 more (or one contiguous run);
@@ -100,7 +104,7 @@ _ADDRESS = (
 # German forms, number after the street: Hauptstraße 12, Berliner Str. 5a, Königsallee 3.
 _HOUSE_NO = r"[ \t]*[0-9]{1,4}[a-z]?(?:[-/][0-9]{1,4})?(?![0-9A-Za-z_])"
 _ADDRESS_DE = (
-    r"(?<![0-9A-Za-z_-])(?P<pii>(?:[\w-]+[ \t]+(?:straße|strasse|str\.)|"
+    r"(?<![\w-])(?P<pii>(?:[\w-]+[ \t]+(?:straße|strasse|str\.)|"
     r"[\w-]{2,}(?:straße|strasse|str\.|allee|gasse|platz|weg))" + _HOUSE_NO + r")"
 )
 
