@@ -7,6 +7,7 @@ lists, grouped as the run reads them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,4 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_args, model_args, run_args = parse_args(argv)
     from training.train import run
 
-    return run(data_args, model_args, run_args)
+    try:
+        return run(data_args, model_args, run_args)
+    except FloatingPointError as error:  # the fine-tune diverged (training.loop.fit)
+        print(f"intentstream train: {error}", file=sys.stderr)
+        return 1

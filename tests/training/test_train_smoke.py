@@ -102,3 +102,15 @@ def test_an_unknown_fusion_is_refused(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--tiny", "--fusion", "mlp"])
     assert exit_.value.code == 2 and "--fusion must be one of" in capsys.readouterr().err
+
+
+def test_a_diverged_fine_tune_is_a_one_line_error_and_exit_1(monkeypatch, capsys) -> None:
+    import training.train
+    from training.train_args import main as cli_main
+
+    def diverged(*_args):
+        raise FloatingPointError("no finite validation loss in 2 checks (last: nan)")
+
+    monkeypatch.setattr(training.train, "run", diverged)
+    assert cli_main(["--tiny", "--no-uci", "--out", "unused"]) == 1
+    assert "intentstream train: no finite validation loss" in capsys.readouterr().err
