@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     scores_topic: str = "intent.scores"
     alerts_intent_topic: str = "alerts.intent"
     alerts_churn_topic: str = "alerts.churn"
+    # The outputs have their own producer (streams/runtime/outputs.py): a micro-batch's scores
+    # leave in a few requests, whatever limit the broker profile puts on Faust's producer.
+    output_batch_bytes: int = Field(
+        262_144, ge=1, description="bytes per output partition per produce request")
 
     # --- input contract ----------------------------------------------------------------------
     max_event_bytes: int = Field(16_384, ge=256, description="larger raw events go to the DLQ")

@@ -2,9 +2,11 @@
 
 At-least-once, end to end: a batch's offsets are acked only after its dead letters, table
 updates and scores have been produced (Faust commits only contiguous acked offsets, and
-flushes the producer before committing). A Triton outage stalls the batch with backoff instead
-of dropping it; the consumer's buffer then applies back-pressure. Input Faust skipped during a
-rebalance (faust-streaming/faust#527) is noticed by offset and re-read (streams/core/offsets.py).
+flushes its producer, which carries the table changelogs, before committing; the outputs go
+through their own producer, streams/runtime/outputs.py, and each one's ack is awaited).
+A Triton outage stalls the batch with backoff instead of dropping it; the consumer's buffer
+then applies back-pressure. Input Faust skipped during a rebalance (faust-streaming/faust#527)
+is noticed by offset and re-read (streams/core/offsets.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from streams.worker.app import (
     app,
     dlq_topic,
     events_topic,
+    outputs,
     progress_table,
     scores_topic,
     sessions_table,
@@ -212,6 +215,7 @@ async def score_sessions(stream: StreamT) -> None:
         timeout_s=settings.score_timeout_s,
         **settings.triton_client_kwargs(),
     )
+    await outputs.start()
     try:
         try:
             await check_served_batch_size(scorer)
@@ -229,6 +233,7 @@ async def score_sessions(stream: StreamT) -> None:
             tail_watch=app.tail_watch,
         )
     finally:
+        await outputs.stop()
         await scorer.close()
 
 

@@ -7,8 +7,9 @@ import structlog
 
 from streams.runtime.faust_base import IntentstreamFaustApp
 from streams.runtime.metrics import WORKER_REGISTRY, serve_metrics
+from streams.runtime.outputs import OutputProducer
 from streams.runtime.raw_topics import raw_topic
-from streams.runtime.topics import ensure_topics
+from streams.runtime.topics import bootstrap_servers, ensure_topics
 from streams.settings import Settings, get_settings
 
 log = structlog.get_logger("intentstream.app")
@@ -36,13 +37,17 @@ settings = get_settings()
 app = IntentStreamApp(settings)
 
 
-# Bytes in and out: the agent parses and validates every record itself (dead letters).
+# Bytes in: the agent parses and validates every record itself (dead letters).
 events_topic = raw_topic(app, settings.events_topic, partitions=settings.partitions)
-dlq_topic = raw_topic(app, settings.dlq_topic, partitions=settings.partitions)
-scores_topic = raw_topic(app, settings.scores_topic, partitions=settings.partitions)
+# Bytes out, through their own producer; the scoring agent starts and stops it.
+outputs = OutputProducer(bootstrap_servers(settings.broker_url),
+                         max_batch_bytes=settings.output_batch_bytes,
+                         client_kwargs=settings.kafka_client_kwargs())
+dlq_topic = outputs.topic(settings.dlq_topic)
+scores_topic = outputs.topic(settings.scores_topic)
 alert_topics = {
-    "intent": raw_topic(app, settings.alerts_intent_topic, partitions=settings.partitions),
-    "churn": raw_topic(app, settings.alerts_churn_topic, partitions=settings.partitions),
+    "intent": outputs.topic(settings.alerts_intent_topic),
+    "churn": outputs.topic(settings.alerts_churn_topic),
 }
 
 

@@ -63,10 +63,13 @@ async def read_until(
 async def read_to_end(
     bootstrap: str, topics: Sequence[str], partitions: int, timeout_s: float = 30.0
 ) -> dict[str, list[ConsumerRecord]]:
-    """Everything on `topics` now: read from the beginning up to the end offsets seen at start.
+    """Everything on `topics` now: from the beginning up to each partition's end, taken as the
+    highwater of the first fetch answer for it (or the end offset asked for at start, if that
+    is higher).
 
-    Only for topics written one record per batch (the worker's outputs on the embedded
-    profile): Tansu's "latest" offset is wrong for multi-record batches (docs/broker.md)."""
+    Not the end offset alone: Tansu answers ListOffsets "latest" with the start of the last
+    batch + 1, short of the end wherever a batch held several records (the worker's outputs
+    do); its fetch answers carry the true highwater (docs/broker.md)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
         auto_offset_reset="earliest", max_partition_fetch_bytes=MAX_REQUEST_BYTES,
@@ -76,12 +79,20 @@ async def read_to_end(
         tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
+        asked = await consumer.end_offsets(tps)
+        ends: dict[TopicPartition, int] = {}
         seen: dict[str, list[ConsumerRecord]] = {t: [] for t in topics}
         async with asyncio.timeout(timeout_s):
-            while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                    seen[tp.topic].extend(r for r in records if r.offset < ends[tp])
+            while len(ends) < len(tps) or any(
+                    [await consumer.position(tp) < end for tp, end in ends.items()]):
+                fetched = await consumer.getmany(timeout_ms=500)
+                for tp in tps:
+                    highwater = consumer.highwater(tp)
+                    if tp not in ends and highwater is not None:
+                        ends[tp] = max(highwater, asked[tp])
+                for tp, records in fetched.items():
+                    seen[tp.topic].extend(
+                        r for r in records if tp not in ends or r.offset < ends[tp])
         return seen
     finally:
         await consumer.stop()
