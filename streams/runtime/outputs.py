@@ -21,6 +21,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+REQUEST_TIMEOUT_MS = 1_200_000
+
 
 class OutputProducer:
     """One aiokafka producer, started and stopped by the agent that sends through it."""
@@ -33,6 +35,9 @@ class OutputProducer:
             "acks": "all",
             "max_batch_size": max_batch_bytes,
             "max_request_size": max_request_bytes,
+            # As Faust's producer (producer_request_timeout): a broker outage stalls the batch
+            # until the broker is back instead of failing it (aiokafka's default is 40 s).
+            "request_timeout_ms": REQUEST_TIMEOUT_MS,
             "client_id": "intentstream-outputs",
             **(client_kwargs or {}),
         }
