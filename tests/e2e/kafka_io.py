@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # lets poison tests produce ~1 MB values
@@ -96,6 +96,15 @@ async def read_to_end(
         return seen
     finally:
         await consumer.stop()
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
 
 
 async def committed_offsets(

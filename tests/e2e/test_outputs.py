@@ -7,23 +7,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.runtime.outputs import OutputProducer
 
-from .kafka_io import read_to_end, run
+from .kafka_io import create_topic, read_to_end, run
 
 TOPIC = "outputs-batched"
 PARTITIONS = 3
-
-
-async def create_topic(bootstrap: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
-    finally:
-        await admin.close()
 
 
 async def send_all(bootstrap: str, n: int) -> list[tuple[int, int]]:
@@ -41,7 +31,7 @@ async def send_all(bootstrap: str, n: int) -> list[tuple[int, int]]:
 
 
 def test_batched_outputs_are_all_read_back_to_the_end(broker):
-    run(create_topic(broker.bootstrap))
+    run(create_topic(broker.bootstrap, TOPIC, PARTITIONS))
     placed = run(send_all(broker.bootstrap, 600))
     assert sorted(placed) == [(p, o) for p in range(PARTITIONS) for o in range(200)]
     got = run(read_to_end(broker.bootstrap, [TOPIC], PARTITIONS))[TOPIC]

@@ -7,7 +7,6 @@ import itertools
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.runtime.processes import (
     EmbeddedBroker,
@@ -15,19 +14,10 @@ from streams.runtime.processes import (
     SidecarProcess,
     WorkerProcess,
 )
-from tests.e2e.kafka_io import run
+from tests.e2e.kafka_io import create_topic, run
 
 pytestmark = pytest.mark.e2e
 _ids = itertools.count()
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 def env(broker: EmbeddedBroker, name: str, workdir: Path) -> dict[str, str]:
