@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 
 import structlog
+from aiokafka.errors import KafkaError
 from faust.types import EventT, StreamT
 
 from inference.client import ScoringError, TritonScorer
@@ -215,11 +216,11 @@ async def score_sessions(stream: StreamT) -> None:
         timeout_s=settings.score_timeout_s,
         **settings.triton_client_kwargs(),
     )
-    await outputs.start()
     try:
         try:
+            await outputs.start()
             await check_served_batch_size(scorer)
-        except StartupError as exc:
+        except (StartupError, KafkaError) as exc:  # the worker exits non-zero, with the reason
             log.error("startup.failed", error=str(exc))
             await app.crash(exc)
             raise
