@@ -28,13 +28,11 @@ class OutputProducer:
     """One aiokafka producer, started and stopped by the agent that sends through it."""
 
     def __init__(self, bootstrap: list[str], *, max_batch_bytes: int,
-                 max_request_bytes: int = 1_048_576,
                  client_kwargs: Mapping[str, Any] | None = None) -> None:
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "acks": "all",
             "max_batch_size": max_batch_bytes,
-            "max_request_size": max_request_bytes,
             # As Faust's producer (producer_request_timeout): a broker outage stalls the batch
             # until the broker is back instead of failing it (aiokafka's default is 40 s).
             "request_timeout_ms": REQUEST_TIMEOUT_MS,

@@ -12,6 +12,7 @@ from streams.runtime.outputs import OutputProducer
 
 from .kafka_io import create_topic, read_to_end, run
 
+pytestmark = pytest.mark.e2e
 TOPIC = "outputs-batched"
 PARTITIONS = 3
 
