@@ -293,6 +293,7 @@ async def run_acked_batches(
     metrics: AgentMetrics,
     catch_up: int = 1,
     tail_watch: TailWatch | None = None,
+    catch_up_wait_s: float | None = None,
 ) -> None:
     """The at-least-once loop: a micro-batch is acked only after `process` returned.
 
@@ -303,13 +304,14 @@ async def run_acked_batches(
     input whatever delivered it. An exception is a bug, not bad input (that is dead-lettered
     or counted): stop with a non-zero exit rather than idle with a dead agent; a restarted
     process handles the unacked batch again. Every log line of a batch carries its sequence
-    number and size. Under backlog batches grow up to `catch_up` × `max_events` (`catching_up`).
+    number and size. Under backlog batches grow up to `catch_up` × `max_events` (`catching_up`),
+    each merge waiting up to `catch_up_wait_s` (default `within_s`) for the next full batch.
     `tail_watch` learns which partitions each batch processed (`redeliver_dropped_tails`).
     """
     numbers = itertools.count(1)
     cursor = DeliveryCursor()
     batches = catching_up(stream.noack_take(max_events, within_s), max_events, catch_up,
-                          wait_s=within_s)
+                          wait_s=within_s if catch_up_wait_s is None else catch_up_wait_s)
     async for events in batches:
         started = time.perf_counter()
         generation = app.consumer_generation_id

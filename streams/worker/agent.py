@@ -231,6 +231,7 @@ async def score_sessions(stream: StreamT) -> None:
                          settings.kafka_client_kwargs()),
             lambda events, messages: process_batch(scorer, events, messages),
             failure="batch.failed", metrics=metrics.WORKER, catch_up=settings.batch_catch_up,
+            catch_up_wait_s=settings.batch_catch_up_wait_s,
             tail_watch=app.tail_watch,
         )
     finally:
