@@ -9,8 +9,9 @@ import re
 import orjson
 import pytest
 
-from bench.cli import backlog_scales, force_runtime, main, runtime_table
-from bench.measure import BenchError, ScoreCoverage, percentile
+from bench import cli
+from bench.cli import backlog_scales, fastest_in_process, force_runtime, main, runtime_table
+from bench.measure import BenchError, ModelSpeed, ScoreCoverage, percentile
 from bench.workload import position_in_user, shop_traffic
 from inference.model.export import ensure_model
 from inference.model.runtimes import INT8_FILE, load_scorer, served_runtime
@@ -100,6 +101,26 @@ def test_a_forced_runtime_is_set_in_the_benchs_config_with_its_onnx_files(tmp_pa
     assert load_scorer(artifacts, "onnxruntime-int8").runtime == "onnxruntime-int8"
     with pytest.raises(BenchError, match="no empty runtime parameter"):
         force_runtime(repo, version, "onnxruntime-fp32")  # already set: not silently kept
+
+
+def test_the_default_runtime_is_the_fastest_in_process_whatever_the_bar_says(tmp_path,
+                                                                             monkeypatch):
+    # Untrained weights: the bar would refuse int8 (docs/model.md), but speed is what is judged.
+    repo = copy_repository(REPOSITORY_TEMPLATE, tmp_path / "triton_models")
+    version = ensure_model(repo, tiny=True)
+    artifacts = repo / "intent_bert" / str(version) / "artifacts"
+    timed: list[str] = []
+
+    def speeds(where, texts, batch, names):
+        assert (where / INT8_FILE).is_file() and texts and batch == 32
+        timed.extend(names)
+        rates = {"torch": 40.0, "onnxruntime-fp32": 35.0, "onnxruntime-int8": 90.0}
+        return {name: ModelSpeed(rates.get(name, 1.0), batch / rates.get(name, 1.0), batch)
+                for name in names}
+
+    monkeypatch.setattr(cli, "runtime_speeds", speeds)
+    assert fastest_in_process(artifacts, version) == "onnxruntime-int8"
+    assert {"torch", "onnxruntime-fp32", "onnxruntime-int8"} <= set(timed)
 
 
 @pytest.mark.e2e
