@@ -21,10 +21,12 @@ of partitions, offsets, arrival order, the source (Kafka or file) or the wall cl
   depends on the tick and nothing else.
 - **Scores**: probabilities depend, in the last float bits, on which texts share a Triton
   batch (padding). The texts of consecutive ticks are scored in rounds of at least
-  `ROUND_TEXTS`, in order, and `OrderedScorer` sends one request at a time, so Triton's
-  dynamic batcher never merges two of ours: the batches are the same on every run. Another
-  client on the same server could still share a batch with ours; the embedded server (the
-  default) has none.
+  `ROUND_TEXTS`, in order, and `OrderedScorer` sends one chunk at a time; a chunk's split
+  over the served instances (`length_chunks`) depends on its texts only, and `intent_bert`
+  has no dynamic batcher to merge those requests again (the tokenizer's merges are trimmed
+  back per request): the batches are the same on every run. A deployment that turns the
+  batcher on, or another client on the same server, could still share a batch with ours; the
+  embedded server (the default) has neither.
 - **Wall clock**: `scored_at` is pinned to 0 and `latency_ms` is never reported.
 """
 
@@ -75,8 +77,8 @@ class EngineConfig:
 
 
 class OrderedScorer(TritonScorer):
-    """A `TritonScorer` that sends its chunks one after another instead of concurrently, so
-    the server batches exactly the chunks we send (see Determinism above).
+    """A `TritonScorer` that sends its chunks one after another instead of all at once, so
+    the server batches exactly the requests we send (see Determinism above).
 
     `alive` (the embedded server's liveness) turns a dead server into an error instead of the
     retry loop live workers want; `on_scored` reports progress."""

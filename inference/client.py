@@ -1,8 +1,10 @@
 """Async scorer for the stream workers: texts in, per-text head probabilities out.
 
 It talks gRPC to the `intent` ensemble (tokenizer → intent_bert), so no tokenizer or torch
-runs in the worker. A call splits its texts into requests of at most `max_batch` and sends them
-concurrently, which lets Triton's dynamic batcher merge them with other workers' requests.
+runs in the worker. A call splits its texts into requests of at most `max_batch`, and into at
+least as many requests as the served model has instances (`concurrency`), and sends them at
+once: on CPU two single-threaded instances scoring half a batch each beat one instance with two
+threads, whose threads wait on each other whenever the broker or the worker takes a core.
 Any failure surfaces as one `ScoringError`; its `transient` flag tells the caller whether the
 server could not answer (unreachable, timed out, model not loaded: back off and retry) or
 answered about these texts (the model rejected the request, or its outputs have a wrong shape
@@ -12,6 +14,8 @@ or non-finite numbers: narrow it down, a retry of the same texts will likely fai
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -76,15 +80,19 @@ class TritonScorer:
         max_batch: int = 32,
         timeout_s: float = 60.0,
         *,
+        concurrency: int = 0,
         ssl: bool = False,
         root_certificates: bytes | None = None,
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
     ) -> None:
         """TLS: PEM bytes (None: the system roots, no client certificate), as
-        `Settings.triton_client_kwargs()` produces them from the settings."""
+        `Settings.triton_client_kwargs()` produces them from the settings. `concurrency`: the
+        fewest requests a call is split into; 0 asks the server for the served instances."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if concurrency < 0:
+            raise ValueError(f"concurrency must be >= 0, got {concurrency}")
         self.url = url  # host:port of Triton's gRPC endpoint
         self.model_name = model_name
         self.max_batch = max_batch
@@ -92,6 +100,7 @@ class TritonScorer:
         self.tls = TlsConfig(ssl, root_certificates, private_key, certificate_chain)
         self._client: grpcaio.InferenceServerClient | None = None
         self._takes_features: bool | None = None  # read from the served model's metadata
+        self._concurrency = concurrency or None  # None: read from the served config once
 
     def _connection(self) -> grpcaio.InferenceServerClient:
         # Created lazily, inside the running event loop that grpc.aio binds it to.
@@ -110,12 +119,8 @@ class TritonScorer:
             raise ValueError(f"{len(features)} feature rows for {len(texts)} texts")
         if features is not None and not await self.takes_features():
             features = None
-        # Chunks of similar length: a batch is padded to its longest text, so mixing a 10-token
-        # session with a 128-token one wastes most of the short one's compute (on CPU, batch 32
-        # in arrival order was slower per text than batch 1).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        chunks = [order[start : start + self.max_batch]
-                  for start in range(0, len(order), self.max_batch)]
+        chunks = length_chunks([len(t) for t in texts], self.max_batch,
+                               await self.concurrency())
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._score_chunk(
@@ -125,6 +130,7 @@ class TritonScorer:
         except* ScoringError as failures:
             raise failures.exceptions[0] from None  # one error type for the caller, not a group
         predictions: list[Prediction | None] = [None] * len(texts)
+        order = (i for chunk in chunks for i in chunk)
         for i, prediction in zip(order, (p for task in tasks for p in task.result()),
                                  strict=True):
             predictions[i] = prediction
@@ -141,6 +147,26 @@ class TritonScorer:
                                    transient=True) from error
             self._takes_features = any(i["name"] == "FEATURES" for i in metadata["inputs"])
         return self._takes_features
+
+    async def concurrency(self) -> int:
+        """Requests a call is split into at least: as set, or the most instances any model of
+        the served pipeline has (asked once; 1 when the config names none)."""
+        if self._concurrency is None:
+            config = await self._model_config(self.model_name)
+            steps = [s["model_name"] for s in
+                     config.get("ensemble_scheduling", {}).get("step", [])]
+            configs = [await self._model_config(name) for name in steps] if steps else [config]
+            self._concurrency = max(instance_count(c) for c in configs)
+        return self._concurrency
+
+    async def _model_config(self, name: str) -> dict[str, Any]:
+        try:
+            answer = await self._connection().get_model_config(
+                name, as_json=True, client_timeout=self.timeout_s)
+        except InferenceServerException as error:
+            raise ScoringError(f"{name} at {self.url}: {error.message()}",
+                               transient=True) from error
+        return dict(answer["config"])
 
     async def _score_chunk(
         self, texts: Sequence[str], features: Sequence[Sequence[float]] | None
@@ -173,12 +199,8 @@ class TritonScorer:
 
     async def served_max_batch(self) -> int:
         """The ensemble's `max_batch_size` as Triton serves it; ScoringError if unreachable."""
-        try:
-            config = await self._connection().get_model_config(
-                self.model_name, as_json=True, client_timeout=self.timeout_s)
-        except InferenceServerException as error:
-            raise ScoringError(f"{self.model_name} at {self.url}: {error.message()}") from error
-        return int(config["config"].get("max_batch_size", 0))
+        config = await self._model_config(self.model_name)
+        return int(config.get("max_batch_size", 0))
 
     async def ready(self) -> bool:
         """Whether the server answers and the model is loaded."""
@@ -206,6 +228,43 @@ class TritonScorer:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def length_chunks(lengths: Sequence[int], max_batch: int, concurrency: int) -> list[list[int]]:
+    """Indices of the texts per request: sorted by length, cut into at least `concurrency`
+    requests (never more than there are texts) of at most `max_batch`, with about the same
+    number of characters each, so requests sent at once to parallel instances end together.
+
+    Sorted, because a request is padded to its longest text: mixing a 10-token session with a
+    128-token one wastes most of the short one's compute (on CPU, batch 32 in arrival order was
+    slower per text than batch 1)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    if n == 0:
+        return []
+    parts = min(n, max(-(-n // max_batch), concurrency))
+    # + 1: an empty text still costs a row. cumulative[k]: the first k texts' characters.
+    cumulative = list(itertools.accumulate((lengths[i] + 1 for i in order), initial=0))
+    chunks, start = [], 0
+    for part in range(1, parts):
+        target = cumulative[-1] * part / parts
+        end = bisect.bisect_right(cumulative, target) - 1  # the last cut at or below target
+        if end < n and cumulative[end + 1] - target < target - cumulative[end]:
+            end += 1  # the next cut is nearer
+        # Every request non-empty and within max_batch, with room left for the rest.
+        left = parts - part
+        end = min(max(end, start + 1, n - left * max_batch), start + max_batch, n - left)
+        chunks.append(order[start:end])
+        start = end
+    chunks.append(order[start:])
+    return chunks
+
+
+def instance_count(config: dict[str, Any]) -> int:
+    """Instances a model config asks for: each group's count, on each GPU it names."""
+    groups = config.get("instance_group") or []
+    return max(1, sum(int(g.get("count", 1)) * max(1, len(g.get("gpus") or []))
+                      for g in groups))
 
 
 def predictions_from_outputs(outputs: dict[str, np.ndarray | None], rows: int) -> list[Prediction]:

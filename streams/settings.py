@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     triton_url: str = "127.0.0.1:8001"
     triton_model: str = "intent"
     score_max_batch: int = Field(32, ge=1, description="texts per Triton request")
+    # Requests a micro-batch is split into at least, sent at once: on CPU, instances with a
+    # core each scoring a part beat one instance on all cores (its threads wait on each other
+    # whenever another process takes a core). 0 asks Triton how many instances it serves.
+    score_concurrency: int = Field(
+        0, ge=0, description="Triton requests per micro-batch at least; 0: served instances")
     score_timeout_s: float = Field(60.0, gt=0)
     # Short: a retry is one cheap request, and a long cap leaves a recovered Triton idle (the
     # Triton-down fault test saw up to 30 s of that with the old 30 s cap).

@@ -214,6 +214,7 @@ async def score_sessions(stream: StreamT) -> None:
         model_name=settings.triton_model,
         max_batch=settings.score_max_batch,
         timeout_s=settings.score_timeout_s,
+        concurrency=settings.score_concurrency,
         **settings.triton_client_kwargs(),
     )
     try:

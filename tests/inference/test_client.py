@@ -1,4 +1,5 @@
-"""TritonScorer without a server: output decoding, empty input, unreachable server."""
+"""TritonScorer without a server: output decoding, request splitting, empty input, unreachable
+server."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import re
 import numpy as np
 import pytest
 
-from inference.client import ScoringError, TritonScorer, predictions_from_outputs
+from inference.client import (
+    ScoringError,
+    TritonScorer,
+    instance_count,
+    length_chunks,
+    predictions_from_outputs,
+)
 from inference.heads import Prediction
 from inference.tritonserver import free_port
 
@@ -82,3 +89,49 @@ def test_unreachable_server_is_not_ready_and_raises_one_error_type() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         TritonScorer("127.0.0.1:1", max_batch=0)
+
+
+def test_concurrency_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        TritonScorer("127.0.0.1:1", concurrency=-1)
+
+
+def _check_chunks(lengths: list[int], max_batch: int, concurrency: int) -> list[list[int]]:
+    chunks = length_chunks(lengths, max_batch, concurrency)
+    flat = [i for chunk in chunks for i in chunk]
+    assert sorted(flat) == list(range(len(lengths)))  # every text once
+    assert [lengths[i] for i in flat] == sorted(lengths)  # in length order
+    assert all(1 <= len(chunk) <= max_batch for chunk in chunks)
+    return chunks
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 3, 8])
+@pytest.mark.parametrize("n", [1, 2, 5, 31, 32, 33, 64, 65, 200])
+def test_chunks_cover_every_text_in_length_order_within_max_batch(n: int,
+                                                                   concurrency: int) -> None:
+    lengths = [(7 * i) % 41 for i in range(n)]
+    chunks = _check_chunks(lengths, 32, concurrency)
+    assert len(chunks) == min(n, max(-(-n // 32), concurrency))
+
+
+def test_one_request_per_max_batch_without_concurrency() -> None:
+    sizes = [len(c) for c in _check_chunks([5] * 70, 32, 1)]
+    assert len(sizes) == 3 and max(sizes) - min(sizes) <= 1
+    assert _check_chunks([5, 1, 3], 32, 1) == [[1, 2, 0]]
+
+
+def test_parallel_requests_carry_about_the_same_characters() -> None:
+    lengths = [10, 12, 20, 30, 40, 60, 200, 210, 220, 230]
+    chunks = _check_chunks(lengths, 32, 2)
+    sizes = [sum(lengths[i] for i in chunk) for chunk in chunks]
+    # Equal counts would put 112 characters in one request and 920 in the other.
+    assert len(chunks) == 2 and max(sizes) < 1.4 * min(sizes)
+    # One text longer than all the others together goes alone.
+    assert _check_chunks([1] * 9 + [500], 32, 2)[1] == [9]
+
+
+def test_instances_counted_over_groups_and_gpus() -> None:
+    assert instance_count({}) == 1
+    assert instance_count({"instance_group": [{"kind": "KIND_CPU", "count": 2}]}) == 2
+    assert instance_count({"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]},
+                                              {"kind": "KIND_CPU"}]}) == 5

@@ -95,6 +95,26 @@ def test_scores_match_in_process_model(
     torch.testing.assert_close(served, _in_process_rows(model, tokenizer, TEXTS), atol=1e-4, rtol=0)
 
 
+def test_a_batch_is_split_over_the_served_instances(triton_server: TritonServer) -> None:
+    """The scorer asks how many instances serve the ensemble's steps (intent_bert's two) and
+    sends that many requests at once; the rows match one request per text."""
+    texts = BASE_TEXTS[:10]
+
+    async def run() -> tuple[int, list[Prediction], list[Prediction]]:
+        async with TritonScorer(triton_server.grpc_url, max_batch=32, timeout_s=60) as scorer:
+            split = await scorer.score(texts)
+            concurrency = await scorer.concurrency()
+        async with TritonScorer(triton_server.grpc_url, max_batch=1, timeout_s=60,
+                                concurrency=1) as single:
+            alone = await single.score(texts)
+        return concurrency, split, alone
+
+    concurrency, split, alone = asyncio.run(run())
+    assert concurrency == 2
+    torch.testing.assert_close(torch.tensor([_as_rows(p) for p in split]),
+                               torch.tensor([_as_rows(p) for p in alone]), atol=1e-5, rtol=0)
+
+
 def test_hot_swap_then_stop_by_pid(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     texts = ["added to cart twice", "asked about delivery"]
     with tiny_triton_server(tmp_path) as server:

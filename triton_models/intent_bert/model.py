@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,10 @@ Accepted = tuple[int, np.ndarray, np.ndarray, "np.ndarray | None"]
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        parameters = json.loads(args["model_config"]).get("parameters", {})
-        threads = int(_parameter(parameters, "threads", "0"))
+        config = json.loads(args["model_config"])
+        parameters = config.get("parameters", {})
+        threads = instance_threads(int(_parameter(parameters, "threads", "0")), config,
+                                   len(os.sched_getaffinity(0)))
         # Every row this instance scores carries its version, so clients see which weights
         # answered even while a newer version is being swapped in.
         self.version = int(args["model_version"])
@@ -134,6 +137,16 @@ class TritonPythonModel:
                 )
             )
         return responses
+
+
+def instance_threads(threads: int, config: dict[str, Any], cores: int) -> int:
+    """Intra-op threads of one instance: as set, or (0) the cores shared out over the CPU
+    instances the config asks for, at least one each."""
+    if threads > 0:
+        return threads
+    instances = sum(int(g.get("count", 1)) for g in config.get("instance_group") or []
+                    if g.get("kind", "KIND_CPU") == "KIND_CPU")
+    return max(1, cores // max(1, instances))
 
 
 def _parameter(parameters: dict[str, Any], key: str, default: str) -> str:
