@@ -337,6 +337,7 @@ WARM_UP_USER = "bench-warm-up"
 BATCH_ONE_SAMPLE = 300  # texts timed one at a time (the model at batch 1 is slow)
 HELD_OUT_USERS = 60  # about 700 session windows for the quality bar
 FASTEST = "fastest"  # --runtime: the fastest in process, whatever the bar says
+CPU_INSTANCES = "instance_group [ {{ kind: KIND_CPU, count: {count} }} ]"  # intent_bert's
 
 
 def warm_up(s: Stage, bootstrap: str, process: WorkerProcess | AgentProcess) -> None:
@@ -430,6 +431,10 @@ def force_runtime(repo: Path, version: int, name: str) -> None:
                           f'{{ key: "runtime", value: {{ string_value: "{name}" }} }}')
     if forced == text:
         raise BenchError(f"{config} has no empty runtime parameter to set")
+    if RUNTIMES[name].gpu:
+        # One instance owns the GPU (two would also build one TensorRT engine cache at once);
+        # the worker asks how many there are and then sends one request per chunk.
+        forced = forced.replace(CPU_INSTANCES.format(count=2), CPU_INSTANCES.format(count=1))
     config.write_text(forced, encoding="utf-8")
 
 

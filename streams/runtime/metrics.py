@@ -172,7 +172,8 @@ BATCH_TEXTS = Histogram(
     registry=WORKER_REGISTRY)
 TRITON_SECONDS = Histogram(
     "intentstream_triton_latency_seconds", "Successful Triton scoring calls: all of a "
-    "batch's gRPC requests (score_max_batch texts each), sent concurrently",
+    "batch's gRPC requests (at most score_max_batch texts each, at least one per served "
+    "instance), sent concurrently",
     buckets=SECONDS_BUCKETS, registry=WORKER_REGISTRY)
 TRITON_RETRIES = Counter(
     "intentstream_triton_retries", "Failed Triton scoring calls, each retried after a "

@@ -101,6 +101,18 @@ def test_a_forced_runtime_is_set_in_the_benchs_config_with_its_onnx_files(tmp_pa
     assert load_scorer(artifacts, "onnxruntime-int8").runtime == "onnxruntime-int8"
     with pytest.raises(BenchError, match="no empty runtime parameter"):
         force_runtime(repo, version, "onnxruntime-fp32")  # already set: not silently kept
+    # On CPU the two single-threaded instances stay; a GPU runtime gets one.
+    assert "instance_group [ { kind: KIND_CPU, count: 2 } ]" in (
+        repo / "intent_bert" / "config.pbtxt").read_text(encoding="utf-8")
+
+
+def test_a_gpu_runtime_is_served_by_one_instance(tmp_path):
+    repo = copy_repository(REPOSITORY_TEMPLATE, tmp_path / "triton_models")
+    version = ensure_model(repo, tiny=True)
+    force_runtime(repo, version, "onnxruntime-cuda")
+    config = (repo / "intent_bert" / "config.pbtxt").read_text(encoding="utf-8")
+    assert 'string_value: "onnxruntime-cuda"' in config
+    assert "instance_group [ { kind: KIND_CPU, count: 1 } ]" in config
 
 
 def test_the_default_runtime_is_the_fastest_in_process_whatever_the_bar_says(tmp_path,
