@@ -11,6 +11,7 @@ is noticed by offset and re-read (streams/core/offsets.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -205,6 +206,9 @@ async def check_served_batch_size(scorer: TritonScorer) -> None:
         raise StartupError(
             f"INTENTSTREAM_SCORE_MAX_BATCH={settings.score_max_batch} is above the served "
             f"model {settings.triton_model!r}'s max_batch_size {served}")
+    with contextlib.suppress(ScoringError):  # else asked again at the first batch
+        log.info("scoring.split", requests_per_batch_at_least=await scorer.concurrency(),
+                 texts_per_request_at_most=settings.score_max_batch)
 
 
 @app.agent(events_topic)
