@@ -88,9 +88,11 @@ class Settings(BaseSettings):
     # Short: while a batch is scored the next one gathers in the consumer's queue, so batches
     # grow with load (coalescing) anyway. Faust's `take` waits this long after every batch,
     # even with events queued, and at half load that wait is amplified: a longer cycle gathers
-    # more texts, which take longer to score (50 → 20 ms: half-load p99 ~1.3-2.0 → ~0.8-1.3 s;
-    # 20 → 10 ms with two instances, 180 events/s, six seeds: median p99 ~870 → ~660 ms).
-    batch_within_s: float = Field(0.01, gt=0, description="longest wait to fill a micro-batch")
+    # more texts, which take longer to score (50 → 20 ms: half-load p99 ~1.3-2.0 → ~0.8-1.3 s).
+    # Not shorter: under backlog Faust needs more than 10 ms to fill a batch of
+    # BATCH_MAX_EVENTS from its queue, and batches that time out unfilled are never merged
+    # (10 ms: half-load p99 lower, but the drain fell from 361 to 238 events/s).
+    batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a micro-batch")
     # Under backlog a user's events should collapse into one score however deep the backlog:
     # full micro-batches are merged while they hold few users (texts stay bounded, see
     # streams.runtime.agent_io.catching_up); 1 turns it off.
