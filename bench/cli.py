@@ -434,7 +434,10 @@ def force_runtime(repo: Path, version: int, name: str) -> None:
     if RUNTIMES[name].gpu:
         # One instance owns the GPU (two would also build one TensorRT engine cache at once);
         # the worker asks how many there are and then sends one request per chunk.
-        forced = forced.replace(CPU_INSTANCES.format(count=2), CPU_INSTANCES.format(count=1))
+        one = forced.replace(CPU_INSTANCES.format(count=2), CPU_INSTANCES.format(count=1))
+        if one == forced:
+            raise BenchError(f"{config} has no two-instance CPU group to serve {name} on one")
+        forced = one
     config.write_text(forced, encoding="utf-8")
 
 

@@ -115,6 +115,16 @@ def test_a_gpu_runtime_is_served_by_one_instance(tmp_path):
     assert "instance_group [ { kind: KIND_CPU, count: 1 } ]" in config
 
 
+def test_a_gpu_runtime_on_a_config_without_the_two_instances_is_refused(tmp_path):
+    repo = copy_repository(REPOSITORY_TEMPLATE, tmp_path / "triton_models")
+    version = ensure_model(repo, tiny=True)
+    config = repo / "intent_bert" / "config.pbtxt"
+    config.write_text(config.read_text(encoding="utf-8").replace("count: 2", "count: 3"),
+                      encoding="utf-8")
+    with pytest.raises(BenchError, match="two-instance CPU group"):
+        force_runtime(repo, version, "onnxruntime-cuda")
+
+
 def test_the_default_runtime_is_the_fastest_in_process_whatever_the_bar_says(tmp_path,
                                                                              monkeypatch):
     # Untrained weights: the bar would refuse int8 (docs/model.md), but speed is what is judged.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
+from tritonclient.grpc import aio as grpcaio
 
 from inference import repository
 from inference.client import TritonScorer
@@ -97,20 +98,33 @@ def test_scores_match_in_process_model(
 
 def test_a_batch_is_split_over_the_served_instances(triton_server: TritonServer) -> None:
     """The scorer asks how many instances serve the ensemble's steps (intent_bert's two) and
-    sends that many requests at once; the rows match one request per text."""
+    sends that many requests at once; intent_bert runs them as they were sent (no batcher
+    merges them: replay's determinism relies on it), and the rows match one request per text."""
     texts = BASE_TEXTS[:10]
 
-    async def run() -> tuple[int, list[Prediction], list[Prediction]]:
+    async def executions() -> tuple[int, int]:
+        client = grpcaio.InferenceServerClient(triton_server.grpc_url)
+        try:
+            stats = await client.get_inference_statistics("intent_bert", as_json=True)
+        finally:
+            await client.close()
+        entry = stats["model_stats"][0]
+        return int(entry.get("execution_count", 0)), int(entry.get("inference_count", 0))
+
+    async def run() -> tuple[int, tuple[int, int], list[Prediction], list[Prediction]]:
         async with TritonScorer(triton_server.grpc_url, max_batch=32, timeout_s=60) as scorer:
-            split = await scorer.score(texts)
             concurrency = await scorer.concurrency()
+            before = await executions()
+            split = await scorer.score(texts)
+            after = await executions()
         async with TritonScorer(triton_server.grpc_url, max_batch=1, timeout_s=60,
                                 concurrency=1) as single:
             alone = await single.score(texts)
-        return concurrency, split, alone
+        return concurrency, (after[0] - before[0], after[1] - before[1]), split, alone
 
-    concurrency, split, alone = asyncio.run(run())
+    concurrency, (ran, rows), split, alone = asyncio.run(run())
     assert concurrency == 2
+    assert (ran, rows) == (2, len(texts))  # two executions of the ten rows, not one
     torch.testing.assert_close(torch.tensor([_as_rows(p) for p in split]),
                                torch.tensor([_as_rows(p) for p in alone]), atol=1e-5, rtol=0)
 
