@@ -12,7 +12,7 @@ EXTRAS := serve,embedded,train,report,dev
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# The CPU torch build on local disk; installed first so nothing pulls a CUDA build.
+	# torch first, pinned: PyPI's default (CUDA-enabled) build, which runs on the CPU here.
 	$(VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
 	# Every role's extra (pyproject.toml): this venv runs everything, tests included.
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]' 2>&1 | grep -v "is ignored" || true
