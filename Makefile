@@ -8,7 +8,7 @@ EVENTS ?= 0
 USERS ?= 0
 EXTRAS := serve,embedded,train,report,dev
 
-.PHONY: venv test demo lint model clean
+.PHONY: venv test demo lint model clean kafka
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# Apache Kafka's jars (docker/kafka/pom.xml) from Maven Central into ~/.cache/intentstream,
+# once: the end-to-end guarantee suite runs on the real broker (needs java 17 and mvn).
+kafka: venv
+	$(PY) -c "from streams.runtime.kafka_broker import ensure_jars; print(ensure_jars())"
+
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: venv lint
+test: venv lint kafka
 	$(PY) -m pytest -q -rfEs -p no:cacheprovider --durations=30
 
 demo: venv
