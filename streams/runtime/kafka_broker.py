@@ -183,7 +183,7 @@ class KafkaBroker:
 
     @property
     def url(self) -> str:
-        return ",".join(f"kafka://127.0.0.1:{node.port}" for node in self.nodes)
+        return ";".join(f"kafka://127.0.0.1:{node.port}" for node in self.nodes)  # Faust's form
 
     @property
     def log_path(self) -> Path:

@@ -1,5 +1,7 @@
-"""The real stack for end-to-end tests: one Tansu broker and one tritonserver per session,
-fresh topics, app id and data dir per test, workers as subprocesses stopped by PID."""
+"""The real stack for end-to-end tests: one Apache Kafka node (the guarantee suite), one Tansu
+broker (the embedded default's smoke set: `embedded_broker`, `embedded_stack`) and one
+tritonserver per session, fresh topics, app id and data dir per test, workers as subprocesses
+stopped by PID."""
 
 from __future__ import annotations
 
@@ -11,13 +13,24 @@ from pathlib import Path
 import pytest
 
 from inference.tritonserver import TritonServer, tiny_triton_server
+from streams.runtime.kafka_broker import KafkaBroker
 from streams.runtime.processes import EmbeddedBroker, SidecarProcess, WorkerProcess
+from tests.e2e.brokers import Broker, broker_profile, replication_factor
 
 _ids = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
+def broker(tmp_path_factory) -> Iterator[KafkaBroker]:
+    """Apache Kafka, one combined broker+controller node."""
+    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
+        yield running
+    assert not any(node.alive for node in running.nodes)  # gone
+
+
+@pytest.fixture(scope="session")
+def embedded_broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
+    """Tansu, the demo's embedded broker."""
     with EmbeddedBroker(tmp_path_factory.mktemp("broker") / "tansu.log") as running:
         yield running
     assert running.process is not None and running.process.poll() is not None  # gone
@@ -32,7 +45,7 @@ def triton(tmp_path_factory) -> Iterator[TritonServer]:
 
 @dataclass
 class Stack:
-    broker: EmbeddedBroker
+    broker: Broker
     triton: TritonServer
     workdir: Path
     name: str
@@ -59,7 +72,8 @@ class Stack:
         env = {
             "INTENTSTREAM_APP_ID": self.name,
             "INTENTSTREAM_BROKER_URL": self.broker.url,
-            "INTENTSTREAM_BROKER_PROFILE": "embedded",
+            "INTENTSTREAM_BROKER_PROFILE": broker_profile(self.broker),
+            "INTENTSTREAM_REPLICATION_FACTOR": str(replication_factor(self.broker)),
             "INTENTSTREAM_TRITON_URL": self.triton.grpc_url,
             "INTENTSTREAM_EVENTS_TOPIC": self.topics["events"],
             "INTENTSTREAM_DLQ_TOPIC": self.topics["dlq"],
@@ -92,9 +106,31 @@ class Stack:
         return sidecar
 
 
-@pytest.fixture
-def stack(broker, triton, tmp_path) -> Iterator[Stack]:
-    running = Stack(broker, triton, tmp_path, name=f"e2e{next(_ids)}-{tmp_path.name[-8:]}")
+def running_stack(broker: Broker, triton: TritonServer, workdir: Path) -> Iterator[Stack]:
+    running = Stack(broker, triton, workdir, name=f"e2e{next(_ids)}-{workdir.name[-8:]}")
     yield running
     for worker in running.workers + running.sidecars:
         worker.stop()
+
+
+@pytest.fixture
+def stack(broker, triton, tmp_path) -> Iterator[Stack]:
+    """On Apache Kafka."""
+    yield from running_stack(broker, triton, tmp_path)
+
+
+@pytest.fixture
+def embedded_stack(embedded_broker, triton, tmp_path) -> Iterator[Stack]:
+    """On Tansu, with the embedded profile."""
+    yield from running_stack(embedded_broker, triton, tmp_path)
+
+
+@pytest.fixture(params=["kafka", "embedded"])
+def either_broker(request) -> Broker:
+    """Each broker in turn: the smoke set that keeps the embedded default tested."""
+    return request.getfixturevalue("broker" if request.param == "kafka" else "embedded_broker")
+
+
+@pytest.fixture
+def either_stack(either_broker, triton, tmp_path) -> Iterator[Stack]:
+    yield from running_stack(either_broker, triton, tmp_path)

@@ -31,7 +31,8 @@ async def send_all(bootstrap: str, n: int) -> list[tuple[int, int]]:
         await outputs.stop()
 
 
-def test_batched_outputs_are_all_read_back_to_the_end(broker):
+def test_batched_outputs_are_all_read_back_to_the_end(either_broker):
+    broker = either_broker
     run(create_topic(broker.bootstrap, TOPIC, PARTITIONS))
     placed = run(send_all(broker.bootstrap, 600))
     assert sorted(placed) == [(p, o) for p in range(PARTITIONS) for o in range(200)]

@@ -41,7 +41,8 @@ def events_per_user(valid: list[dict]) -> dict[str, int]:
     return dict(counts)
 
 
-def test_every_valid_event_is_scored_and_every_malformed_one_dead_lettered(stack):
+def test_every_valid_event_is_scored_and_every_malformed_one_dead_lettered(either_stack):
+    stack = either_stack
     traffic = make_traffic(n_users=220, events_per_user=(6, 14), n_malformed=60)
     assert len(traffic.valid) >= 2000
     worker = stack.start_worker()
