@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     broker_profile: BrokerProfile = "kafka"
     partitions: int = Field(4, ge=1, description="partitions of source, output and table topics")
     replication_factor: int = Field(1, ge=1)
+    # Faust's defaults. A SIGKILLed worker keeps its partitions until its session times out;
+    # shorter finds it sooner, at more heartbeats (the embedded profile sets 10 s / 1 s).
+    broker_session_timeout_s: float = Field(
+        60.0, gt=0, description="consumer group session timeout (Kafka profile)")
+    broker_heartbeat_interval_s: float = Field(3.0, gt=0)
     events_topic: str = "shop.events"
     dlq_topic: str = "shop.events.dlq"
     scores_topic: str = "intent.scores"
@@ -302,6 +307,8 @@ class Settings(BaseSettings):
             "datadir": str(self.data_dir / self.app_id),
             "processing_guarantee": "at_least_once",
             "consumer_auto_offset_reset": "earliest",
+            "broker_session_timeout": self.broker_session_timeout_s,
+            "broker_heartbeat_interval": self.broker_heartbeat_interval_s,
             "web_enabled": False,
             "Worker": "streams.runtime.logs:QuietWorker",  # root logger kept at its level
         }
