@@ -50,6 +50,8 @@ SECRET_KEYS = {f"{ENV_PREFIX}KAFKA_SASL_USERNAME": "user",
                f"{ENV_PREFIX}PSEUDONYM_KEY": "key"}
 SECRET_NAME = "intentstream-secrets"
 # KEDA's kafka scaler names of Settings.kafka_sasl_mechanism's values.
+IMAGE_COMMANDS = {"worker": ["intentstream", "worker", "-l", "info"],
+                  "feedback": ["intentstream", "feedback", "worker", "-l", "info"]}
 KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
 Obj = dict[str, Any]
 
@@ -386,10 +388,10 @@ def test_images_and_commands_agree_with_compose_and_the_dockerfiles(
         assert tag and (overlay != "prod" or tag != "latest"), spec["image"]
         if service == "topic-init":
             assert spec["command"] == services["topic-init"]["entrypoint"]
-        elif dockerfile is not None:
+        elif dockerfile is not None:  # the image compose builds from that Dockerfile
             assert "command" not in spec and "args" not in spec, "the image's ENTRYPOINT runs"
-            assert entrypoint(dockerfile)[:2] in (["intentstream", "worker"],
-                                                  ["intentstream", "feedback"])
+            assert services[service]["build"]["dockerfile"] == f"docker/{dockerfile.name}"
+            assert entrypoint(dockerfile) == IMAGE_COMMANDS[service]
         else:  # Triton: compose's command, plus TLS flags where an overlay adds them
             args = spec["args"]
             assert args[: len(services["triton"]["command"])] == services["triton"]["command"]
