@@ -20,7 +20,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from inference.tritonserver import REPOSITORY_TEMPLATE
+from inference.repository import REPOSITORY_TEMPLATE
 from streams.core.events import parse_event_time
 
 # --- arguments ----------------------------------------------------------------------------------

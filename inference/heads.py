@@ -23,6 +23,13 @@ INTENT_TYPE_LABELS: tuple[str, ...] = (
 )
 # Churn is binary: one logit, read as the probability that the session ends in churn.
 CHURN_LABEL = "churn"
+CHURN_LABELS: tuple[str, ...] = ("no_churn", CHURN_LABEL)  # its two columns, where needed
+# The model's output heads and their label columns (alert heads are streams.core.alerts').
+MODEL_HEADS: dict[str, tuple[str, ...]] = {
+    "strength": STRENGTH_LABELS,
+    "intent_type": INTENT_TYPE_LABELS,
+    "churn": CHURN_LABELS,
+}
 
 
 def label_probabilities(labels: Sequence[str], probabilities: Sequence[float]) -> dict[str, float]:

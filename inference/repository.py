@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+REPOSITORY_TEMPLATE = Path(__file__).resolve().parents[1] / "triton_models"  # the committed one
 ENSEMBLE = "intent"  # what clients call
 TOKENIZER = "tokenizer"
 INTENT_BERT = "intent_bert"  # the network with weights; its version is each score's version
@@ -29,6 +30,10 @@ INTENT_BERT_ONNX = "intent_bert_onnx"
 STACKER = "stacker"  # network probabilities + FEATURES -> final heads (per-version heads/)
 SERVED_MODELS = (ENSEMBLE, TOKENIZER, INTENT_BERT, STACKER)
 CONFIG = "config.pbtxt"
+
+
+class ExportError(Exception):
+    """The repository or the requested version cannot be written as asked."""
 
 
 def versions(model_dir: Path) -> list[int]:
@@ -40,9 +45,10 @@ def versions(model_dir: Path) -> list[int]:
 
 
 def write_atomically(final: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a staging directory beside `final`, then rename it into place."""
+    """Fill a staging directory beside `final`, then rename it into place; a version that
+    exists already is never overwritten (ExportError)."""
     if final.exists():
-        raise FileExistsError(f"{final} already exists")
+        raise ExportError(f"{final} already exists")
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{final.name}-", dir=final.parent))
     try:
         fill(staging)
@@ -65,6 +71,20 @@ def copy_version(version: Path, target: Path) -> None:
         )
 
     write_atomically(target, fill)
+
+
+def copy_repository(template: Path, dest: Path) -> Path:
+    """Copy a model repository's configs and code, leaving out built versions."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        # A built version holds weights (artifacts/, model.onnx); the ensemble's empty
+        # version folder (only .gitkeep) is configuration and must come along.
+        built = {n for n in names if n.isdigit()
+                 and any(p.name != ".gitkeep" for p in (Path(directory) / n).iterdir())}
+        return built | {n for n in names if n.startswith(".staging-") or n == "__pycache__"}
+
+    shutil.copytree(template, dest, ignore=ignore)
+    return dest
 
 
 def write_text_atomically(path: Path, text: str) -> None:

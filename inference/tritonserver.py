@@ -35,13 +35,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from .repository import ENSEMBLE
+from .repository import ENSEMBLE, REPOSITORY_TEMPLATE, copy_repository
 
 LOOPBACK = "127.0.0.1"
 PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 STUB = "triton_python_backend_stub"
 # The committed model repository, when running from a source checkout.
-REPOSITORY_TEMPLATE = Path(__file__).resolve().parents[1] / "triton_models"
 
 
 class TritonError(RuntimeError):
@@ -96,20 +95,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
-
-
-def copy_repository(template: Path, dest: Path) -> Path:
-    """Copy a model repository's configs and code, leaving out built versions."""
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        # A built version holds weights (artifacts/, model.onnx); the ensemble's empty
-        # version folder (only .gitkeep) is configuration and must come along.
-        built = {n for n in names if n.isdigit()
-                 and any(p.name != ".gitkeep" for p in (Path(directory) / n).iterdir())}
-        return built | {n for n in names if n.startswith(".staging-") or n == "__pycache__"}
-
-    shutil.copytree(template, dest, ignore=ignore)
-    return dest
 
 
 # --- the server ---------------------------------------------------------------------------------

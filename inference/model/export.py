@@ -36,16 +36,17 @@ import json
 import re
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from inference import repository
-from inference.repository import INTENT_BERT, TOKENIZER
+from inference.repository import INTENT_BERT, TOKENIZER, ExportError, write_atomically
 
 from . import runtimes
 from .intent_bert import IntentBert
+from .onnx import write_onnx_files
 from .quality import AUTO, HeldOut, choose_runtime
 from .runtimes import TORCH
 from .stacking import ensure_stacker
@@ -64,10 +65,6 @@ ARCHITECTURE_FILES = {
 }
 DEFAULT_SEED = 0
 _MAX_LENGTH_PARAMETER = re.compile(r'key:\s*"max_length",\s*value:\s*\{\s*string_value:\s*"(\d+)"')
-
-
-class ExportError(Exception):
-    """The repository or the requested version cannot be written as asked."""
 
 
 def export_version(
@@ -135,8 +132,6 @@ def _write_runtime(
     model: IntentBert, version_dir: Path, version: int, runtime: str, held_out: HeldOut
 ) -> None:
     """ONNX files into artifacts/, the quality bar, and runtime.json naming what passed."""
-    from .onnx import write_onnx_files  # deferred: onnx.py imports this module
-
     artifacts = version_dir / ARTIFACTS
     parity = write_onnx_files(model, artifacts, version)
     choice = choose_runtime(artifacts, held_out, None if runtime == AUTO else [runtime])
@@ -230,12 +225,6 @@ def _copy_architecture(package_dir: Path) -> None:
         shutil.copy2(source, package_dir / name)
 
 
-def write_atomically(final: Path, fill: Callable[[Path], None]) -> None:
-    """`repository.write_atomically`, refusing an existing version as an ExportError."""
-    try:
-        repository.write_atomically(final, fill)
-    except FileExistsError as error:
-        raise ExportError(str(error)) from error
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -42,12 +42,11 @@ import torch
 from torch import nn
 
 from inference import repository
+from inference.repository import INTENT_BERT, INTENT_BERT_ONNX, ExportError, write_atomically
 
-from .export import INTENT_BERT, ExportError, write_atomically
 from .intent_bert import IntentBert
 from .runtimes import INT8_FILE, ONNX_FILE, write_inputs
 
-INTENT_BERT_ONNX = "intent_bert_onnx"
 INPUTS = ("INPUT_IDS", "ATTENTION_MASK")
 FEATURES = "FEATURES"  # a third input when the network has a feature tower
 OUTPUTS = ("STRENGTH", "INTENT_TYPE", "CHURN", "MODEL_VERSION")

@@ -20,7 +20,8 @@ from transformers import PreTrainedTokenizerBase
 
 from inference.model.intent_bert import IntentBert
 from inference.model.tokenizer import load_tokenizer
-from inference.tritonserver import TritonServer, copy_repository, tiny_triton_server
+from inference.repository import copy_repository
+from inference.tritonserver import TritonServer, tiny_triton_server
 
 TEMPLATE_REPO = Path(__file__).resolve().parents[2] / "triton_models"
 

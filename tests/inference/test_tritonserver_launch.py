@@ -10,13 +10,8 @@ from pathlib import Path
 import pytest
 
 from inference import repository
-from inference.tritonserver import (
-    TritonError,
-    TritonServer,
-    build_backend_dir,
-    copy_repository,
-    server_env,
-)
+from inference.repository import copy_repository
+from inference.tritonserver import TritonError, TritonServer, build_backend_dir, server_env
 
 
 def test_backend_dir_links_the_stub_for_this_python(tmp_path: Path) -> None:
