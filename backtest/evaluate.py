@@ -1,7 +1,7 @@
 """What a replay is worth: per-head quality, alert precision/recall vs threshold, alert lead
 time and volume. Pure: replay results in, metrics (JSON-able) and plot data out.
 
-Per head, the metrics are `training.metrics.head_metrics`, the ones the model card reports:
+Per head, the metrics are `training.evaluate.metrics.head_metrics`, the ones the model card reports:
 
 - strength: predictions whose H has passed (`strong` = a purchase within H after the window);
 - intent type: every prediction (the label is a rule over the window itself);
@@ -31,16 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
+from inference.heads import CHURN_LABELS, INTENT_TYPE_LABELS, STRENGTH_LABELS
 from streams.core.alerts import ALERT_HEADS, Alert, AlertPolicy, Head, decide
 from streams.core.records import IntentScore
 from streams.core.timeunits import HOUR_MS
-from training.metrics import binary_columns, head_metrics
+from training.evaluate.metrics import binary_columns, head_metrics
 
 from .labels import Labelled, Labelling, Outcomes
 
 THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
-CHURN_LABELS = ("no_churn", "churn")
+
 # Which prediction head each alert head reads, and what a hit is.
 ALERT_SOURCE: dict[Head, str] = {"intent": "strength", "churn": "churn"}
 

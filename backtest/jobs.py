@@ -23,14 +23,16 @@ import structlog
 from aiokafka.errors import KafkaConnectionError
 
 from inference.client import ScoringError
-from inference.repository import INTENT_BERT
-from inference.tritonserver import REPOSITORY_TEMPLATE, TritonError
+from inference.repository import INTENT_BERT, REPOSITORY_TEMPLATE
+from inference.tritonserver import TritonError
 from streams.core.events import Rejection, parse_event
 from streams.core.raw_message import RawMessage
 from streams.core.records import IntentScore
 from streams.runtime.reachable import Unreachable, require_listening
+from streams.runtime.topic_reader import KafkaRange, read_kafka
 from streams.runtime.topics import bootstrap_servers
 from streams.settings import Settings, get_settings
+from training.data import uci
 from training.progress import progress_bar
 
 from . import uci_eval
@@ -38,8 +40,8 @@ from .engine import ROUND_TEXTS, EngineConfig, OrderedScorer, Run, replay
 from .evaluate import Evaluation, compare, evaluate_run
 from .models import ModelError, embedded_server, pick_version
 from .predictions import MissingDependency, RunPredictions, require_pyarrow, write_predictions
-from .report import iso, write_report
-from .sources import KafkaRange, Source, read_file, read_kafka
+from .report import iso_or_none, write_report
+from .sources import Source, read_file
 
 log = structlog.get_logger("intentstream.backtest")
 PROBE_TEXT = "view: product page"
@@ -138,9 +140,9 @@ def evaluate(job: Job, name: str, run: Run, version: int) -> Evaluation:
     evaluation.metrics["model"] = {"name": INTENT_BERT, "version": version}
     evaluation.metrics["dead_letters"] = dict(sorted(run.dead_letters.items()))
     evaluation.metrics["scores_sha256"] = scores_digest(run.records)
-    evaluation.metrics["range"] = {"score_from": iso(run.score_from),
-                                   "score_until": iso(run.score_until),
-                                   "label_until": iso(run.label_until)}
+    evaluation.metrics["range"] = {"score_from": iso_or_none(run.score_from),
+                                   "score_until": iso_or_none(run.score_until),
+                                   "label_until": iso_or_none(run.label_until)}
     return evaluation
 
 
@@ -257,15 +259,14 @@ NOTES_EVENTS = [
     "Sessions open before the range start fresh at its start (no state is carried in).",
 ]
 NOTES_UCI = [
-    "UCI rows become page-view events (training.uci); each session is scored once, at its "
+    "UCI rows become page-view events (training.data.uci); each session is scored once, at its "
     "end, by the live code path; P(strong) is read as P(purchase).",
     "The threshold sweep is plain P >= t for both models (one score per session: no cooldown).",
     "levels: at each level of information (page views; + analytics; + context), "
     "HistGradientBoosting (random_state=0) on the level's CSV columns beside ours, a stacker "
-    "(training.uci.fit_stacker) over the level's FEATURES from the score records and the text "
+    "(training.data.uci.fit_stacker) over the level's FEATURES from the score records and the text "
     "model's strength probabilities, both fitted on the training part.",
-    "Data: UCI Online Shoppers Purchasing Intention Dataset (Sakar, Polat, Katircioglu, "
-    "Kastro 2019), CC BY 4.0.",
+    f"Data: {uci.ATTRIBUTION}",
 ]
 
 
@@ -367,13 +368,13 @@ def run_backtest(args: argparse.Namespace, label_until: int) -> int:
     require_listening(spec.bootstrap, "broker",
                       "start one, or point --broker-url / INTENTSTREAM_BROKER_URL at it")
     messages = asyncio.run(read_kafka(spec))
-    description = {"type": "kafka", "topic": spec.topic, "from": iso(args.start),
-                   "to": iso(args.end), "label_until": iso(label_until),
+    description = {"type": "kafka", "topic": spec.topic, "from": iso_or_none(args.start),
+                   "to": iso_or_none(args.end), "label_until": iso_or_none(label_until),
                    "lateness_s": args.lateness_s}
     log.info("backtest.read", records=len(messages), topic=spec.topic)
     source = Source(messages, description)
     require_something_to_score(
-        source, config, f"{spec.topic} from {iso(args.start)} to {iso(args.end)}")
+        source, config, f"{spec.topic} from {iso_or_none(args.start)} to {iso_or_none(args.end)}")
     job = Job("backtest", source, config, settings, not args.no_progress)
     return execute(job, args)
 

@@ -25,7 +25,7 @@ from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
 from streams.core.alerts import ALERT_HEADS, Alert
 from streams.core.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from streams.core.records import IntentScore
-from training import uci
+from training.data import uci
 
 from .labels import Labelled, Labelling
 from .sources import UciRows

@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from streams.core.timeunits import iso
+
 from .evaluate import Binary, Evaluation
 
 DIGITS = 6
@@ -58,10 +60,8 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+def iso_or_none(ms: int | None) -> str | None:
+    return None if ms is None else iso(ms)
 
 
 # --- plots ----------------------------------------------------------------------------------------

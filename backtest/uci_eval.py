@@ -3,16 +3,16 @@
 Data: UCI Online Shoppers Purchasing Intention Dataset (Sakar, Polat, Katircioglu, Kastro
 2019, Neural Computing and Applications 31, 6893-6908), CC BY 4.0.
 
-The sessions become events with `training.uci` (the conversion training uses), go through the
+The sessions become events with `training.data.uci` (the conversion training uses), go through the
 replay engine with one tick for the whole file (so every session is scored once, at its end:
 the window training evaluates), and P(strong) of each session's final score is read as
 P(purchase). Evaluation is on the test part of the comparable split
 (`train_test_split(test_size=0.3, stratify=Revenue, random_state=0)`). The peer, in the same
 run, is gradient boosting on the original tabular columns, trained on the training part.
 
-At each level of information (`training.uci.LEVELS`: page views only; + analytics; + context)
+At each level of information (`training.data.uci.LEVELS`: page views only; + analytics; + context)
 the same run sets side by side HistGradientBoosting (random_state=0) on the level's CSV columns
-and ours: the stacked model (`training.uci.fit_stacker`) over the level's FEATURES, as the
+and ours: the stacked model (`training.data.uci.fit_stacker`) over the level's FEATURES, as the
 replayed worker computed them (each score record's `features.values`), and the served text
 model's strength probabilities of the same score, fitted on the training part
 (`level_comparison`).
@@ -28,8 +28,8 @@ import numpy as np
 from inference.heads import STRENGTH_LABELS
 from streams.core.alerts import Alert, AlertPolicy
 from streams.core.records import IntentScore
-from training import uci
-from training.metrics import binary_columns, head_metrics
+from training.data import uci
+from training.evaluate.metrics import binary_columns, head_metrics
 
 from .evaluate import THRESHOLDS, Binary, Evaluation
 from .sources import UciRows
@@ -38,8 +38,6 @@ LABELS = ("no_revenue", "revenue")
 CATEGORICAL = ("Month", "VisitorType", "Weekend")
 TARGET = "Revenue"
 PEER_NAME = "gradient boosting, tabular columns"
-ATTRIBUTION = ("UCI Online Shoppers Purchasing Intention Dataset (Sakar, Polat, Katircioglu, "
-               "Kastro 2019, Neural Computing and Applications 31, 6893-6908), CC BY 4.0.")
 
 
 def final_scores(records: Sequence[IntentScore]) -> dict[str, IntentScore]:
@@ -139,7 +137,7 @@ def evaluate_peer(data: UciRows, policy: AlertPolicy) -> Evaluation:
 def split_summary(data: UciRows) -> dict[str, Any]:
     train, test = uci.comparable_split(data.revenue)
     return {
-        "data": ATTRIBUTION,
+        "data": uci.ATTRIBUTION,
         "split": "train_test_split(test_size=0.3, stratify=Revenue, random_state=0)",
         "rows": len(data.revenue),
         "train_rows": len(train),
@@ -167,7 +165,7 @@ def _roc_pr(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
 
 
 def level_comparison(records: Sequence[IntentScore], data: UciRows) -> dict[str, Any]:
-    """Per level (`training.uci.LEVELS`), ROC-AUC and PR-AUC on the test part of: the peer
+    """Per level (`training.data.uci.LEVELS`), ROC-AUC and PR-AUC on the test part of: the peer
     (HistGradientBoosting, random_state=0, on the level's CSV columns), ours (the stacker over
     the level's FEATURES and the text strength probabilities) and, to show what the text adds,
     the same stacker on the features alone."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from inference.model.quality import HeldOut
-from training.data import build_splits
-from training.simulator import SimConfig, event_stream, simulate
+from training.data.simulator import SimConfig, event_stream, simulate
+from training.data.windows import build_splits, targets_of, worker_session_policy
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,6 @@ def position_in_user(traffic: Traffic) -> dict[str, tuple[str, int]]:
 def held_out_sessions(n_users: int, seed: int) -> HeldOut:
     """Labelled session windows of `n_users` simulated users that no traffic or training run
     uses (their own seed): what the quality bar checks a faster runtime on."""
-    from training.train import targets_of, worker_session_policy  # deferred: heavy import
-
     histories = simulate(n_users, SimConfig(seed=seed))
     windows = build_splits(histories, worker_session_policy(), seed=seed,
                            fractions=(0.0, 0.0, 1.0))["test"]

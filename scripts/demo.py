@@ -66,7 +66,7 @@ def ensure_model() -> None:
 def simulated_events(n_users: int, endless: bool) -> Iterator[dict]:
     """Simulated shoppers over the last four weeks; endless: one fresh cohort after another
     (a new seed gives new user ids, so no event is late for its user)."""
-    from training.simulator import SimConfig, event_stream
+    from training.data.simulator import SimConfig, event_stream
 
     seed = int(time.time()) % 1000
     while True:

@@ -42,9 +42,9 @@ GROUPS: tuple[tuple[str, tuple[Command, ...]], ...] = (
     ("model", (
         Command("train", "fine-tune the model on simulated shoppers or your own history "
                 "(--events, --from/--to), compare it with its peers, export it",
-                "training.train_args:main"),
+                "training.cli:main"),
         Command("retrain", "retrain on feedback examples; promote only if it beats the live "
-                "model", "training.retrain:main"),
+                "model", "training.cli:retrain_main"),
     )),
     ("analyse", (
         Command("replay", "replay a file of events through the live scoring code; write a report",

@@ -5,7 +5,14 @@
   `streams/sidecar`);
 - `inference/` never imports `streams/` (the worker depends on the client, not the reverse);
 - `streams/` never imports `training/`, `backtest/` or `bench/`, except the command-line
-  dispatcher `streams/cli.py` (which does so lazily, by name, when a command runs).
+  dispatcher `streams/cli.py` (which does so lazily, by name, when a command runs);
+- `training/` imports neither `backtest/` nor `bench/`, and `training/data/` imports no torch;
+- nothing imports the entry scripts `training.train` and `training.retrain` but `training.cli`
+  (torchtune's rule for its recipes: a helper another module needs lives in the library);
+- `inference/model/onnx.py` does not import `inference/model/export.py` (what both need lives
+  in `inference/repository.py`);
+- and no import cycle anywhere in the first-party graph (one strongly-connected-components
+  check), so a circle cannot hide behind an import inside a function.
 
 Each rule follows imports through first-party modules, so a core module that imports one which
 imports Faust breaks the first rule as surely as `import faust` does. Imports inside functions
@@ -44,7 +51,13 @@ RULES = (
         ("training", "backtest", "bench"),
         excepted=("streams.cli",),
     ),
+    Rule("training never imports backtest or bench", "training", ("backtest", "bench")),
+    Rule("training/data is torch-free", "training.data", ("torch",)),
+    Rule("onnx export does not import the version export", "inference.model.onnx",
+         ("inference.model.export",)),
 )
+ENTRY_SCRIPTS = ("training.train", "training.retrain")  # imported by training.cli alone
+ENTRY_SCRIPTS_IMPORTER = "training.cli"
 
 
 @dataclass(frozen=True)
@@ -133,9 +146,75 @@ def broken(rule: Rule, graph: dict[str, tuple[Path, list[Import]]], root: Path) 
             yield found
 
 
+def entry_script_imports(graph: dict[str, tuple[Path, list[Import]]], root: Path) -> list[str]:
+    """Every import statement of an entry script by a module other than the CLI (once each:
+    `from training.train import run` lists `training.train` and `training.train.run`)."""
+    found = {}
+    for module, (path, imports) in sorted(graph.items()):
+        if module == ENTRY_SCRIPTS_IMPORTER or module in ENTRY_SCRIPTS:
+            continue
+        for imported in imports:
+            if any(matches(imported.name, script) for script in ENTRY_SCRIPTS):
+                where = f"{path.relative_to(root).as_posix()}:{imported.line}"
+                found.setdefault(where, f"only {ENTRY_SCRIPTS_IMPORTER} imports the entry "
+                                        f"scripts: {module} -> {imported.name} ({where})")
+    return list(found.values())
+
+
+def import_cycles(graph: dict[str, tuple[Path, list[Import]]]) -> list[str]:
+    """Each strongly connected component of more than one module (or a module importing
+    itself), as a sorted chain: imports inside functions count like any other. Tarjan's
+    algorithm, iterative so a deep graph cannot hit the recursion limit. A package's
+    `__init__` imported through `from package import module` is the module's edge, not the
+    package's, so only first-party modules that are imported by name become edges."""
+    edges = {module: sorted({target for imported in imports
+                             if (target := in_graph(imported.name, graph)) and
+                             (target != module or imported.name == module)})
+             for module, (_, imports) in graph.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(edges[child])))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in edges[node]:
+                    cycles.append("import cycle: " + " <-> ".join(sorted(component)))
+    return sorted(cycles)
+
+
 def violations(root: Path) -> list[str]:
     graph = first_party_graph(root)
-    return [line for rule in RULES for line in broken(rule, graph, root)]
+    return [*(line for rule in RULES for line in broken(rule, graph, root)),
+            *entry_script_imports(graph, root), *import_cycles(graph)]
 
 
 def test_the_repository_keeps_the_import_rules() -> None:
@@ -165,12 +244,15 @@ CLEAN = {
     "streams/runtime/__init__.py": "",
     "streams/runtime/topics.py": "import aiokafka\nimport faust\n",
     "streams/settings.py": "import faust\nfrom streams.core import events\n",
-    "streams/cli.py": "def main():\n    from training import train\n",
+    "streams/cli.py": "def main():\n    from training import cli\n",
     "inference/__init__.py": "",
     "inference/client.py": "import tritonclient.grpc\nfrom .heads import Prediction\n",
     "inference/heads.py": "from dataclasses import dataclass\n",
     "training/__init__.py": "",
-    "training/train.py": "import torch\nfrom streams.core import events\n",
+    "training/cli.py": "def main():\n    from training import train\n",
+    "training/train.py": "import torch\nfrom streams.core import events\nfrom . import data\n",
+    "training/data/__init__.py": "",
+    "training/data/windows.py": "import numpy\nfrom inference.heads import Prediction\n",
 }
 
 
@@ -215,6 +297,36 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
             {"streams/worker/__init__.py": "", "streams/worker/agent.py": "import bench.cli\n"},
             "streams never imports training, backtest or bench: streams.worker.agent -> bench.cli",
             id="streams-imports-bench",
+        ),
+        pytest.param(
+            {"training/data/history.py": "\n\ndef f():\n    from backtest import sources\n"},
+            "training never imports backtest or bench: training.data.history -> backtest",
+            id="training-imports-backtest-lazily",
+        ),
+        pytest.param(
+            {"training/data/uci.py": "import torch\n"},
+            "training/data is torch-free: training.data.uci -> torch",
+            id="training-data-imports-torch",
+        ),
+        pytest.param(
+            {"training/demo_model.py": "\n\ndef f():\n    from training.train import run\n"},
+            "only training.cli imports the entry scripts: training.demo_model -> training.train",
+            id="a-helper-reaches-into-an-entry-script",
+        ),
+        pytest.param(
+            {"inference/model/__init__.py": "",
+             "inference/model/onnx.py": "from .export import INTENT_BERT\n",
+             "inference/model/export.py": "import torch\n"},
+            "onnx export does not import the version export: inference.model.onnx -> "
+            "inference.model.export",
+            id="onnx-imports-export",
+        ),
+        pytest.param(
+            {"training/data/history.py": "\n\ndef gate():\n    from training import publish\n",
+             "training/publish.py": "from training.data import windows\n",
+             "training/data/windows.py": "from training.data.history import split\n"},
+            "import cycle: training.data.history <-> training.data.windows <-> training.publish",
+            id="a-cycle-hidden-by-an-import-inside-a-function",
         ),
     ],
 )

@@ -1,8 +1,17 @@
-"""The model card's Markdown, rendered from its JSON (the JSON is the record; this is a view)."""
+"""The model card: built from the run's facts as typed sections (`build_card`), written as JSON
+(the record) and rendered as Markdown (a view, one function per section)."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict
 from typing import Any
+
+from inference.heads import MODEL_HEADS
+from inference.model.quality import MACRO_F1_MARGIN, ROC_AUC_MARGIN
+from training.data.simulator import ARCHETYPE_WEIGHTS, ARCHETYPES
+from training.data.windows import label_counts
+from training.evaluate.metrics import HEADLINE_METRIC
 
 METRIC_NAMES = {
     "macro_f1": "macro-F1",
@@ -117,27 +126,126 @@ def _fusion(model: dict[str, Any]) -> list[str]:
     return lines
 
 
+# --- building the card: the run passes facts in, each section is built here ----------------------
+
+
+def model_section(model_args: Any, fusion: str, model: Any) -> dict[str, Any]:
+    return {
+        "encoder": "tiny random 2-layer BERT (tests)" if model_args.tiny
+        else "sentence-transformers/all-MiniLM-L6-v2 (6 layers, 384 hidden), offline copy",
+        "heads": {h: list(v) for h, v in MODEL_HEADS.items()},
+        "max_length": model_args.max_length,
+        "truncation": "left (the newest events are kept)",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "fusion": fusion,
+        "feature_tower": model.heads_metadata().get("features"),
+    }
+
+
+def data_section(data_args: Any, session_policy: Any, splits: dict[str, list[Any]],
+                 targets: dict[str, dict[str, list[int]]], history: Any) -> dict[str, Any]:
+    """Where the windows came from and how they split; a history adds its own facts."""
+    section = {
+        "source": "training.data.simulator (synthetic shoppers; see docs/model.md)",
+        "users": data_args.users,
+        "sim_days": data_args.sim_days,
+        "archetype_mix": dict(zip(ARCHETYPES, ARCHETYPE_WEIGHTS, strict=True)),
+        "session_policy": asdict(session_policy),
+        "label_policy": {"horizon_hours": data_args.horizon_hours,
+                         "churn_days": data_args.churn_days},
+        "windows_per_user": data_args.windows_per_user,
+        "heldout_windows_per_user": data_args.heldout_windows_per_user,
+        "split_fractions": data_args.split_fractions(),
+        "prefix_share": data_args.prefix_share,
+        "splits": {name: {"users": len({x.user_id for x in windows}),
+                          "windows": len(windows),
+                          "labels": label_counts(targets[name])}
+                   for name, windows in splits.items()},
+    }
+    return {**section, **(history.card if history else {})}
+
+
+def training_section(fit_config: Any, result: Any, tiny: bool) -> dict[str, Any]:
+    return {
+        **{k: v for k, v in asdict(fit_config).items() if k != "progress"},
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "best_val_loss": result.best_val_loss,
+        "stopped_early": result.stopped_early,
+        "history": result.history,
+        "threads": torch_threads(),
+        "tiny": tiny,
+    }
+
+
+def test_section(model: dict[str, Any], baseline: dict[str, Any], baseline_c: Any,
+                 comparison: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, "baseline": baseline, "baseline_c": baseline_c,
+            "comparison": comparison}
+
+
+def stacking_section(stack: Any, schema: dict[str, Any]) -> dict[str, Any]:
+    return {**stack.card, "exported_heads": sorted(stack.heads), "feature_schema": schema}
+
+
+def build_card(model: dict[str, Any], data: dict[str, Any], training: dict[str, Any],
+               test: dict[str, Any], stacking: dict[str, Any], *, uci: dict[str, Any] | None,
+               exported: dict[str, Any] | None, gate: dict[str, Any] | None,
+               seconds: dict[str, float], load_average: tuple[Any, Any]) -> dict[str, Any]:
+    """The card as JSON fields, in the order they are written (`gate`: a history's only)."""
+    card = {
+        "model": model, "data": data, "training": training,
+        "headline_metric": HEADLINE_METRIC, "test": test, "stacking": stacking, "uci": uci,
+        "exported": exported, "seconds": seconds,
+        "load_average_1_5_15min": {"start": load_average[0], "end": load_average[1]},
+        "cpu_count": os.cpu_count(),
+    }
+    return {**card, "gate": gate} if "history" in data else card
+
+
+def torch_threads() -> int:
+    import torch  # the run has loaded it already
+
+    return torch.get_num_threads()
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+
 def render_markdown(card: dict[str, Any]) -> str:
-    model, data, training = card["model"], card["data"], card["training"]
-    test, headline = card["test"], card["headline_metric"]
-    lines = ["# IntentBert model card", ""]
+    """The card's Markdown: one function per section, in reading order."""
+    sections = (_exported, _model, _data, _versus_baseline, _confusions,
+                lambda c: _stacking(c.get("stacking"), c["headline_metric"]), _uci, _history,
+                _training, _limitations)
+    return "\n".join(["# IntentBert model card", "",
+                      *(line for section in sections for line in section(card))])
+
+
+def _exported(card: dict[str, Any]) -> list[str]:
     exported = card.get("exported")
-    if exported:
-        onnx = exported["intent_bert_onnx"]
-        lines += [f"Exported as `intent_bert` version {exported['intent_bert']} and "
-                  f"`intent_bert_onnx` version {onnx['version']} (ONNX vs PyTorch max abs diff "
-                  f"{onnx['max_abs_diff']:.1e}, tolerance {onnx['tolerance']:.0e}).", ""]
-        runtime = exported.get("runtime") or {}
-        if runtime:
-            lines += [f"Served on `{runtime.get('runtime', 'torch')}` (the fastest runtime that "
-                      "passed the quality bar: every head's ROC-AUC within 0.005 and macro-F1 "
-                      "within 0.01 of torch fp32 on held-out users)."]
-            verdicts = (runtime.get("quality") or {}).get("verdicts") or {}
-            for name, verdict in sorted(verdicts.items()):
-                lines.append(f"- {name}: " + ("passed" if verdict.get("passed")
-                                              else verdict.get("reason", "refused")))
-            lines.append("")
-    lines += [
+    if not exported:
+        return []
+    onnx = exported["intent_bert_onnx"]
+    lines = [f"Exported as `intent_bert` version {exported['intent_bert']} and "
+             f"`intent_bert_onnx` version {onnx['version']} (ONNX vs PyTorch max abs diff "
+             f"{onnx['max_abs_diff']:.1e}, tolerance {onnx['tolerance']:.0e}).", ""]
+    runtime = exported.get("runtime") or {}
+    if runtime:
+        lines += [f"Served on `{runtime.get('runtime', 'torch')}` (the fastest runtime that "
+                  "passed the quality bar: every head's ROC-AUC within "
+                  f"{ROC_AUC_MARGIN} and macro-F1 within {MACRO_F1_MARGIN} of torch fp32 on "
+                  "held-out users)."]
+        verdicts = (runtime.get("quality") or {}).get("verdicts") or {}
+        for name, verdict in sorted(verdicts.items()):
+            lines.append(f"- {name}: " + ("passed" if verdict.get("passed")
+                                          else verdict.get("reason", "refused")))
+        lines.append("")
+    return lines
+
+
+def _model(card: dict[str, Any]) -> list[str]:
+    model = card["model"]
+    return [
         "## Model",
         f"- Encoder: {model['encoder']}; mean pooling; {model['parameters']:,} parameters.",
         f"- Heads: intent strength {model['heads']['strength']}, intent type "
@@ -146,6 +254,12 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"truncated on the {model['truncation']}.",
         *_fusion(model),
         "",
+    ]
+
+
+def _data(card: dict[str, Any]) -> list[str]:
+    data = card["data"]
+    lines = [
         "## Data",
         f"- Source: {data['source']}; {data['users']} users, {data['sim_days']:g} days each; "
         f"archetype mix {data['archetype_mix']}.",
@@ -167,13 +281,18 @@ def render_markdown(card: dict[str, Any]) -> str:
             f"| {name} | {split['users']} | {split['windows']} | {labels['strength']} | "
             f"{labels['intent_type']} | {labels['churn']} |"
         )
-    lines += [
-        "",
+    return [*lines, ""]
+
+
+def _versus_baseline(card: dict[str, Any]) -> list[str]:
+    test, headline = card["test"], card["headline_metric"]
+    lines = [
         "## Held-out users: model vs TF-IDF + logistic regression",
         "",
         f"Headline metric: {METRIC_NAMES[headline]}. The baseline reads the same texts (not cut "
-        f"to {model['max_length']} tokens) and split; its C was tuned per head on validation "
-        f"({test['baseline_c']}). Churn's decision threshold is chosen on validation for both.",
+        f"to {card['model']['max_length']} tokens) and split; its C was tuned per head on "
+        f"validation ({test['baseline_c']}). Churn's decision threshold is chosen on validation "
+        "for both.",
         "",
         "| head | metric | model | baseline | Δ | better |",
         "|---|---|---|---|---|---|",
@@ -193,34 +312,70 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines.append(f"- **{head}**: {verdict}; {METRIC_NAMES[headline]} model − baseline = "
                      f"{_signed(delta)} (95% interval over test users {_signed(low)} to "
                      f"{_signed(high)}).")
-    lines += ["", "### Confusion matrices (test)", ""]
+    return lines
+
+
+def _confusions(card: dict[str, Any]) -> list[str]:
+    test = card["test"]
+    lines = ["", "### Confusion matrices (test)", ""]
     for head in test["model"]:
         lines += _confusion(f"{head}, model", test["model"][head]["confusion_matrix"])
         lines += _confusion(f"{head}, baseline", test["baseline"][head]["confusion_matrix"])
-    lines += _stacking(card.get("stacking"), headline)
+    return lines
+
+
+def _uci(card: dict[str, Any]) -> list[str]:
     uci = card.get("uci")
-    if uci:
-        lines += [
-            "## Real sessions: UCI Online Shoppers (Revenue)",
-            "",
-            f"Data: {uci['data']}",
-            "",
-            f"Comparable split `{uci['split']}`; fine-tuned (P(strong) = P(Revenue)) on "
-            f"{uci['rows']['fine_tuned_on']} rows of the {uci['rows']['train_part']}-row training "
-            f"part ({uci['rows']['early_stopping']} more for early stopping), evaluated on the "
-            f"{uci['rows']['test']} test rows (purchase rate {uci['test_purchase_rate']:.1%}).",
-            "",
-            "| model | ROC-AUC | PR-AUC |",
-            "|---|---|---|",
-        ]
-        for name, result in uci["variants"].items():
-            lines.append(f"| **IntentBert, {name.replace('_', ' ')}** | "
-                         f"{_num(result['roc_auc'])} | {_num(result['pr_auc'])} |")
-        for peer in uci["peers"]:
-            lines.append(f"| {peer['model']} | {_num(peer['roc_auc'])} | {_num(peer['pr_auc'])} |")
-        lines += ["", "Example text (events only): `"
-                  + uci["variants"]["events_only"]["example_text"][:300] + "`", ""]
-    lines += [
+    if not uci:
+        return []
+    lines = [
+        "## Real sessions: UCI Online Shoppers (Revenue)",
+        "",
+        f"Data: {uci['data']}",
+        "",
+        f"Comparable split `{uci['split']}`; fine-tuned (P(strong) = P(Revenue)) on "
+        f"{uci['rows']['fine_tuned_on']} rows of the {uci['rows']['train_part']}-row training "
+        f"part ({uci['rows']['early_stopping']} more for early stopping), evaluated on the "
+        f"{uci['rows']['test']} test rows (purchase rate {uci['test_purchase_rate']:.1%}).",
+        "",
+        "| model | ROC-AUC | PR-AUC |",
+        "|---|---|---|",
+    ]
+    for name, result in uci["variants"].items():
+        lines.append(f"| **IntentBert, {name.replace('_', ' ')}** | "
+                     f"{_num(result['roc_auc'])} | {_num(result['pr_auc'])} |")
+    for peer in uci["peers"]:
+        lines.append(f"| {peer['model']} | {_num(peer['roc_auc'])} | {_num(peer['pr_auc'])} |")
+    return [*lines, "", "Example text (events only): `"
+            + uci["variants"]["events_only"]["example_text"][:300] + "`", ""]
+
+
+def _history(card: dict[str, Any]) -> list[str]:
+    """Training on the platform's own history: the source, what was dropped, the split, the gate."""
+    h = card["data"].get("history")
+    if not h:
+        return []
+    lines = ["## Training on the platform's own history", "",
+             f"- Source: {h['type']} {h.get('name') or h.get('topic')}; {h['records']} records, "
+             f"{h['valid_events']} valid events of {h['users']} users, "
+             f"{h['first_event']} to {h['observed_until']}.",
+             f"- Dropped by reason: {h['dropped'] or 'none'}.",
+             f"- Split by event time at {h['test_from']} (the table above: train and "
+             "validation are split by user before it, test is every user after it): windows "
+             f"before it settle ({h['labels_settle_days']:g} days) before it, labelled from the "
+             "events before it; test windows end after it.",
+             f"- Event types: {h['event_types']}."]
+    gate_result = card.get("gate")
+    if gate_result:
+        verdict = "exported" if gate_result["accepted"] else "NOT exported"
+        lines.append(f"- Gate against live version {gate_result['live_version']}: {verdict} "
+                     f"({gate_result['why']}).")
+    return [*lines, ""]
+
+
+def _training(card: dict[str, Any]) -> list[str]:
+    training = card["training"]
+    return [
         "## Training",
         f"- AdamW, peak rate {training['learning_rate']:g}, linear warm-up "
         f"{training['warmup_ratio']:.0%} then decay, weight decay {training['weight_decay']:g}, "
@@ -230,6 +385,11 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- Seconds: {card['seconds']} on {card['cpu_count']} cores (load average at start and "
         f"end: {card['load_average_1_5_15min']}; other work on the same cores slows it).",
         "",
+    ]
+
+
+def _limitations(card: dict[str, Any]) -> list[str]:
+    return [
         "## Limitations",
         "- Trained on simulated shoppers: the numbers above say how well it recovers the "
         "simulator's behaviour, not how it will do on a real shop's traffic.",
@@ -239,4 +399,3 @@ def render_markdown(card: dict[str, Any]) -> str:
         "carries no order, no items and no per-page times.",
         "",
     ]
-    return "\n".join(lines)

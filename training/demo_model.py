@@ -10,6 +10,7 @@ from pathlib import Path
 
 from inference import repository
 from inference.repository import INTENT_BERT
+from training.cli import main as train_main
 
 # The tiny config trained briefly on simulated shoppers, with stacked heads over the behaviour
 # features fitted on a large validation split (35% of users, up to 20 windows each: held-out
@@ -39,8 +40,6 @@ def ensure_demo_model(repo: Path) -> bool:
         return False
     print(f"no model version in {repo}: training the demo model first (~1-2 min on 2 cores; "
           "`intentstream train` builds the full one)", file=sys.stderr, flush=True)
-    from training.train import main as train_main
-
     if train_main([*DEMO_TRAIN_ARGS, "--repo", str(repo)]) != 0:
         raise DemoModelError("training the demo model failed; see the output above")
     return True

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from training import uci
-from training.simulator import SimConfig
+from training.data import uci
+from training.data.simulator import SimConfig
 
 SIM = SimConfig(seed=3, start_ms=1_790_000_000_000, days=10)  # 2026-09-21, 10 days
 SIM_USERS = 40

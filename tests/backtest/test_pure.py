@@ -12,13 +12,14 @@ from backtest.evaluate import covering_alert
 from backtest.jobs import unscorable
 from backtest.labels import outcomes_of
 from backtest.report import canonical
-from backtest.sources import csv_row_event, file_message, read_file
+from backtest.sources import read_file
 from streams.core.alerts import AlertPolicy
 from streams.core.labelling import LabelPolicy
 from streams.core.sessions import SessionPolicy
 from streams.core.timeunits import DAY_MS, HOUR_MS
 from tests.backtest.fixtures import UCI_CSV, write_jsonl
-from training import uci
+from training.data import uci
+from training.data.event_files import csv_row_event, file_message
 
 
 def config(tick_ms: int | None = 500, **range_ms: int) -> EngineConfig:

@@ -20,8 +20,8 @@ from inference.repository import single_version_repo
 from streams.core.features import FEATURE_SCHEMA_VERSION
 from streams.settings import Settings
 from tests.backtest.fixtures import UCI_CSV, metrics, only_run, write_jsonl
-from training import uci
-from training.simulator import known_labels
+from training.data import uci
+from training.data.simulator import known_labels
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from streams.cli import COMMANDS, FAUST, GROUPS, main, usage
 from streams.runtime.processes import INTENTSTREAM
 from streams.runtime.reachable import Unreachable, require_listening
 from training.progress import progress_bar
-from training.simulator import SimConfig, simulate
+from training.data.simulator import SimConfig, simulate
 
 EXPECTED_GROUPS = {
     "run": ["worker", "feedback"],

@@ -20,7 +20,7 @@ from streams.core.timeunits import DAY_MS, HOUR_MS
 from streams.sidecar.store import FeedbackStore, read_stores
 from tests.e2e.faults import PARTITIONS
 from tests.e2e.kafka_io import produce, read_to_end, read_until, run
-from training.simulator import SimConfig, UserHistory, known_labels, simulate
+from training.data.simulator import SimConfig, UserHistory, known_labels, simulate
 
 pytestmark = pytest.mark.e2e
 

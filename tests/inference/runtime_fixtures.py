@@ -13,9 +13,8 @@ from inference.model.intent_bert import IntentBert
 from inference.model.quality import HeldOut
 from inference.model.tokenizer import encode, load_tokenizer
 from streams.core.features import N_FEATURES, feature_schema
-from training.data import build_splits
-from training.simulator import SimConfig, simulate
-from training.train import targets_of, worker_session_policy
+from training.data.simulator import SimConfig, simulate
+from training.data.windows import build_splits, targets_of, worker_session_policy
 
 
 def simulated_held_out(users: int, seed: int) -> HeldOut:

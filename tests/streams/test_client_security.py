@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-import backtest.sources as sources
+import streams.runtime.topic_reader as topic_reader
 from streams.settings import Settings
 from streams.worker import commands
 from training import retrain
@@ -38,7 +38,7 @@ class RecordingConsumer:
 def recording(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     RecordingConsumer.built = []
     monkeypatch.setattr(commands, "AIOKafkaConsumer", RecordingConsumer)
-    monkeypatch.setattr(sources, "AIOKafkaConsumer", RecordingConsumer)
+    monkeypatch.setattr(topic_reader, "AIOKafkaConsumer", RecordingConsumer)
     monkeypatch.setattr("aiokafka.AIOKafkaConsumer", RecordingConsumer)
     return RecordingConsumer.built
 
@@ -59,14 +59,14 @@ def test_watch(recording):
 
 
 def test_backtest_reader(recording, monkeypatch):
-    spec = sources.KafkaRange(bootstrap=["k:9092"], topic="t", from_ms=0, until_ms=None,
-                              client_kwargs=SASL.kafka_client_kwargs())
+    spec = topic_reader.KafkaRange(bootstrap=["k:9092"], topic="t", from_ms=0, until_ms=None,
+                                   client_kwargs=SASL.kafka_client_kwargs())
     with pytest.raises(Refused):
-        asyncio.run(sources.read_kafka(spec))
+        asyncio.run(topic_reader.read_kafka(spec))
     # Not given: the settings' own, read from the environment like the worker's.
     monkeypatch.setattr("streams.settings.get_settings", lambda: SASL)
     with pytest.raises(Refused):
-        asyncio.run(sources.read_kafka(sources.KafkaRange(["k:9092"], "t", 0, None)))
+        asyncio.run(topic_reader.read_kafka(topic_reader.KafkaRange(["k:9092"], "t", 0, None)))
     assert len(recording) == 2
     for kwargs in recording:
         assert_secured(kwargs)
@@ -74,6 +74,6 @@ def test_backtest_reader(recording, monkeypatch):
 
 def test_retrain_from_the_topic(recording):
     with pytest.raises(Refused):
-        asyncio.run(retrain.read_topic(SASL))
+        asyncio.run(retrain.read_feedback_topic(SASL))
     [kwargs] = recording
     assert_secured(kwargs)

@@ -32,7 +32,7 @@ from streams.core.records import HeadScore, IntentScore, ModelRef, Window, predi
 from streams.core.sessions import SessionPolicy, absorb
 from streams.core.sessions import empty_state as empty_sessions
 from streams.core.timeunits import DAY_MS, HOUR_MS
-from training.simulator import SimConfig, known_labels, simulate
+from training.data.simulator import SimConfig, known_labels, simulate
 
 T0 = 1_767_225_600_000
 LABELS = LabelPolicy(horizon_ms=12 * HOUR_MS, churn_after_ms=DAY_MS)

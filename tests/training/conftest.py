@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 
 from streams.core.sessions import SessionPolicy
-from training.simulator import SimConfig, UserHistory, simulate
+from training.data.simulator import SimConfig, UserHistory, simulate
 
 MIN_MS = 60_000
 WORKER_POLICY = SessionPolicy(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.baseline import fit_baseline
+from training.fit.baseline import fit_baseline
 
 
 def test_a_single_class_head_gets_the_prior_and_the_others_are_fitted() -> None:

@@ -4,8 +4,8 @@ from collections import Counter
 
 from streams.core.features import FEATURE_NAMES
 from streams.core.sessions import render
-from training.data import SPLITS, build_splits, examples_of, sessions_of, split_users
-from training.simulator import UserHistory
+from training.data.simulator import UserHistory
+from training.data.windows import SPLITS, build_splits, examples_of, sessions_of, split_users
 
 from .conftest import WORKER_POLICY
 
@@ -49,7 +49,7 @@ def test_window_features_are_what_the_worker_sends(histories: list[UserHistory])
 
     from streams.core.batching import plan_batch
     from streams.core.raw_message import RawMessage
-    from training.data import live_windows
+    from training.data.windows import live_windows
 
     for history in [h for h in histories if len(h.sessions) >= 3][:4]:
         sessions = sessions_of(history.events, WORKER_POLICY)

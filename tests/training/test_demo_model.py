@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from training.arguments import parse_args
 from training.demo_model import DEMO_TRAIN_ARGS
-from training.train_args import parse_args
 
 
 def test_demo_args_parse_and_stay_small() -> None:

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 from pydantic import ValidationError
 
-from training.data import sessions_of
+from training.data.windows import sessions_of
 
 from .conftest import WORKER_POLICY
 

@@ -18,9 +18,9 @@ from streams.core.events import parse_event_time
 from streams.core.labelling import LabelPolicy
 from streams.core.timeunits import DAY_MS, HOUR_MS
 from streams.settings import Settings
-from training import history
-from training.simulator import UserHistory
-from training.train_args import parse_args
+from training.arguments import parse_args
+from training.data import history
+from training.data.simulator import UserHistory
 
 from .conftest import WORKER_POLICY
 
@@ -118,7 +118,7 @@ def test_a_topic_range_counts_events_outside_it() -> None:
 
 def test_no_valid_event_prints_the_counts_and_exits_2(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
-    from training.train import main
+    from training.cli import main
 
     path = write_jsonl(tmp_path / "bad.jsonl", [{**small_events()[0], "ts": 5}],
                        extra=(b"nope", b"nope again"))
@@ -133,7 +133,7 @@ def test_no_valid_event_prints_the_counts_and_exits_2(tmp_path: Path,
 
 def test_a_missing_file_and_too_short_a_history_exit_2(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
-    from training.train import main
+    from training.cli import main
 
     args = ["--tiny", "--out", str(tmp_path / "run"), "--progress", "false"]
     assert main(["--events", str(tmp_path / "none.jsonl"), *args]) == 2
@@ -184,7 +184,7 @@ def test_the_split_is_by_time_and_training_never_sees_the_future(
 
 
 def test_only_settled_windows_are_kept() -> None:
-    from training.data import Example
+    from training.data.windows import Example
 
     def example(end: int) -> Example:
         return Example("u", "t", "weak", "query", False, end, False)
@@ -253,7 +253,9 @@ def test_the_gate_exports_only_what_beats_the_live_version(tmp_path: Path) -> No
 
     from inference.model.intent_bert import IntentBert
     from inference.model.tokenizer import load_tokenizer
-    from training.train import as_tensors, targets_of
+    from training.data.windows import targets_of
+    from training.fit.loop import as_tensors
+    from training.publish import gate_against_live
 
     data = load(write_jsonl(tmp_path / "sim.jsonl", order_table(30)), "--churn-days", "14")
     rows = data.splits["test"]
@@ -262,10 +264,10 @@ def test_the_gate_exports_only_what_beats_the_live_version(tmp_path: Path) -> No
     model = IntentBert.tiny(len(tokenizer))
     repo = tmp_path / "repo"
     targets = as_tensors(targets_of(rows))
-    first = history.gate_against_live(repo, model, tokenizer, [x.text for x in rows], targets)
+    first = gate_against_live(repo, model, tokenizer, [x.text for x in rows], targets)
     assert first["accepted"] and first["live_version"] is None
     model.save(repo / "intent_bert" / "1" / "artifacts")  # now live: the same weights
-    same = history.gate_against_live(repo, model, tokenizer, [x.text for x in rows], targets)
+    same = gate_against_live(repo, model, tokenizer, [x.text for x in rows], targets)
     assert same["live_version"] == 1 and not same["accepted"]  # no gain is no export
     assert "gain +0.000" in same["why"]
 
@@ -275,7 +277,7 @@ def test_the_gate_exports_only_what_beats_the_live_version(tmp_path: Path) -> No
 
 def test_train_on_a_file_of_events_end_to_end(tmp_path: Path, repo: Path,
                                               histories: list[UserHistory]) -> None:
-    from training.train import main
+    from training.cli import main
 
     path = write_jsonl(tmp_path / "sim.jsonl", sim_docs(histories), extra=(b"garbage",))
     out = tmp_path / "run"

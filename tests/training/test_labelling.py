@@ -22,8 +22,8 @@ from streams.core.labelling import (
     message_need,
 )
 from streams.core.timeunits import DAY_MS, HOUR_MS
-from training.data import sessions_of
-from training.simulator import UserHistory
+from training.data.simulator import UserHistory
+from training.data.windows import sessions_of
 
 from .conftest import WORKER_POLICY
 

@@ -10,7 +10,7 @@ import torch
 
 from inference.model.intent_bert import IntentBert
 from inference.model.tokenizer import load_tokenizer
-from training.loop import (
+from training.fit.loop import (
     FitConfig,
     Targets,
     check_steps,

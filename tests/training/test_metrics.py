@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.metrics import (
+from training.evaluate.metrics import (
     best_threshold,
     binary_columns,
     expected_calibration_error,

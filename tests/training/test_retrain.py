@@ -9,24 +9,17 @@ import torch
 from inference import repository
 from inference.model.export import export_version
 from inference.model.intent_bert import IntentBert
-from inference.tritonserver import REPOSITORY_TEMPLATE, copy_repository
+from inference.repository import REPOSITORY_TEMPLATE, copy_repository
 from streams.core.feedback import FeedbackExample, HeadFeedback, LabelPolicyRef, Labels
 from streams.core.labelling import DEFAULT_LABEL_POLICY
 from streams.core.records import HeadScore, Window
 from streams.sidecar.store import FeedbackStore
 from training import retrain
-from training.data import build_splits
-from training.retrain import (
-    EXIT_BAD_INPUT,
-    EXIT_REJECTED,
-    EXIT_ROLLED,
-    RetrainArguments,
-    gate,
-    ips_weight,
-    run,
-)
-from training.simulator import SimConfig, simulate
-from training.train import worker_session_policy
+from training.arguments import RetrainArguments
+from training.data.simulator import SimConfig, simulate
+from training.data.windows import build_splits, worker_session_policy
+from training.evaluate.gate import gate
+from training.retrain import EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_ROLLED, ips_weight, run
 
 LIVE = {"strength": 0.6, "intent_type": 0.9, "churn": 0.6}
 

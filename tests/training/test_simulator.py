@@ -6,7 +6,7 @@ from collections import Counter
 from streams.core.events import ShopEvent
 from streams.core.labelling import message_need, review_need
 from streams.core.timeunits import DAY_MS
-from training.simulator import (
+from training.data.simulator import (
     ARCHETYPES,
     SimConfig,
     UserHistory,

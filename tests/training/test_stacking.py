@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inference.heads import MODEL_HEADS
 from streams.core.features import FEATURE_NAMES, N_FEATURES
-from training.stacking import (
+from training.fit.stacking import (
     FUSIONS,
     STACKED_HEADS,
     features_model,
@@ -22,7 +23,6 @@ from training.stacking import (
     new_fusion,
     stack_inputs,
 )
-from training.train import MODEL_HEADS
 
 STACKER = Path(__file__).resolve().parents[2] / "triton_models" / "stacker" / "model.py"
 

@@ -13,8 +13,8 @@ import torch
 from inference.model.intent_bert import IntentBert
 from inference.model.tokenizer import load_tokenizer
 from streams.core.features import N_FEATURES
-from training.loop import FitConfig, Targets, fit, multitask_loss, predict, tokenize
-from training.train import main
+from training.cli import main
+from training.fit.loop import FitConfig, Targets, fit, multitask_loss, predict, tokenize
 
 
 def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
@@ -106,11 +106,10 @@ def test_an_unknown_fusion_is_refused(capsys) -> None:
 
 def test_a_diverged_fine_tune_is_a_one_line_error_and_exit_1(monkeypatch, capsys) -> None:
     import training.train
-    from training.train_args import main as cli_main
 
     def diverged(*_args):
         raise FloatingPointError("no finite validation loss in 2 checks (last: nan)")
 
     monkeypatch.setattr(training.train, "run", diverged)
-    assert cli_main(["--tiny", "--no-uci", "--out", "unused"]) == 1
+    assert main(["--tiny", "--no-uci", "--out", "unused"]) == 1
     assert "intentstream train: no finite validation loss" in capsys.readouterr().err

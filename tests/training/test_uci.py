@@ -8,7 +8,7 @@ from sklearn.model_selection import train_test_split
 
 from streams.core.events import ShopEvent
 from streams.core.features import FEATURE_NAMES
-from training import uci
+from training.data import uci
 
 from .conftest import WORKER_POLICY
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from inference.heads import INTENT_TYPE_LABELS, MODEL_HEADS, STRENGTH_LABELS
 from streams.core.events import ShopEvent
 from streams.core.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, label_window
 from streams.core.sessions import (
@@ -29,7 +30,8 @@ from streams.core.sessions import (
     render,
     session_features,
 )
-from training.simulator import UserHistory
+from streams.settings import get_settings
+from training.data.simulator import UserHistory
 
 SPLITS = ("train", "validation", "test")
 
@@ -58,12 +60,6 @@ def sessions_of(events: Iterable[dict[str, Any]], policy: SessionPolicy) -> list
         absorb(state, validated(doc, policy), policy)
     closed = list(state["pending"])
     return closed + ([state["current"]] if state["current"] else [])
-
-
-def session_prefix(events: Sequence[dict[str, Any]], k: int, policy: SessionPolicy) -> Session:
-    """The session holding the first `k` of a session's events, as it was before the rest came."""
-    (session,) = sessions_of(events[:k], policy)
-    return session
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,3 +188,31 @@ def build_splits(
             examples = [examples[i] for i in keep]
         splits[split].extend(examples)
     return splits
+
+
+# --- label indices per head, as the fitting code takes them --------------------------------------
+
+
+Targets = dict[str, list[int]]  # head -> one label index per window (churn: 0/1)
+
+
+def worker_session_policy() -> SessionPolicy:
+    """The worker's session policy (streams/settings.py), so training texts match live ones."""
+    return get_settings().session_policy()
+
+
+def targets_of(examples: Sequence[Any]) -> Targets:
+    """Label indices per head of windows or feedback examples: anything with `strength`,
+    `intent_type` and `churn` labels, on itself (`Example`) or on `.labels` (`FeedbackExample`)."""
+    labels = [getattr(x, "labels", x) for x in examples]
+    return {
+        "strength": [STRENGTH_LABELS.index(x.strength) for x in labels],
+        "intent_type": [INTENT_TYPE_LABELS.index(x.intent_type) for x in labels],
+        "churn": [int(x.churn) for x in labels],
+    }
+
+
+def label_counts(targets: Targets) -> dict[str, dict[str, int]]:
+    """Per head, how many examples carry each label (every label listed, zeros included)."""
+    return {head: {label: targets[head].count(i) for i, label in enumerate(labels)}
+            for head, labels in MODEL_HEADS.items()}

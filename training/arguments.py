@@ -1,13 +1,13 @@
-"""`intentstream train`'s arguments, parsed before anything heavy is imported.
+"""The arguments of `intentstream train` and `intentstream retrain`, parsed before anything heavy
+is imported.
 
 `--help` and a bad value (one line, exit 2) need neither torch nor scikit-learn; only a run
-imports `training.train`. The three dataclasses are the options `intentstream train --help`
-lists, grouped as the run reads them.
+imports `training.train` (training/cli.py). The train dataclasses are the options
+`intentstream train --help` lists, grouped as the run reads them.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +17,11 @@ from transformers.hf_argparser import HfArgumentParser
 from streams.core.events import parse_event_time
 from streams.core.labelling import LabelPolicy
 from streams.core.timeunits import DAY_MS, HOUR_MS
-from training.uci import CSV_NAME
+from training.data.uci import CSV_NAME
+from training.evaluate.gate import DEFAULT_MARGIN, DEFAULT_MAX_HEAD_DROP
 
+VALIDATION_SHARE = 0.15  # retrain: share of feedback users that early-stops the fine-tune
+DEFAULT_FEEDBACK_DB = "var/feedback.sqlite"
 ANY_TIME = (-(2**62), 2**62)  # --from/--to bounds: the settings' event-time bounds judge events
 FUSIONS = ("stack", "tower", "both")  # --fusion
 UCI_CANDIDATES = (Path("data") / CSV_NAME, Path("..") / "shared" / "data" / CSV_NAME)
@@ -210,13 +213,39 @@ def parse_args(argv: Sequence[str] | None) -> tuple[DataArguments, ModelArgument
         parser.error(str(error))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`intentstream train`: parse, then import the training code and run it."""
-    data_args, model_args, run_args = parse_args(argv)
-    from training.train import run
+@dataclass
+class RetrainArguments:
+    # "extend": `--feedback-db a --feedback-db b` and `--feedback-db a b` both read a and b.
+    feedback_db: list[str] = field(default_factory=list, metadata={
+        "help": f"feedback store; repeat for each sidecar's (default {DEFAULT_FEEDBACK_DB})",
+        "action": "extend"})
+    from_topic: bool = field(default=False, metadata={
+        "help": "read the examples from the feedback topic instead of stores"})
+    repo: str = field(default="triton_models", metadata={"help": "Triton model repository"})
+    triton_url: str | None = field(
+        default=None, metadata={"help": "gRPC host:port of the live Triton to load N+1 on"})
+    out: str = field(default="runs/retrain", metadata={"help": "report directory"})
+    holdout: float = field(default=0.3, metadata={"help": "share of feedback users held out"})
+    min_examples: int = field(default=40, metadata={"help": "fewer resolved examples: stop"})
+    base_users: int = field(default=200, metadata={"help": "simulated users mixed in (0: none)"})
+    epochs: float = field(default=2.0, metadata={"help": "passes over the training rows"})
+    batch_size: int = field(default=16)
+    learning_rate: float = field(default=3e-5)
+    margin: float = field(
+        default=DEFAULT_MARGIN,
+        metadata={"help": "mean macro-F1 the candidate must gain over live"})
+    max_head_drop: float = field(
+        default=DEFAULT_MAX_HEAD_DROP,
+        metadata={"help": "largest macro-F1 loss allowed on any single head"})
+    seed: int = field(default=0)
+    progress: bool = field(default=True)
 
-    try:
-        return run(data_args, model_args, run_args)
-    except FloatingPointError as error:  # the fine-tune diverged (training.loop.fit)
-        print(f"intentstream train: {error}", file=sys.stderr)
-        return 1
+    def __post_init__(self) -> None:
+        if isinstance(self.feedback_db, str):
+            self.feedback_db = [self.feedback_db]
+        if self.from_topic and self.feedback_db:
+            raise ValueError("--from-topic and --feedback-db are alternatives; give one")
+        if not 0 < self.holdout < 1 - VALIDATION_SHARE:
+            raise ValueError(f"--holdout must be in (0, {1 - VALIDATION_SHARE})")
+        if self.min_examples < 2:
+            raise ValueError("--min-examples must be >= 2")

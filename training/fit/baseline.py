@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy.sparse import spmatrix
 from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
 
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
 
@@ -31,17 +32,18 @@ class TfidfBaseline:
         """Per head, [n, classes] probabilities with columns in label-index order."""
         features = self.vectorizer.transform(texts)
         return {
-            name: _full_columns(clf, features, self.n_classes[name])
+            name: full_columns(clf, features, self.n_classes[name])
             for name, clf in self.heads.items()
         }
 
 
-def _full_columns(clf: LogisticRegression | DummyClassifier, features: spmatrix,
-                  k: int) -> np.ndarray:
-    # A class missing from the training split gets a zero column, so indices stay label indices.
-    probs = clf.predict_proba(features)
+def full_columns(clf: Any, x: Any, k: int) -> np.ndarray:
+    """predict_proba with one column per label index: a class missing from the training split
+    gets a zero column, so indices stay label indices (a Pipeline: its last step's classes)."""
+    probs = clf.predict_proba(x)
+    classes = clf[-1].classes_ if isinstance(clf, Pipeline) else clf.classes_
     out = np.zeros((probs.shape[0], k))
-    out[:, clf.classes_] = probs
+    out[:, np.asarray(classes, dtype=np.int64)] = probs
     return out
 
 
@@ -70,7 +72,7 @@ def fit_baseline(
         for c in C_GRID:
             clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
             clf.fit(train_x, y)
-            value = score(name, val_targets[name], _full_columns(clf, val_x, n_classes[name]))
+            value = score(name, val_targets[name], full_columns(clf, val_x, n_classes[name]))
             if best is None or value > best[0]:
                 best = (value, c, clf)
         assert best is not None

@@ -5,10 +5,11 @@ Only the source of histories differs from a simulated run; windows, FEATURES row
 come from the live code path (`training.data.examples_of`: `streams.core.sessions` and
 `streams.core.labelling`), so the model learns what the worker scores.
 
-- **Reading.** A JSONL or CSV file of events is read as replay reads it (`backtest.sources`:
-  one event per line, or one column per event field with `item.*` flattened and optional cells
-  blank); the events topic is read between two event times with a plain consumer (no group, no
-  commits: `backtest.sources.read_kafka`), broker, topic and security from the settings.
+- **Reading.** A JSONL or CSV file of events is read as replay reads it
+  (`training.data.event_files`: one event per line, or one column per event field with `item.*`
+  flattened and optional cells blank); the events topic is read between two event times with a
+  plain consumer (no group, no commits: `streams.runtime.topic_reader`), broker, topic and
+  security from the settings.
 - **Validation, as the worker's.** Each record goes through `parse_event` (the `ShopEvent`
   contract, size limit, privacy, the settings' event-time bounds), then `not_from_the_future`
   where the record has a timestamp, then the worker's re-send check: a second event with the same
@@ -34,7 +35,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,11 @@ from streams.core.events import Rejection, ShopEvent, not_from_the_future, parse
 from streams.core.labelling import LabelPolicy
 from streams.core.raw_message import RawMessage
 from streams.core.sessions import SessionPolicy
+from streams.core.timeunits import DAY_MS, iso
 from streams.settings import Settings
-from training.data import SPLITS, Example, examples_of, split_users
-from training.simulator import UserHistory
+from training.data import event_files
+from training.data.simulator import UserHistory
+from training.data.windows import SPLITS, Example, examples_of, split_users
 
 
 class NoValidEvents(ValueError):
@@ -82,19 +84,17 @@ class HistoryData:
 
 def read_file(path: Path) -> tuple[list[RawMessage], dict[str, Any]]:
     """A JSONL or CSV file of events as messages keyed by their user, as replay reads it."""
-    from backtest import sources  # the replay readers; aiokafka is the serve extra's
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix.lower() == ".csv":
-        docs: Iterable[dict[str, Any] | bytes] = sources.csv_events(path)
+        docs: Iterable[dict[str, Any] | bytes] = event_files.csv_events(path)
         kind = "csv"
     else:
-        docs, kind = sources.jsonl_lines(path), "jsonl"
-    messages = [sources.file_message(doc, path.name, n) for n, doc in enumerate(docs)]
+        docs, kind = event_files.jsonl_lines(path), "jsonl"
+    messages = [event_files.file_message(doc, path.name, n) for n, doc in enumerate(docs)]
     return messages, {"type": "file", "format": kind, "name": path.name,
-                      "sha256": sources.file_digest(path)}
+                      "sha256": event_files.file_digest(path)}
 
 
 def read_topic(settings: Settings, from_ms: int, to_ms: int,
@@ -102,8 +102,8 @@ def read_topic(settings: Settings, from_ms: int, to_ms: int,
     """The events topic's records stamped in [from_ms - skew, to_ms + skew), the skew being
     the producer clock slack the worker allows (`watermark_lateness_s`): event times, not
     record stamps, decide what is in the range (`validate`)."""
-    from backtest.sources import KafkaRange, read_kafka
     from streams.runtime.reachable import require_listening
+    from streams.runtime.topic_reader import KafkaRange, read_kafka  # aiokafka: serve extra
     from streams.runtime.topics import bootstrap_servers
 
     skew = int(settings.watermark_lateness_s * 1000)
@@ -245,7 +245,7 @@ def require_trainable(splits: dict[str, list[Example]], split: TimeSplit) -> Non
     """`TooLittleHistory` where a split has no window: say how much history labels need."""
     empty = [name for name in SPLITS if not splits[name]]
     if empty:
-        days = split.settles_ms / 86_400_000
+        days = split.settles_ms / DAY_MS
         raise TooLittleHistory(
             f"no settled window in the {', '.join(empty)} split(s) (split time "
             f"{iso(split.test_from)}, history complete until {iso(split.observed_until)}): a "
@@ -299,10 +299,10 @@ def load(data_args: Any, settings: Settings, session_policy: SessionPolicy,
                      "validation windows (split by user) settle before it, labelled from the "
                      "events before it; every kept window's labels are settled",
             "test_from": iso(split.test_from),
-            "labels_settle_days": split.settles_ms / 86_400_000,
+            "labels_settle_days": split.settles_ms / DAY_MS,
         },
         "users": len(histories),
-        "sim_days": (newest - first) / 86_400_000,  # the history's span, in the card's field
+        "sim_days": (newest - first) / DAY_MS,  # the history's span, in the card's field
         "archetype_mix": "n/a (real history)",
     }
     return HistoryData(splits, card)
@@ -326,62 +326,5 @@ def guarded_load(data_args: Any, settings: Settings, session_policy: SessionPoli
         return 1
 
 
-# --- the gate: export only a version that beats the live one --------------------------------------
-
-
-def gate_against_live(repo: Path, candidate: Any, tokenizer: Any, texts: Sequence[str],
-                      targets: Any, features: Any = None) -> dict[str, Any]:
-    """`training.retrain.gate` (mean macro-F1 over the heads, no head dropping by more than
-    its limit) between the live `intent_bert` version (the newest in `repo`) and the candidate
-    network, both on the test part of this history. Nothing live: accepted. `features`: the
-    test rows' FEATURES, read by whichever of the two networks has a feature tower."""
-    from inference import repository
-    from inference.model.intent_bert import IntentBert
-    from inference.repository import INTENT_BERT
-    from training.loop import tokenize
-    from training.retrain import RetrainArguments, gate, macro_f1s
-
-    versions = repository.versions(repo / INTENT_BERT)
-    if not versions:
-        return {"accepted": True, "why": f"no live intent_bert version in {repo}",
-                "live_version": None}
-    live_version = max(versions)
-    live = IntentBert.load(repo / INTENT_BERT / str(live_version) / "artifacts")
-    limits = RetrainArguments(feedback_db=[])  # retrain's defaults: margin and largest drop
-    result = gate(*[macro_f1s(m, tokenize(tokenizer, texts, m.max_length), targets, features)
-                    for m in (live, candidate)],
-                  limits.margin, limits.max_head_drop)
-    return {"accepted": result.accepted, "why": result.why, "live_version": live_version,
-            "live_macro_f1": result.live, "candidate_macro_f1": result.candidate,
-            "margin": limits.margin, "max_head_drop": limits.max_head_drop,
-            "on": "the test part of this history (the networks alone, with FEATURES where they "
-                  "read them, threshold 0.5)"}
-
-
-def markdown(card: dict[str, Any]) -> str:
-    """The model card's section on the history and the gate (after `training.card`'s)."""
-    h = card["data"]["history"]
-    lines = ["", "## Training on the platform's own history", "",
-             f"- Source: {h['type']} {h.get('name') or h.get('topic')}; {h['records']} records, "
-             f"{h['valid_events']} valid events of {h['users']} users, "
-             f"{h['first_event']} to {h['observed_until']}.",
-             f"- Dropped by reason: {h['dropped'] or 'none'}.",
-             f"- Split by event time at {h['test_from']} (the table above: train and "
-             "validation are split by user before it, test is every user after it): windows "
-             f"before it settle ({h['labels_settle_days']:g} days) before it, labelled from the "
-             "events before it; test windows end after it.",
-             f"- Event types: {h['event_types']}."]
-    gate_result = card.get("gate")
-    if gate_result:
-        verdict = "exported" if gate_result["accepted"] else "NOT exported"
-        lines.append(f"- Gate against live version {gate_result['live_version']}: {verdict} "
-                     f"({gate_result['why']}).")
-    return "\n".join(lines) + "\n"
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")

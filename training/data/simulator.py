@@ -37,7 +37,7 @@ from typing import Any
 
 from streams.core.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, WindowLabels, label_window
 from streams.core.timeunits import DAY_MS, HOUR_MS, MINUTE_MS
-from training.catalog import COLOURS, PRODUCT_TYPES, Product, build_catalog, products_of_type
+from training.data.catalog import COLOURS, PRODUCT_TYPES, Product, build_catalog, products_of_type
 
 MIN_SESSION_GAP_MS = 45 * MINUTE_MS  # longer than the worker's 30 min gap: one goal = one session
 

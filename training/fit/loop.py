@@ -71,6 +71,20 @@ class Targets:
         return Targets(self.strength[i], self.intent_type[i], self.churn[i])
 
 
+def as_tensors(targets: dict[str, list[int]]) -> Targets:
+    """Label indices per head (`training.data.windows.targets_of`) as the loop's tensors."""
+    return Targets(
+        torch.tensor(targets["strength"], dtype=torch.long),
+        torch.tensor(targets["intent_type"], dtype=torch.long),
+        torch.tensor(targets["churn"], dtype=torch.float32),
+    )
+
+
+def concat(a: Targets, b: Targets) -> Targets:
+    return Targets(torch.cat([a.strength, b.strength]), torch.cat([a.intent_type,
+                   b.intent_type]), torch.cat([a.churn, b.churn]))
+
+
 LossFn = Callable[[HeadOutputs, Targets], torch.Tensor]
 Features = np.ndarray | torch.Tensor | None  # [n, n_features], row-aligned with the tokens
 

@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
+from inference.heads import MODEL_HEADS
+
 ECE_BINS = 15
+HEADLINE_METRIC = "macro_f1"  # the metric "beats the baseline" is judged on, every head
 
 
 def binary_columns(p_positive: np.ndarray) -> np.ndarray:
@@ -118,6 +121,25 @@ def macro_f1_from_predictions(y_true: np.ndarray, pred: np.ndarray, k: int) -> f
     return float(f1.mean())
 
 
+def user_resamples(users: Sequence[str], rounds: int, seed: int) -> list[np.ndarray]:
+    """Row indices of `rounds` resamples of whole users (a user's windows move together, as
+    they are not independent)."""
+    names, group = np.unique(np.asarray(users), return_inverse=True)
+    rows_of = [np.flatnonzero(group == g) for g in range(len(names))]
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([rows_of[g] for g in rng.integers(0, len(names), len(names))])
+            for _ in range(rounds)]
+
+
+def interval(values: Sequence[float | None]) -> list[float] | None:
+    """The 95% percentile interval of the values that exist (None: none does)."""
+    kept = [v for v in values if v is not None]
+    if not kept:
+        return None
+    low, high = np.percentile(kept, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
 def bootstrap_delta_interval(
     y_true: Sequence[int],
     pred_a: Sequence[int],
@@ -128,17 +150,94 @@ def bootstrap_delta_interval(
     rounds: int = 1000,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """95% interval of macro-F1(a) - macro-F1(b) over resamples of whole groups (users), so
-    windows of one user move together, as they are not independent."""
+    """95% interval of macro-F1(a) - macro-F1(b) over resamples of whole groups (users)."""
     y, a, b = (np.asarray(v, dtype=np.int64) for v in (y_true, pred_a, pred_b))
-    names, group_of_row = np.unique(np.asarray(groups), return_inverse=True)
-    rows_of = [np.flatnonzero(group_of_row == g) for g in range(len(names))]
-    rng = np.random.default_rng(seed)
-    deltas = np.empty(rounds)
-    for r in range(rounds):
-        rows = np.concatenate([rows_of[g] for g in rng.integers(0, len(names), len(names))])
-        deltas[r] = macro_f1_from_predictions(y[rows], a[rows], k) - macro_f1_from_predictions(
-            y[rows], b[rows], k
-        )
-    low, high = np.percentile(deltas, [2.5, 97.5])
+    deltas = [macro_f1_from_predictions(y[rows], a[rows], k)
+              - macro_f1_from_predictions(y[rows], b[rows], k)
+              for rows in user_resamples(groups, rounds, seed)]
+    low, high = interval(deltas) or (0.0, 0.0)
     return float(low), float(high)
+
+
+def ranked_roc_auc(y: np.ndarray, probs: np.ndarray) -> float | None:
+    """ROC-AUC as head_metrics computes it (binary: the positive column; else one-vs-rest macro
+    over classes present), by ranks: fast enough to bootstrap."""
+    k = probs.shape[1]
+    columns = [1] if k == 2 else range(k)
+    values = [_binary_auc(y == c, probs[:, c]) for c in columns if 0 < (y == c).sum() < len(y)]
+    return float(np.mean(values)) if values else None
+
+
+def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    from scipy.stats import rankdata  # scikit-learn's dependency; only bootstraps need it
+
+    ranks = rankdata(score)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# --- the model's heads, as the card reports them ----------------------------------------------
+
+
+def columns(head: str, probs: np.ndarray) -> np.ndarray:
+    """[n, classes] probabilities of a head (churn's [n] becomes two columns)."""
+    return binary_columns(probs) if head == "churn" else probs
+
+
+def compute_metrics(
+    val_targets: dict[str, list[int]],
+    val_probs: dict[str, np.ndarray],
+    test_targets: dict[str, list[int]],
+    test_probs: dict[str, np.ndarray],
+) -> dict[str, dict[str, Any]]:
+    """Test metrics per head; churn's decision threshold is chosen on validation."""
+    out = {}
+    for head, labels in MODEL_HEADS.items():
+        threshold = None
+        if head == "churn":
+            threshold = best_threshold(val_targets[head], columns(head, val_probs[head])[:, 1])
+        out[head] = head_metrics(
+            test_targets[head], columns(head, test_probs[head]), labels, threshold=threshold
+        )
+    return out
+
+
+def validation_score(head: str, y: Sequence[int], probs: np.ndarray) -> float:
+    """The baseline's model-selection score: the headline metric on validation."""
+    threshold = best_threshold(y, probs[:, 1]) if head == "churn" else None
+    return head_metrics(y, probs, MODEL_HEADS[head], threshold=threshold)[HEADLINE_METRIC]
+
+
+def compare(
+    model: dict[str, Any],
+    baseline: dict[str, Any],
+    y: dict[str, list[int]],
+    model_probs: dict[str, np.ndarray],
+    baseline_probs: dict[str, np.ndarray],
+    users: Sequence[str],
+    seed: int,
+) -> dict[str, Any]:
+    """Per head and metric: both values, the difference, and who is better (ECE: lower); for
+    the headline metric also a 95% interval of the difference, resampling test users."""
+    out: dict[str, Any] = {}
+    for head, labels in MODEL_HEADS.items():
+        interval = bootstrap_delta_interval(
+            y[head],
+            predicted_labels(columns(head, model_probs[head]), model[head]["threshold"]),
+            predicted_labels(columns(head, baseline_probs[head]), baseline[head]["threshold"]),
+            len(labels), users, seed=seed,
+        )
+        rows = {}
+        for metric in ("macro_f1", "roc_auc", "pr_auc", "ece"):
+            a, b = model[head][metric], baseline[head][metric]
+            if a is None or b is None:
+                continue
+            better = a < b if metric == "ece" else a > b
+            rows[metric] = {"model": a, "baseline": b, "delta": a - b, "model_better": better}
+        out[head] = {
+            "metrics": rows,
+            "beats_baseline": rows[HEADLINE_METRIC]["model_better"],
+            "headline_delta_ci95": interval,
+        }
+    return out

@@ -52,7 +52,16 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from streams.core.features import FEATURE_NAMES
-from training.metrics import best_threshold, binary_columns, head_metrics, predicted_labels
+from training.evaluate.metrics import (
+    best_threshold,
+    head_metrics,
+    interval,
+    macro_f1_from_predictions,
+    predicted_labels,
+    ranked_roc_auc,
+    user_resamples,
+)
+from training.fit.baseline import full_columns
 
 STACKED_HEADS = ("strength", "churn")  # the heads the stacker step replaces
 FUSIONS = ("hgb", "hgb_shallow", "logistic", "blend", "pool")
@@ -132,15 +141,6 @@ def features_model(features: np.ndarray, y: np.ndarray, seed: int) -> Pipeline:
 def features_only(features: np.ndarray) -> np.ndarray:
     """FEATURES padded to the stacker's x, for a model that reads only them."""
     return np.hstack([features, np.zeros((len(features), N_TEXT_COLUMNS))])
-
-
-def full_columns(clf: Any, x: np.ndarray, k: int) -> np.ndarray:
-    """predict_proba with one column per label index (a class absent in training: zeros)."""
-    probs = clf.predict_proba(x)
-    classes = clf.classes_ if not isinstance(clf, Pipeline) else clf[-1].classes_
-    out = np.zeros((len(x), k))
-    out[:, np.asarray(classes, dtype=np.int64)] = probs
-    return out
 
 
 def out_of_fold(kind: str, x: np.ndarray, y: np.ndarray, groups: Sequence[str], k: int,
@@ -317,18 +317,21 @@ def measure(
             preds.setdefault(name, {})[head] = pred
             out.setdefault(name, {})[head] = {
                 **{m: metrics[m] for m in ("macro_f1", "roc_auc", "pr_auc", "ece", "threshold")},
-                "macro_f1_ci95": interval([macro_f1(y_test[head][r], pred[r], len(labels[head]))
-                                           for r in resamples]),
-                "roc_auc_ci95": interval([roc_auc(y_test[head][r], p[r]) for r in resamples]),
+                "macro_f1_ci95": interval([
+                    macro_f1_from_predictions(y_test[head][r], pred[r], len(labels[head]))
+                    for r in resamples]),
+                "roc_auc_ci95": interval([ranked_roc_auc(y_test[head][r], p[r])
+                                          for r in resamples]),
             }
     versus: dict[str, dict[str, Any]] = {}
     for head in labels:
         k = len(labels[head])
-        served = [macro_f1(y_test[head][r], preds["served"][head][r], k) for r in resamples]
+        served = [macro_f1_from_predictions(y_test[head][r], preds["served"][head][r], k)
+                  for r in resamples]
         for peer in ("tfidf_lr", "features_gb", "recency_frequency"):
             if head not in preds.get(peer, {}):
                 continue
-            deltas = [a - macro_f1(y_test[head][r], preds[peer][head][r], k)
+            deltas = [a - macro_f1_from_predictions(y_test[head][r], preds[peer][head][r], k)
                       for a, r in zip(served, resamples, strict=True)]
             delta = out["served"][head]["macro_f1"] - out[peer][head]["macro_f1"]
             versus.setdefault(head, {})[peer] = {"delta": delta, "ci95": interval(deltas),
@@ -336,50 +339,3 @@ def measure(
     return {"test": out, "served_vs_peers": versus,
             "beats_peers": {h: all(v["beats"] for v in versus.get(h, {}).values())
                             for h in labels}}
-
-
-def user_resamples(users: Sequence[str], rounds: int, seed: int) -> list[np.ndarray]:
-    """Row indices of `rounds` resamples of whole users (a user's windows move together)."""
-    names, group = np.unique(np.asarray(users), return_inverse=True)
-    rows_of = [np.flatnonzero(group == g) for g in range(len(names))]
-    rng = np.random.default_rng(seed)
-    return [np.concatenate([rows_of[g] for g in rng.integers(0, len(names), len(names))])
-            for _ in range(rounds)]
-
-
-def interval(values: Sequence[float | None]) -> list[float] | None:
-    kept = [v for v in values if v is not None]
-    if not kept:
-        return None
-    low, high = np.percentile(kept, [2.5, 97.5])
-    return [float(low), float(high)]
-
-
-def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
-    counts = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
-    denominator = counts.sum(axis=0) + counts.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(denominator > 0, 2 * np.diag(counts) / denominator, 0.0)
-    return float(f1.mean())
-
-
-def roc_auc(y: np.ndarray, probs: np.ndarray) -> float | None:
-    """ROC-AUC as head_metrics computes it (binary: the positive column; else one-vs-rest macro
-    over classes present), by ranks: fast enough to bootstrap."""
-    k = probs.shape[1]
-    columns = [1] if k == 2 else range(k)
-    values = [_binary_auc(y == c, probs[:, c]) for c in columns if 0 < (y == c).sum() < len(y)]
-    return float(np.mean(values)) if values else None
-
-
-def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    ranks = rankdata(score)
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def churn_columns(p: np.ndarray) -> np.ndarray:
-    return p if p.ndim == 2 else binary_columns(p)

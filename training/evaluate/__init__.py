@@ -1,0 +1,1 @@
+"""Numbers about predictions: metrics, bootstrap intervals, the gate (numpy, scikit-learn)."""
