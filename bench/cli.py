@@ -26,16 +26,17 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import orjson
 
 from bench.measure import (
     AgentProcess,
     BenchError,
+    ModelSpeed,
     ScoreCoverage,
     fastest,
     paced_latencies,
@@ -48,28 +49,25 @@ from bench.measure import (
     timed_drain,
     with_onnx_files,
 )
-from bench.workload import Traffic, held_out_sessions, shop_traffic
-from inference import repository
-from inference.model.export import ExportError, ensure_model
-from inference.model.intent_bert import IntentBert
-from inference.model.onnx import write_onnx_files
+from bench.report import Figures, ratios_line, report, say
+from bench.serving import FASTEST, ServedModel, served_model, served_repository, tiny_server
+from bench.workload import Traffic, shop_traffic
+from inference.model.export import ExportError
 from inference.model.quality import AUTO, QualityError
-from inference.model.quality import BATCH as QUALITY_BATCH
-from inference.model.runtimes import RUNTIMES, TORCH, available_runtimes, served_runtime
-from inference.repository import INTENT_BERT
-from inference.tritonserver import REPOSITORY_TEMPLATE, TritonServer, copy_repository
-from streams.runtime.processes import EmbeddedBroker, WorkerProcess, free_port
+from inference.model.runtimes import RUNTIMES, available_runtimes
+from inference.tritonserver import TritonServer
+from streams.runtime.processes import (
+    EmbeddedBroker,
+    IntentstreamProcess,
+    WorkerProcess,
+    free_port,
+)
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings
+from training.progress import on_a_terminal
 
-
-@dataclass(frozen=True)
-class Stage:
-    """One app under test: its env (app id, topics) on the shared broker and Triton."""
-
-    name: str
-    env: dict[str, str]
-    topics: tuple[str, str]  # (events in, outputs)
+WARM_UP_USER = "bench-warm-up"
+BATCH_ONE_SAMPLE = 300  # texts timed one at a time (the model at batch 1 is slow)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,10 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"intentstream bench: {error} (logs in {workdir})", file=sys.stderr)
         return 1
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"ratios: pipeline/model={figures['pipeline_over_model']:.2f} "
-          f"naive={figures['over_naive']:.0f}x bare_faust={figures['over_bare_faust']:.2f} "
-          f"p99/batch={figures['p99_over_batch']:.2f} runtime={figures['runtime']}")
+        args.json.write_text(json.dumps(figures.as_json(), indent=2) + "\n")
+    print(ratios_line(figures))
     return 0
 
 
@@ -133,219 +129,120 @@ def backlog_scales(text: str) -> list[int] | None:
 
 
 def quiet_progress_unless_terminal() -> None:
-    """Progress bars (tqdm, Hugging Face) only on a terminal: in a log they are noise."""
-    if not sys.stderr.isatty():
-        os.environ["TQDM_DISABLE"] = "1"  # also reaches the agents the bench starts
+    """Progress bars only on a terminal (training.progress decides what a terminal is). The
+    bench draws none itself: these variables also quiet the bars of the libraries it calls
+    (tqdm, Hugging Face) and of the agents it starts."""
+    if not on_a_terminal():
+        os.environ["TQDM_DISABLE"] = "1"
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
 
-def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, workdir: Path) -> Figures:
     say("building the traffic")
     traffic = shop_traffic(args.events, args.users, seed=101)
     paced = shop_traffic(args.events, args.users, seed=202)  # other users: fresh state
     naive_traffic = shop_traffic(args.naive_events, args.users, seed=303)
-    with served_repository(args, workdir) as repo, \
+    with served_repository(workdir, repository=args.repository, model=args.model,
+                           runtime=args.runtime) as repo, \
             EmbeddedBroker(workdir / "tansu.log") as broker, \
             TritonServer(repo, log_path=workdir / "tritonserver.log") as triton:
-        version = repository.versions(repo / INTENT_BERT)[-1]
-        artifacts = repo / INTENT_BERT / str(version) / "artifacts"
-        served = served_runtime(repo / INTENT_BERT, version)
-        say(f"serving intent_bert v{version} on {served} from {repo}; broker {broker.bootstrap}")
-        base = {"broker_url": broker.url, "broker_profile": "embedded",
-                "triton_url": triton.grpc_url, "metrics_port": "0",
-                "feedback_metrics_port": "0", "log_level": "warning"}
-        stages = {name: stage(name, base, workdir) for name in ("worker", "naive", "bare")}
-        for s in stages.values():
-            asyncio.run(ensure_topics(settings_of(s), names=list(s.topics)))
-        max_batch = settings_of(stages["worker"]).score_max_batch
-
-        ours = measure_worker(stages["worker"], broker.bootstrap, traffic, workdir,
-                              paced=paced, paced_seconds=args.paced_seconds)
-        measured = with_onnx_files(artifacts, workdir)
-        names = available_runtimes()
-        say(f"runtimes {', '.join(names)} in process on the pipeline's {len(ours['texts'])} "
-            f"texts, batches of {max_batch}")
-        speeds = runtime_speeds(measured, ours["texts"], max_batch, names)
-        best = fastest(speeds)
-        model = speeds[best]
-        paced_batch = max(1, round(ours["paced_texts_per_batch"]))
-        say(f"{best} latency for the paced run's batches ({paced_batch} texts)")
-        at_load = raw_model_speed(measured, ours["paced_texts"], paced_batch, best)
-        sample = ours["texts"][:: max(1, len(ours["texts"]) // BATCH_ONE_SAMPLE)]
-        say(f"{best} one text at a time ({len(sample)} of the texts)")
-        one_by_one = raw_model_speed(measured, sample, 1, best)
-        naive_rate = measure_agent(stages["naive"], "bench.naive_agent", broker.bootstrap,
-                                   naive_traffic, workdir)
-        bare_rate = measure_agent(stages["bare"], "bench.bare_agent", broker.bootstrap,
-                                  traffic, workdir)
+        served = served_model(repo)
+        say(f"serving intent_bert v{served.version} on {served.runtime} from {repo}; "
+            f"broker {broker.bootstrap}")
+        bench = Bench(broker.bootstrap, workdir, base_env(broker.url, triton.grpc_url))
+        worker, naive, bare = (bench.stage(name) for name in ("worker", "naive", "bare"))
+        ours, half_load = measure_worker_and_paced(bench, worker, traffic, paced,
+                                                   args.paced_seconds)
+        in_process = measure_in_process(served, bench, ours, half_load,
+                                         settings_of(worker).score_max_batch)
+        naive_rate = measure_agent(bench, naive, "bench.naive_agent", naive_traffic)
+        bare_rate = measure_agent(bench, bare, "bench.bare_agent", traffic)
         # (3) asks what our windows and coalescing cost over Faust itself, so the model's
         # cost is taken out: the same worker against a tiny model (~1 ms a batch).
         with tiny_server(workdir) as tiny:
-            tiny_base = {**base, "triton_url": tiny.grpc_url}
-            framework = stage("worker-tiny", tiny_base, workdir)
-            asyncio.run(ensure_topics(settings_of(framework), names=list(framework.topics)))
-            ours_tiny = measure_worker(framework, broker.bootstrap, traffic, workdir)
-            backlogs = {k: measure_backlog(k, args, tiny_base, broker.bootstrap, workdir)
-                        for k in args.backlog_scales}
-
-    figures: dict[str, Any] = {
-        "events": len(traffic), "users": len(traffic.last_event), "model": args.model,
-        "runtime": served, "fastest_runtime": best,
-        "runtime_forced": args.repository is None and args.runtime != AUTO,
-        "runtime_fastest": args.repository is None and args.runtime == FASTEST,
-        "runtimes_texts_per_s": {name: speed.texts_per_s for name, speed in speeds.items()},
-        "worker_events_per_s": ours["events_per_s"], "worker_scores": ours["scores"],
-        "pipeline_scores_per_s": ours["scores_per_s"], "model_texts_per_s": model.texts_per_s,
-        "naive_events_per_s": naive_rate, "bare_faust_events_per_s": bare_rate,
-        "worker_tiny_events_per_s": ours_tiny["events_per_s"],
-        "paced_events_per_s": ours["paced_rate"], "p50_s": ours["p50"], "p99_s": ours["p99"],
-        "paced_batch": paced_batch, "paced_batch_latency_s": at_load.batch_latency_s,
-        "model_batch_1_texts_per_s": one_by_one.texts_per_s,
-        "model_batch": model.batch, "model_batch_latency_s": model.batch_latency_s,
-        "triton_busy": ours["triton_busy"], "events_per_batch": ours["events_per_batch"],
-        "texts_per_batch": ours["texts_per_batch"], "batch_seconds": ours["batch_seconds"],
-        "backlog_events_per_text": {str(k): v[0] for k, v in backlogs.items()},
-        "backlog_events_per_session": {str(k): v[1] for k, v in backlogs.items()},
-    }
-    figures["pipeline_over_model"] = ours["scores_per_s"] / model.texts_per_s
-    figures["over_naive"] = ours["events_per_s"] / naive_rate
-    figures["over_bare_faust"] = ours_tiny["events_per_s"] / bare_rate
-    # The model's own batch latency: one batch of the size the worker sends (score_max_batch).
-    # The report also sets p99 against the smaller batches half load actually formed.
-    figures["p99_over_batch"] = ours["p99"] / model.batch_latency_s
-    figures["p99_over_batch_at_load"] = ours["p99"] / at_load.batch_latency_s
-    figures["events_per_text"] = ours["events_per_s"] / ours["scores_per_s"]
-    figures["batching_gain"] = model.texts_per_s / one_by_one.texts_per_s
+            on_tiny = bench.on_triton(tiny.grpc_url)
+            ours_tiny = measure_worker(on_tiny, on_tiny.stage("worker-tiny"), traffic)
+            backlogs = {scale: measure_backlog(on_tiny, scale, args.events, args.users)
+                        for scale in args.backlog_scales}
+    figures = collect_figures(args, traffic, served, ours=ours, half_load=half_load,
+                              in_process=in_process, naive_rate=naive_rate,
+                              bare_rate=bare_rate, ours_tiny=ours_tiny, backlogs=backlogs)
     report(figures)
     return figures
 
 
-def measure_backlog(scale: int, args: argparse.Namespace, base: dict[str, str], bootstrap: str,
-                    workdir: Path) -> tuple[float, float]:
-    """Events per scored text when a fresh worker starts on `scale` × --events waiting events,
-    and events per session: the ceiling, since every session needs its own final score.
+# --- the apps under test ------------------------------------------------------------------------
 
-    Runs against the tiny model: with the whole backlog on the topic before the worker starts,
-    every micro-batch is full whatever the model's speed, so only coalescing is measured."""
-    traffic = shop_traffic(scale * args.events, args.users, seed=400 + scale)
-    s = stage(f"backlog-{scale}x", base, workdir)
-    asyncio.run(ensure_topics(settings_of(s), names=list(s.topics)))
-    say(f"{s.name}: {len(traffic)} events waiting before the worker starts")
-    asyncio.run(produce(bootstrap, s.topics[0], traffic.records))
-    worker = WorkerProcess(s.env, workdir / f"{s.name}.log").start()
-    coverage = ScoreCoverage(traffic)
+
+@dataclass(frozen=True)
+class Stage:
+    """One app under test: its env (app id, topics) on the shared broker and Triton."""
+
+    name: str
+    env: dict[str, str]
+    topics: tuple[str, str]  # (events in, outputs)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """Where the apps under test run: the broker, a Triton (in `env`) and the logs' folder."""
+
+    bootstrap: str
+    workdir: Path
+    env: dict[str, str]  # settings every app shares, by Settings field name
+
+    def stage(self, name: str) -> Stage:
+        """A new app id, with its topics created on the broker and a state folder."""
+        app_id = f"bench-{name}-{int(time.time())}"
+        topics = (f"{app_id}.events", f"{app_id}.out")
+        env = {**self.env, "app_id": app_id, "events_topic": topics[0],
+               "scores_topic": topics[1], "dlq_topic": f"{app_id}.dlq",
+               "alerts_intent_topic": f"{app_id}.alerts.intent",
+               "alerts_churn_topic": f"{app_id}.alerts.churn",
+               "data_dir": str(self.workdir / name)}
+        (self.workdir / name).mkdir(parents=True, exist_ok=True)  # Faust creates only the leaf
+        stage = Stage(name, {f"INTENTSTREAM_{k.upper()}": v for k, v in env.items()}, topics)
+        asyncio.run(ensure_topics(settings_of(stage), names=list(stage.topics)))
+        return stage
+
+    def on_triton(self, url: str) -> Bench:
+        return Bench(self.bootstrap, self.workdir, {**self.env, "triton_url": url})
+
+    def log(self, stage: Stage) -> Path:
+        return self.workdir / f"{stage.name}.log"
+
+
+def base_env(broker_url: str, triton_url: str) -> dict[str, str]:
+    return {"broker_url": broker_url, "broker_profile": "embedded", "triton_url": triton_url,
+            "metrics_port": "0", "feedback_metrics_port": "0", "log_level": "warning"}
+
+
+def settings_of(stage: Stage) -> Settings:
+    return Settings(**{k.removeprefix("INTENTSTREAM_").lower(): v for k, v in stage.env.items()})
+
+
+Process = TypeVar("Process", bound=IntentstreamProcess)
+
+
+@contextlib.contextmanager
+def running(process: Process) -> Iterator[Process]:
+    """`process` started, and stopped on the way out; a failed measurement shows its log."""
+    process.start()
     try:
-        asyncio.run(read_until(bootstrap, s.topics[1], lambda v: done_after(coverage, v),
-                               timeout_s=1800, alive=lambda: worker.alive))
+        yield process
     except BenchError as error:
-        raise BenchError(f"{error}\n{worker.log_tail()}") from None
+        raise BenchError(f"{error}\n{process.log_tail()}") from None
     finally:
-        worker.stop()
-    say(f"{s.name}: {coverage.scores} scores of {len(coverage.sessions)} sessions, "
-        f"{len(traffic) / coverage.scores:.2f} events/text")
-    return len(traffic) / coverage.scores, len(traffic) / len(coverage.sessions)
+        process.stop()
 
 
-def measure_worker(s: Stage, bootstrap: str, traffic: Traffic, workdir: Path, *,
-                   paced: Traffic | None = None, paced_seconds: float = 0.0) -> dict:
-    """Our worker: drain a backlog; then, if asked, events paced at half the drain rate."""
-    port = free_port()
-    metrics_url = f"http://127.0.0.1:{port}/metrics"
-    worker = WorkerProcess({**s.env, "INTENTSTREAM_METRICS_PORT": str(port)},
-                           workdir / f"{s.name}.log").start()
-    try:
-        warm_up(s, bootstrap, worker)
-        before = scrape(metrics_url)
-        say(f"{s.name}: draining a backlog of {len(traffic)} events")
-        coverage = ScoreCoverage(traffic)
-        seconds = asyncio.run(timed_drain(
-            bootstrap, s.topics, traffic.records, lambda v: done_after(coverage, v),
-            timeout_s=1800, alive=lambda: worker.alive))
-        after = scrape(metrics_url)
-        rate = len(traffic) / seconds
-        say(f"{s.name}: {rate:.0f} events/s, {coverage.scores} scores")
-        result = {**where_time_went(before, after, seconds), "events_per_s": rate,
-                  "scores": coverage.scores, "scores_per_s": coverage.scores / seconds,
-                  "texts": coverage.texts}
-        if paced is not None:
-            result.update(measure_paced(s, bootstrap, paced, rate / 2, paced_seconds, worker,
-                                        metrics_url, after))
-    except BenchError as error:
-        raise BenchError(f"{error}\n{worker.log_tail()}") from None
-    finally:
-        worker.stop()
-    return result
-
-
-def measure_paced(s: Stage, bootstrap: str, paced: Traffic, rate: float, seconds: float,
-                  worker: WorkerProcess, metrics_url: str, before: dict[str, float]) -> dict:
-    """Event→score latencies with events produced at `rate`, and the batches it made."""
-    n = min(len(paced), max(1, int(rate * seconds)))
-    say(f"{s.name}: {n} events paced at {rate:.0f}/s")
-    traffic = paced.head(n)
-    coverage = ScoreCoverage(traffic)
-    latencies = asyncio.run(paced_latencies(
-        bootstrap, s.topics, traffic, rate, timeout_s=seconds * 4 + 120,
-        alive=lambda: worker.alive, coverage=coverage))
-    shape = where_time_went(before, scrape(metrics_url), seconds)
-    return {"paced_rate": rate, "p50": percentile(latencies, 0.50),
-            "p99": percentile(latencies, 0.99), "paced_texts": coverage.texts,
-            "paced_texts_per_batch": shape["texts_per_batch"]}
-
-
-def measure_agent(s: Stage, module: str, bootstrap: str, traffic: Traffic,
-                  workdir: Path) -> float:
-    agent = AgentProcess(module, s.env, workdir / f"{s.name}.log").start()
-    try:
-        warm_up(s, bootstrap, agent)
-        say(f"{s.name}: draining a backlog of {len(traffic)} events")
-        outputs = [0]
-
-        def done(value: bytes) -> bool:
-            outputs[0] += not is_warm_up(value)
-            return outputs[0] >= len(traffic)
-
-        seconds = asyncio.run(timed_drain(bootstrap, s.topics, traffic.records, done,
-                                          timeout_s=1800, alive=lambda: agent.alive))
-    except BenchError as error:
-        raise BenchError(f"{error}\n{agent.log_tail()}") from None
-    finally:
-        agent.stop()
-    say(f"{s.name}: {len(traffic) / seconds:.1f} events/s")
-    return len(traffic) / seconds
-
-
-def where_time_went(before: dict[str, float], after: dict[str, float],
-                    seconds: float) -> dict[str, float]:
-    """From the worker's own metrics over the drain: how busy Triton kept it, batch shapes."""
-    def delta(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
-    batches = max(1.0, delta("intentstream_batch_events_count"))
-    return {
-        "triton_busy": delta("intentstream_triton_latency_seconds_sum") / seconds,
-        "batches": batches,
-        "events_per_batch": delta("intentstream_batch_events_sum") / batches,
-        "texts_per_batch": delta("intentstream_batch_texts_sum") / batches,
-        "batch_seconds": delta("intentstream_batch_seconds_sum") / batches,
-    }
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-WARM_UP_USER = "bench-warm-up"
-BATCH_ONE_SAMPLE = 300  # texts timed one at a time (the model at batch 1 is slow)
-HELD_OUT_USERS = 60  # about 700 session windows for the quality bar
-FASTEST = "fastest"  # --runtime: the fastest in process, whatever the bar says
-CPU_INSTANCES = "instance_group [ {{ kind: KIND_CPU, count: {count} }} ]"  # intent_bert's
-
-
-def warm_up(s: Stage, bootstrap: str, process: WorkerProcess | AgentProcess) -> None:
+def warm_up(bench: Bench, stage: Stage, process: IntentstreamProcess) -> None:
     """Wait until the app has joined its group and produced an output (not timed)."""
     event = {"event_id": "warm-up", "user_id": WARM_UP_USER, "ts": 1_709_251_100_000,
              "type": "view", "item": {"id": "sku-0"}}
-    asyncio.run(produce(bootstrap, s.topics[0], [(WARM_UP_USER.encode(), orjson.dumps(event))]))
-    asyncio.run(read_until(bootstrap, s.topics[1], is_warm_up, timeout_s=180,
+    asyncio.run(produce(bench.bootstrap, stage.topics[0],
+                        [(WARM_UP_USER.encode(), orjson.dumps(event))]))
+    asyncio.run(read_until(bench.bootstrap, stage.topics[1], is_warm_up, timeout_s=180,
                            alive=lambda: process.alive))
 
 
@@ -358,145 +255,215 @@ def done_after(coverage: ScoreCoverage, value: bytes) -> bool:
     return coverage.complete
 
 
-def stage(name: str, base: dict[str, str], workdir: Path) -> Stage:
-    app_id = f"bench-{name}-{int(time.time())}"
-    topics = (f"{app_id}.events", f"{app_id}.out")
-    env = {**base, "app_id": app_id, "events_topic": topics[0], "scores_topic": topics[1],
-           "dlq_topic": f"{app_id}.dlq", "alerts_intent_topic": f"{app_id}.alerts.intent",
-           "alerts_churn_topic": f"{app_id}.alerts.churn", "data_dir": str(workdir / name)}
-    (workdir / name).mkdir(parents=True, exist_ok=True)  # Faust creates only the leaf
-    return Stage(name, {f"INTENTSTREAM_{k.upper()}": v for k, v in env.items()}, topics)
+# --- the measurements ---------------------------------------------------------------------------
 
 
-def settings_of(s: Stage) -> Settings:
-    return Settings(**{k.removeprefix("INTENTSTREAM_").lower(): v for k, v in s.env.items()})
+@dataclass(frozen=True)
+class BatchShape:
+    """From the worker's own metrics over a run: how busy Triton kept it, batch shapes."""
+
+    triton_busy: float  # share of the run's seconds spent in Triton calls
+    events_per_batch: float
+    texts_per_batch: float
+    batch_seconds: float
 
 
-@contextlib.contextmanager
-def tiny_server(workdir: Path) -> Iterator[TritonServer]:
-    repo = copy_repository(REPOSITORY_TEMPLATE, workdir / "triton_tiny")
-    ensure_model(repo, tiny=True)
-    with TritonServer(repo, log_path=workdir / "tritonserver-tiny.log") as server:
-        yield server
+@dataclass(frozen=True)
+class Drain:
+    """Our worker draining a backlog."""
+
+    events_per_s: float
+    scores: int
+    scores_per_s: float
+    texts: list[str]  # the texts it scored, in arrival order
+    shape: BatchShape
+    metrics: dict[str, float]  # the worker's metrics when the drain ended
 
 
-@contextlib.contextmanager
-def served_repository(args: argparse.Namespace, workdir: Path) -> Iterator[Path]:
-    if args.repository is not None:
-        yield args.repository.resolve()
-        return
-    repo = copy_repository(REPOSITORY_TEMPLATE, workdir / "triton_models")
-    say(f"exporting an untrained {args.model} intent model (speed does not depend on training)")
-    tiny = args.model == "tiny"
-    if args.runtime == AUTO:
-        say(f"runtime: the fastest that passes the quality bar on {HELD_OUT_USERS} held-out "
-            "simulated users' sessions")
-        ensure_model(repo, tiny=tiny, runtime=AUTO,
-                     held_out=held_out_sessions(HELD_OUT_USERS, seed=505))
-    else:
-        version = ensure_model(repo, tiny=tiny)
-        name = args.runtime
-        if name == FASTEST:
-            name = fastest_in_process(repo / INTENT_BERT / str(version) / "artifacts", version)
-        force_runtime(repo, version, name)
-    yield repo
+@dataclass(frozen=True)
+class HalfLoad:
+    """Our worker with events paced at half its drain rate."""
+
+    rate: float  # events/s
+    p50: float  # event -> score seconds
+    p99: float
+    texts: list[str]
+    texts_per_batch: float
 
 
-def fastest_in_process(artifacts: Path, version: int) -> str:
-    """The runtime that scores held-out session texts fastest here, in batches of 32.
+@dataclass(frozen=True)
+class InProcess:
+    """The model alone in this process: every runtime, and the fastest at other batch sizes."""
 
-    Speed only: the bench's weights are untrained, and on them the quality bar refuses int8 for
-    flipping near-ties (docs/model.md), so `auto` would serve a slower runtime than a trained
-    deployment's `auto` picks. The bar is applied where weights are trained (export, train)."""
-    write_onnx_files(IntentBert.load(artifacts), artifacts, version)
-    texts = held_out_sessions(HELD_OUT_USERS, seed=505).texts
-    speeds = runtime_speeds(artifacts, texts, QUALITY_BATCH, available_runtimes())
+    speeds: dict[str, ModelSpeed]  # every runtime, batches of score_max_batch
+    fastest: str
+    model: ModelSpeed  # the fastest's, batches of score_max_batch
+    at_load: ModelSpeed  # the fastest on the batch size half load formed
+    one_by_one: ModelSpeed  # the fastest, one text at a time
+
+
+def metered_worker(bench: Bench, stage: Stage) -> tuple[WorkerProcess, str]:
+    """Our worker for `stage` with a metrics page; and that page's URL."""
+    port = free_port()
+    worker = WorkerProcess({**stage.env, "INTENTSTREAM_METRICS_PORT": str(port)},
+                           bench.log(stage))
+    return worker, f"http://127.0.0.1:{port}/metrics"
+
+
+def measure_worker(bench: Bench, stage: Stage, traffic: Traffic) -> Drain:
+    worker, metrics_url = metered_worker(bench, stage)
+    with running(worker):
+        warm_up(bench, stage, worker)
+        return drain(bench, stage, traffic, worker, metrics_url)
+
+
+def measure_worker_and_paced(bench: Bench, stage: Stage, traffic: Traffic, paced: Traffic,
+                             paced_seconds: float) -> tuple[Drain, HalfLoad]:
+    """Our worker: drain a backlog; then events paced at half the drain rate."""
+    worker, metrics_url = metered_worker(bench, stage)
+    with running(worker):
+        warm_up(bench, stage, worker)
+        drained = drain(bench, stage, traffic, worker, metrics_url)
+        half_load = measure_paced(bench, stage, paced, drained.events_per_s / 2, paced_seconds,
+                                  worker, metrics_url, drained.metrics)
+    return drained, half_load
+
+
+def drain(bench: Bench, stage: Stage, traffic: Traffic, worker: WorkerProcess,
+          metrics_url: str) -> Drain:
+    before = scrape(metrics_url)
+    say(f"{stage.name}: draining a backlog of {len(traffic)} events")
+    coverage = ScoreCoverage(traffic)
+    seconds = asyncio.run(timed_drain(
+        bench.bootstrap, stage.topics, traffic.records, lambda v: done_after(coverage, v),
+        timeout_s=1800, alive=lambda: worker.alive))
+    after = scrape(metrics_url)
+    rate = len(traffic) / seconds
+    say(f"{stage.name}: {rate:.0f} events/s, {coverage.scores} scores")
+    return Drain(rate, coverage.scores, coverage.scores / seconds, coverage.texts,
+                 where_time_went(before, after, seconds), after)
+
+
+def measure_paced(bench: Bench, stage: Stage, paced: Traffic, rate: float, seconds: float,
+                  worker: WorkerProcess, metrics_url: str,
+                  before: dict[str, float]) -> HalfLoad:
+    """Event→score latencies with events produced at `rate`, and the batches it made."""
+    n = min(len(paced), max(1, int(rate * seconds)))
+    say(f"{stage.name}: {n} events paced at {rate:.0f}/s")
+    traffic = paced.head(n)
+    coverage = ScoreCoverage(traffic)
+    latencies = asyncio.run(paced_latencies(
+        bench.bootstrap, stage.topics, traffic, rate, timeout_s=seconds * 4 + 120,
+        alive=lambda: worker.alive, coverage=coverage))
+    shape = where_time_went(before, scrape(metrics_url), seconds)
+    return HalfLoad(rate, percentile(latencies, 0.50), percentile(latencies, 0.99),
+                    coverage.texts, shape.texts_per_batch)
+
+
+def measure_in_process(served: ServedModel, bench: Bench, ours: Drain, half_load: HalfLoad,
+                       max_batch: int) -> InProcess:
+    """Every runtime on the texts the pipeline scored; then the fastest on the batches half
+    load formed, and one text at a time (a sample)."""
+    artifacts = with_onnx_files(served.artifacts, bench.workdir)
+    names = available_runtimes()
+    say(f"runtimes {', '.join(names)} in process on the pipeline's {len(ours.texts)} "
+        f"texts, batches of {max_batch}")
+    speeds = runtime_speeds(artifacts, ours.texts, max_batch, names)
     best = fastest(speeds)
-    say("runtimes in process on held-out texts: " + ", ".join(
-        f"{name} {speed.texts_per_s:.1f}/s" for name, speed in speeds.items()) + f" -> {best}")
-    return best
+    paced_batch = max(1, round(half_load.texts_per_batch))
+    say(f"{best} latency for the paced run's batches ({paced_batch} texts)")
+    at_load = raw_model_speed(artifacts, half_load.texts, paced_batch, best)
+    sample = ours.texts[:: max(1, len(ours.texts) // BATCH_ONE_SAMPLE)]
+    say(f"{best} one text at a time ({len(sample)} of the texts)")
+    one_by_one = raw_model_speed(artifacts, sample, 1, best)
+    return InProcess(speeds, best, speeds[best], at_load, one_by_one)
 
 
-def force_runtime(repo: Path, version: int, name: str) -> None:
-    """Serve `name` whatever the bar says, through the deployment's config.pbtxt parameter:
-    untrained weights give the bar nothing to judge (every runtime flips their near-ties)."""
-    say(f"runtime {name}, set in the bench's config.pbtxt (no quality bar on untrained weights)")
-    artifacts = repo / INTENT_BERT / str(version) / "artifacts"
-    onnx_file = RUNTIMES[name].onnx_file
-    if onnx_file and not (artifacts / onnx_file).is_file():
-        write_onnx_files(IntentBert.load(artifacts), artifacts, version)
-    config = repo / INTENT_BERT / "config.pbtxt"
-    text = config.read_text(encoding="utf-8")
-    forced = text.replace('{ key: "runtime", value: { string_value: "" } }',
-                          f'{{ key: "runtime", value: {{ string_value: "{name}" }} }}')
-    if forced == text:
-        raise BenchError(f"{config} has no empty runtime parameter to set")
-    if RUNTIMES[name].gpu:
-        # One instance owns the GPU (two would also build one TensorRT engine cache at once);
-        # the worker asks how many there are and then sends one request per chunk.
-        one = forced.replace(CPU_INSTANCES.format(count=2), CPU_INSTANCES.format(count=1))
-        if one == forced:
-            raise BenchError(f"{config} has no two-instance CPU group to serve {name} on one")
-        forced = one
-    config.write_text(forced, encoding="utf-8")
+def measure_agent(bench: Bench, stage: Stage, module: str, traffic: Traffic) -> float:
+    """Events/s of one of the bench's agents (`module`) draining `traffic`."""
+    agent = AgentProcess(module, stage.env, bench.log(stage))
+    with running(agent):
+        warm_up(bench, stage, agent)
+        say(f"{stage.name}: draining a backlog of {len(traffic)} events")
+        seconds = asyncio.run(timed_drain(bench.bootstrap, stage.topics, traffic.records,
+                                          after_outputs(len(traffic)), timeout_s=1800,
+                                          alive=lambda: agent.alive))
+    say(f"{stage.name}: {len(traffic) / seconds:.1f} events/s")
+    return len(traffic) / seconds
 
 
-def forced_note(f: dict) -> str:
-    if f.get("runtime_fastest"):
-        return " (the fastest in process here, set in config; no quality bar on untrained weights)"
-    return " (set in config, no quality bar)" if f["runtime_forced"] else ""
+def after_outputs(count: int) -> Callable[[bytes], bool]:
+    """True from the `count`-th output on, warm-up outputs not counted."""
+    outputs = 0
+
+    def done(value: bytes) -> bool:
+        nonlocal outputs
+        outputs += not is_warm_up(value)
+        return outputs >= count
+
+    return done
 
 
-def runtime_table(f: dict) -> list[str]:
-    """Every runtime's in-process texts/s on the pipeline's texts, against torch."""
-    speeds = f["runtimes_texts_per_s"]
-    torch_speed = speeds.get(TORCH)
-    lines = [f"in-process runtimes on the pipeline's {f['worker_scores']} texts "
-             f"(tokenizer + model, batches of {f['model_batch']} in arrival order):",
-             f"    {'runtime':<18} {'texts/s':>8} {'vs torch':>9}"]
-    for name, speed in speeds.items():
-        ratio = f"{speed / torch_speed:.2f}" if torch_speed else "-"
-        notes = [note for note, yes in (("fastest", name == f["fastest_runtime"]),
-                                        ("served", name == f["runtime"])) if yes]
-        lines.append(f"    {name:<18} {speed:>8.1f} {ratio:>9}  {', '.join(notes)}".rstrip())
-    return lines
+def measure_backlog(bench: Bench, scale: int, events: int, users: int) -> tuple[float, float]:
+    """Events per scored text when a fresh worker starts on `scale` × `events` waiting events,
+    and events per session: the ceiling, since every session needs its own final score.
+
+    Run against the tiny model: with the whole backlog on the topic before the worker starts,
+    every micro-batch is full whatever the model's speed, so only coalescing is measured."""
+    traffic = shop_traffic(scale * events, users, seed=400 + scale)
+    stage = bench.stage(f"backlog-{scale}x")
+    say(f"{stage.name}: {len(traffic)} events waiting before the worker starts")
+    asyncio.run(produce(bench.bootstrap, stage.topics[0], traffic.records))
+    coverage = ScoreCoverage(traffic)
+    with running(WorkerProcess(stage.env, bench.log(stage))) as worker:
+        asyncio.run(read_until(bench.bootstrap, stage.topics[1],
+                               lambda v: done_after(coverage, v), timeout_s=1800,
+                               alive=lambda: worker.alive))
+    say(f"{stage.name}: {coverage.scores} scores of {len(coverage.sessions)} sessions, "
+        f"{len(traffic) / coverage.scores:.2f} events/text")
+    return len(traffic) / coverage.scores, len(traffic) / len(coverage.sessions)
 
 
-def report(f: dict) -> None:
-    ceilings = f["backlog_events_per_session"]
-    backlogs = ", ".join(f"{v:.2f} of {ceilings[k]:.2f} at {k}x ({int(k) * f['events']} events)"
-                         for k, v in f["backlog_events_per_text"].items())
-    lines = [
-        f"workload: {f['events']} simulated shop events of {f['users']} users, model {f['model']}"
-        f", served on {f['runtime']}"
-        f"{forced_note(f)}",
-        f"    drain: {f['events_per_batch']:.0f} events -> {f['texts_per_batch']:.0f} texts "
-        f"per micro-batch, {f['batch_seconds']:.2f} s each; Triton busy "
-        f"{f['triton_busy']:.0%} of the drain",
-        *runtime_table(f),
-        f"(1) pipeline {f['pipeline_scores_per_s']:.1f} scored sessions/s vs the fastest runtime "
-        f"in process ({f['fastest_runtime']}) {f['model_texts_per_s']:.1f} texts/s on the same "
-        f"{f['worker_scores']} texts -> {f['pipeline_over_model']:.2f}",
-        f"(2) worker {f['worker_events_per_s']:.0f} events/s vs naive per-event agent "
-        f"{f['naive_events_per_s']:.1f} events/s -> {f['over_naive']:.1f}x"
-        f" (= {f['events_per_text']:.1f} events per scored text x batching gain "
-        f"{f['batching_gain']:.2f}, batch {f['model_batch']} vs 1 on {f['fastest_runtime']}, "
-        "x the rest)",
-        f"    coalescing under backlog (events per scored text, of at most the events per "
-        f"session): {backlogs}",
-        f"(3) worker on a tiny model {f['worker_tiny_events_per_s']:.0f} events/s vs bare "
-        f"Faust {f['bare_faust_events_per_s']:.0f} events/s -> {f['over_bare_faust']:.2f}"
-        f" (with the model above: {f['worker_events_per_s']:.0f} events/s)",
-        f"(4) at {f['paced_events_per_s']:.0f} events/s (50%): p50 {f['p50_s'] * 1000:.0f} ms, "
-        f"p99 {f['p99_s'] * 1000:.0f} ms vs {f['fastest_runtime']}'s batch-{f['model_batch']} "
-        f"latency {f['model_batch_latency_s'] * 1000:.0f} ms -> {f['p99_over_batch']:.2f}; vs the "
-        f"{f['paced_batch']}-text batches half load formed "
-        f"({f['paced_batch_latency_s'] * 1000:.0f} ms) -> {f['p99_over_batch_at_load']:.2f}",
-    ]
-    print("\n".join(lines))
+def where_time_went(before: dict[str, float], after: dict[str, float],
+                    seconds: float) -> BatchShape:
+    """From the worker's own metrics over `seconds`: how busy Triton kept it, batch shapes."""
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    batches = max(1.0, delta("intentstream_batch_events_count"))
+    return BatchShape(
+        triton_busy=delta("intentstream_triton_latency_seconds_sum") / seconds,
+        events_per_batch=delta("intentstream_batch_events_sum") / batches,
+        texts_per_batch=delta("intentstream_batch_texts_sum") / batches,
+        batch_seconds=delta("intentstream_batch_seconds_sum") / batches,
+    )
 
 
-def say(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
+def collect_figures(args: argparse.Namespace, traffic: Traffic, served: ServedModel, *,
+                    ours: Drain, half_load: HalfLoad, in_process: InProcess, naive_rate: float,
+                    bare_rate: float, ours_tiny: Drain,
+                    backlogs: dict[int, tuple[float, float]]) -> Figures:
+    return Figures(
+        events=len(traffic), users=len(traffic.last_event), model=args.model,
+        runtime=served.runtime, fastest_runtime=in_process.fastest,
+        runtime_forced=args.repository is None and args.runtime != AUTO,
+        runtime_fastest=args.repository is None and args.runtime == FASTEST,
+        runtimes_texts_per_s={name: speed.texts_per_s
+                              for name, speed in in_process.speeds.items()},
+        worker_events_per_s=ours.events_per_s, worker_scores=ours.scores,
+        pipeline_scores_per_s=ours.scores_per_s,
+        model_texts_per_s=in_process.model.texts_per_s,
+        naive_events_per_s=naive_rate, bare_faust_events_per_s=bare_rate,
+        worker_tiny_events_per_s=ours_tiny.events_per_s,
+        paced_events_per_s=half_load.rate, p50_s=half_load.p50, p99_s=half_load.p99,
+        paced_batch=in_process.at_load.batch,
+        paced_batch_latency_s=in_process.at_load.batch_latency_s,
+        model_batch_1_texts_per_s=in_process.one_by_one.texts_per_s,
+        model_batch=in_process.model.batch,
+        model_batch_latency_s=in_process.model.batch_latency_s,
+        triton_busy=ours.shape.triton_busy, events_per_batch=ours.shape.events_per_batch,
+        texts_per_batch=ours.shape.texts_per_batch, batch_seconds=ours.shape.batch_seconds,
+        backlog_events_per_text={str(k): per_text for k, (per_text, _) in backlogs.items()},
+        backlog_events_per_session={str(k): per_session
+                                    for k, (_, per_session) in backlogs.items()},
+    )

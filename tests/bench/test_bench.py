@@ -9,9 +9,11 @@ import re
 import orjson
 import pytest
 
-from bench import cli
-from bench.cli import backlog_scales, fastest_in_process, force_runtime, main, runtime_table
+from bench import serving
+from bench.cli import after_outputs, backlog_scales, main
 from bench.measure import BenchError, ModelSpeed, ScoreCoverage, percentile
+from bench.report import Figures, runtime_table
+from bench.serving import fastest_in_process, force_runtime, read_config
 from bench.workload import position_in_user, shop_traffic
 from inference.model.export import ensure_model
 from inference.model.runtimes import INT8_FILE, load_scorer, served_runtime
@@ -21,6 +23,13 @@ from inference.tritonserver import REPOSITORY_TEMPLATE, copy_repository
 def score(user: str, last_event_id: str, text: str = "view: x", session: str = "") -> bytes:
     return orjson.dumps({"user_id": user, "session_id": session or f"{user}-1",
                          "window": {"last_event_id": last_event_id}, "text": text})
+
+
+def cpu_instances(repo) -> list[int]:
+    """The count of each instance group of the repository's intent_bert, all KIND_CPU."""
+    groups = read_config(repo / "intent_bert" / "config.pbtxt").instance_group
+    assert all(group.kind == group.KIND_CPU for group in groups)
+    return [group.count for group in groups]
 
 
 def test_traffic_is_deterministic_time_ordered_and_keyed_by_user():
@@ -80,10 +89,8 @@ def test_backlog_scales_parse_positive_multiples():
 
 
 def test_runtime_table_marks_the_fastest_and_the_served_runtime():
-    lines = runtime_table({"worker_scores": 640, "model_batch": 32, "runtime": "torch",
-                           "fastest_runtime": "onnxruntime-int8",
-                           "runtimes_texts_per_s": {"torch": 64.4, "onnxruntime-fp32": 58.5,
-                                                    "onnxruntime-int8": 86.7}})
+    lines = runtime_table({"torch": 64.4, "onnxruntime-fp32": 58.5, "onnxruntime-int8": 86.7},
+                          texts=640, batch=32, fastest="onnxruntime-int8", served="torch")
     assert "640 texts" in lines[0]
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
     assert rows == {"torch": ["64.4", "1.00", "served"], "onnxruntime-fp32": ["58.5", "0.91"],
@@ -102,8 +109,7 @@ def test_a_forced_runtime_is_set_in_the_benchs_config_with_its_onnx_files(tmp_pa
     with pytest.raises(BenchError, match="no empty runtime parameter"):
         force_runtime(repo, version, "onnxruntime-fp32")  # already set: not silently kept
     # On CPU the two single-threaded instances stay; a GPU runtime gets one.
-    assert "instance_group [ { kind: KIND_CPU, count: 2 } ]" in (
-        repo / "intent_bert" / "config.pbtxt").read_text(encoding="utf-8")
+    assert cpu_instances(repo) == [2]
 
 
 def test_a_gpu_runtime_is_served_by_one_instance(tmp_path):
@@ -112,7 +118,7 @@ def test_a_gpu_runtime_is_served_by_one_instance(tmp_path):
     force_runtime(repo, version, "onnxruntime-cuda")
     config = (repo / "intent_bert" / "config.pbtxt").read_text(encoding="utf-8")
     assert 'string_value: "onnxruntime-cuda"' in config
-    assert "instance_group [ { kind: KIND_CPU, count: 1 } ]" in config
+    assert cpu_instances(repo) == [1]
 
 
 def test_a_gpu_runtime_on_a_config_without_the_two_instances_is_refused(tmp_path):
@@ -123,6 +129,74 @@ def test_a_gpu_runtime_on_a_config_without_the_two_instances_is_refused(tmp_path
                       encoding="utf-8")
     with pytest.raises(BenchError, match="two-instance CPU group"):
         force_runtime(repo, version, "onnxruntime-cuda")
+
+
+def test_a_gpu_runtime_changes_only_the_runtime_and_the_instance_count(tmp_path):
+    repo = copy_repository(REPOSITORY_TEMPLATE, tmp_path / "triton_models")
+    version = ensure_model(repo, tiny=True)
+    config = repo / "intent_bert" / "config.pbtxt"
+    expected = read_config(config)
+    force_runtime(repo, version, "onnxruntime-cuda")
+    expected.parameters["runtime"].string_value = "onnxruntime-cuda"
+    expected.instance_group[0].count = 1
+    assert read_config(config) == expected  # inputs, outputs, threads, batching: as they were
+    assert expected.parameters["threads"].string_value == "0" and len(expected.input) == 3
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (lambda text: text.replace("instance_group [ { kind: KIND_CPU, count: 2 } ]", ""),
+     "no group"),
+    (lambda text: text.replace("KIND_CPU, count: 2", "KIND_GPU, count: 2"), "a GPU group"),
+    (lambda text: text.replace("instance_group [ { kind: KIND_CPU, count: 2 } ]",
+                               "instance_group [ { kind: KIND_CPU, count: 2 }, "
+                               "{ kind: KIND_CPU, count: 2 } ]"), "two groups"),
+])
+def test_a_gpu_runtime_without_one_two_instance_cpu_group_is_refused_and_nothing_written(
+        tmp_path, edit, why):
+    repo = copy_repository(REPOSITORY_TEMPLATE, tmp_path / "triton_models")
+    version = ensure_model(repo, tiny=True)
+    config = repo / "intent_bert" / "config.pbtxt"
+    edited = edit(config.read_text(encoding="utf-8"))
+    config.write_text(edited, encoding="utf-8")
+    with pytest.raises(BenchError, match="two-instance CPU group"):
+        force_runtime(repo, version, "onnxruntime-cuda")
+    assert config.read_text(encoding="utf-8") == edited, why
+
+
+def test_a_config_that_does_not_parse_is_a_bench_error(tmp_path):
+    config = tmp_path / "config.pbtxt"
+    config.write_text("instance_group [ { kind: KIND_CPU, count: two } ]\n", encoding="utf-8")
+    with pytest.raises(BenchError, match="not a Triton model config"):
+        read_config(config)
+
+
+def test_a_config_without_a_runtime_parameter_is_refused(tmp_path):
+    repo = copy_repository(REPOSITORY_TEMPLATE, tmp_path / "triton_models")
+    version = ensure_model(repo, tiny=True)
+    config = repo / "intent_bert" / "config.pbtxt"
+    config.write_text(config.read_text(encoding="utf-8").replace('key: "runtime"', 'key: "rt"'),
+                      encoding="utf-8")
+    with pytest.raises(BenchError, match="no empty runtime parameter"):
+        force_runtime(repo, version, "torch")
+
+
+def test_the_derived_figures_are_written_after_the_measured_ones():
+    measured = {name: 2.0 for name in Figures.__dataclass_fields__}
+    figures = Figures(**measured)
+    written = figures.as_json()
+    assert list(written)[: len(measured)] == list(measured)
+    assert written["over_naive"] == figures.worker_events_per_s / figures.naive_events_per_s
+    assert list(written)[len(measured):] == [
+        "pipeline_over_model", "over_naive", "over_bare_faust", "p99_over_batch",
+        "p99_over_batch_at_load", "events_per_text", "batching_gain"]
+
+
+def test_an_agents_drain_ends_at_its_last_output_not_counting_warm_ups():
+    done = after_outputs(2)
+    assert not done(b'{"user_id": "bench-warm-up"}')
+    assert not done(b'{"user_id": "u-1"}')
+    assert not done(b'{"user_id": "bench-warm-up"}')
+    assert done(b'{"user_id": "u-2"}')
 
 
 def test_the_default_runtime_is_the_fastest_in_process_whatever_the_bar_says(tmp_path,
@@ -140,7 +214,7 @@ def test_the_default_runtime_is_the_fastest_in_process_whatever_the_bar_says(tmp
         return {name: ModelSpeed(rates.get(name, 1.0), batch / rates.get(name, 1.0), batch)
                 for name in names}
 
-    monkeypatch.setattr(cli, "runtime_speeds", speeds)
+    monkeypatch.setattr(serving, "runtime_speeds", speeds)
     assert fastest_in_process(artifacts, version) == "onnxruntime-int8"
     assert {"torch", "onnxruntime-fp32", "onnxruntime-int8"} <= set(timed)
 
