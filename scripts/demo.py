@@ -41,12 +41,12 @@ from streams.runtime.demo_summary import (  # noqa: E402
     assigned_partitions,
     format_alert,
     format_dead_letter,
+    format_score,
     format_summary,
 )
 from streams.runtime.processes import EmbeddedBroker, WorkerProcess  # noqa: E402
 from streams.runtime.topics import bootstrap_servers, ensure_topics  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.worker.commands import format_score  # noqa: E402
 
 REPO = ROOT / "triton_models"
 MALFORMED_EVERY = 100  # one bad record per this many events

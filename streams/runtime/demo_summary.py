@@ -10,27 +10,17 @@ user's whole micro-batch at once, so the score's newest event alone would unders
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from streams.core.quantiles import percentile
 
 STRENGTH_ORDER = ("strong", "medium", "weak")  # inference.heads.STRENGTH_LABELS, display order
 ALERT_HEAD_ORDER = ("intent", "churn")
 EXAMPLES_PER_HEAD = 3
 BATCH_METRIC = "intentstream_batch_texts"
 LAG_METRIC = "intentstream_consumer_lag"
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in [0, 100]); None for no values."""
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile {q} is outside [0, 100]")
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def batch_texts_from_metrics(text: str) -> tuple[float, float] | None:
@@ -54,6 +44,17 @@ def assigned_partitions(text: str, topic: str) -> int:
     once the partition is assigned and fetched, so > 0 means it is consuming."""
     prefix, label = f"{LAG_METRIC}{{", f'topic="{topic}"'
     return sum(1 for line in text.splitlines() if line.startswith(prefix) and label in line)
+
+
+def format_score(doc: dict[str, Any]) -> str:
+    strength = doc["strength"]
+    return (
+        f"{doc['user_id']:>12}  strength={strength['label']:<6} "
+        f"p(strong)={strength['probs'].get('strong', 0):.2f}  "
+        f"type={doc['intent_type']['label']:<9} churn={doc['churn']:.2f}  "
+        f"events={doc['window']['n_events']:>3}  v{doc['model']['version']}  "
+        f"| {doc['text'][-70:]}"
+    )
 
 
 def format_alert(doc: dict[str, Any]) -> str:
@@ -160,8 +161,8 @@ def format_summary(tally: DemoTally, elapsed_s: float, metrics_text: str | None 
     waiting = sum(len(events) for events in tally.uncovered.values())
     # after a Ctrl-C, events still queued have no latency yet: say how many, not hide them
     queued = f", {waiting} not scored yet" if waiting else ""
-    rows.append(("event→score", f"p50 {_ms(percentile(lat, 50))} · p99 "
-                                f"{_ms(percentile(lat, 99))} ({len(lat)} events{queued})"))
+    rows.append(("event→score", f"p50 {_ms(percentile(lat, 0.5))} · p99 "
+                                f"{_ms(percentile(lat, 0.99))} ({len(lat)} events{queued})"))
     batch = tally.mean_batch(metrics_text)
     rows.append(("Triton batch", "n/a" if batch is None
                  else f"mean {batch[0]:.1f} texts per call ({batch[1]})"))

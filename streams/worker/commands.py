@@ -14,6 +14,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from faust.cli import option
 
+from streams.runtime.demo_summary import format_score
 from streams.runtime.metrics import probe_health
 from streams.runtime.topics import bootstrap_servers, ensure_topics
 from streams.settings import Settings
@@ -25,17 +26,6 @@ async def create_topics() -> None:
     """Create the source, output and DLQ topics (idempotent)."""
     created = await ensure_topics(settings)
     print(orjson.dumps({"created": created}).decode())
-
-
-def format_score(doc: dict) -> str:
-    strength = doc["strength"]
-    return (
-        f"{doc['user_id']:>12}  strength={strength['label']:<6} "
-        f"p(strong)={strength['probs'].get('strong', 0):.2f}  "
-        f"type={doc['intent_type']['label']:<9} churn={doc['churn']:.2f}  "
-        f"events={doc['window']['n_events']:>3}  v{doc['model']['version']}  "
-        f"| {doc['text'][-70:]}"
-    )
 
 
 def watch_consumer_kwargs(settings: Settings) -> dict[str, Any]:

@@ -51,17 +51,17 @@ def worker_metrics(*batch_sizes: int) -> str:
 
 def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(100, 0, -1)]  # unsorted on purpose
-    assert percentile(values, 50) == 50
-    assert percentile(values, 99) == 99
-    assert percentile(values, 100) == 100
-    assert percentile([7.0], 99) == 7
-    assert percentile([1.0, 2.0, 3.0], 50) == 2
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile(values, 1.0) == 100
+    assert percentile([7.0], 0.99) == 7
+    assert percentile([1.0, 2.0, 3.0], 0.5) == 2
 
 
 def test_percentile_of_nothing_is_none_and_bad_q_is_an_error() -> None:
-    assert percentile([], 50) is None
+    assert percentile([], 0.5) is None
     with pytest.raises(ValueError, match="outside"):
-        percentile([1.0], 101)
+        percentile([1.0], 1.01)
 
 
 # --- latency: produce time to the first score covering the event ------------------------------
