@@ -110,7 +110,7 @@ def force_runtime(repo: Path, version: int, name: str) -> None:
     if RUNTIMES[name].gpu:
         # One instance owns the GPU (two would also build one TensorRT engine cache at once);
         # the worker asks how many there are and then sends one request per chunk.
-        one_instance_instead_of_two(config, where=path)
+        one_instance_instead_of_two(config, name, where=path)
     write_config(path, config)
 
 
@@ -121,12 +121,12 @@ def set_runtime(config: ModelConfig, name: str, *, where: Path) -> None:
     config.parameters["runtime"].string_value = name
 
 
-def one_instance_instead_of_two(config: ModelConfig, *, where: Path) -> None:
-    """Shrink the template's one group of two CPU instances to one instance."""
+def one_instance_instead_of_two(config: ModelConfig, runtime: str, *, where: Path) -> None:
+    """Shrink the template's one group of two CPU instances to one, to serve `runtime`."""
     groups = config.instance_group
     if len(groups) != 1 or groups[0].kind != ModelInstanceGroup.KIND_CPU \
             or groups[0].count != 2:
-        raise BenchError(f"{where} has no two-instance CPU group to serve a GPU runtime on one")
+        raise BenchError(f"{where} has no two-instance CPU group to serve {runtime} on one")
     groups[0].count = 1
 
 
@@ -144,11 +144,14 @@ def write_config(path: Path, config: ModelConfig) -> None:
                     encoding="utf-8")
 
 
+_PARAMETER_ENTRY = ModelConfig.DESCRIPTOR.fields_by_name["parameters"].message_type
+
+
 def _parameter_on_one_line(message: Message, indent: int, as_one_line: bool) -> str | None:
     """A `parameters` entry as `key: "k", value: { string_value: "v" }`, the template's layout,
     since inference.model.runtimes.served_runtime finds the runtime parameter by a regex over
     that layout; every other message in text_format's own."""
-    if message.DESCRIPTOR.full_name != "inference.ModelConfig.ParametersEntry":
+    if message.DESCRIPTOR is not _PARAMETER_ENTRY:
         return None
     key = text_encoding.CEscape(message.key, as_utf8=True)
     value = text_format.MessageToString(message.value, as_one_line=True)
