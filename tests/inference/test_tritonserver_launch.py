@@ -7,11 +7,9 @@ import sys
 import sysconfig
 from pathlib import Path
 
-import pytest
-
 from inference import repository
 from inference.repository import copy_repository
-from inference.tritonserver import TritonError, TritonServer, build_backend_dir, server_env
+from inference.tritonserver import build_backend_dir, server_env
 
 
 def test_backend_dir_links_the_stub_for_this_python(tmp_path: Path) -> None:
@@ -43,13 +41,3 @@ def test_copy_leaves_built_versions_out(repo: Path, tmp_path: Path) -> None:
     copy = copy_repository(repo, tmp_path / "copy")
     assert repository.versions(copy / "intent_bert") == []
     assert (copy / "intent" / "1" / ".gitkeep").is_file()  # the ensemble's empty version stays
-
-
-@pytest.mark.e2e
-def test_broken_repository_fails_fast_with_the_log(repo: Path) -> None:
-    (repo / "intent_bert" / "config.pbtxt").write_text('name: "intent_bert"\nnot protobuf\n')
-    server = TritonServer(repo)
-    with pytest.raises(TritonError, match="exited before ready"), server:
-        pass
-    assert not server.is_running()
-    assert "intent_bert" in server.log_tail()

@@ -17,7 +17,7 @@ from streams.core.feedback import (
     resolve,
 )
 from streams.sidecar.store import FeedbackStore, StoreThread, read_stores, union
-from tests.streams.test_feedback import ALERTS, END, LABELS, SETTLES, T0, WINDOW, score
+from tests.streams.core.test_feedback import ALERTS, END, LABELS, SETTLES, T0, WINDOW, score
 
 
 def examples(user: str = "u1", p_strong: float = 0.95) -> list[FeedbackExample]:

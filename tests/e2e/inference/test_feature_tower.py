@@ -22,8 +22,7 @@ from inference.model.runtimes import read_inputs
 from inference.model.tokenizer import encode
 from inference.tritonserver import tiny_triton_server
 from streams.core.features import FEATURE_SCHEMA_VERSION, N_FEATURES, feature_schema
-
-from .runtime_fixtures import simulated_held_out
+from tests.inference.runtime_fixtures import simulated_held_out
 
 pytestmark = pytest.mark.e2e
 

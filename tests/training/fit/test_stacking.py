@@ -24,7 +24,7 @@ from training.fit.stacking import (
     stack_inputs,
 )
 
-STACKER = Path(__file__).resolve().parents[2] / "triton_models" / "stacker" / "model.py"
+STACKER = Path(__file__).resolve().parents[3] / "triton_models" / "stacker" / "model.py"
 
 
 def synthetic(n_users: int, seed: int, *, strength_from_features: bool = True):

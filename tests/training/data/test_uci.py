@@ -8,9 +8,8 @@ from sklearn.model_selection import train_test_split
 
 from streams.core.events import ShopEvent
 from streams.core.features import FEATURE_NAMES
+from tests.training.conftest import WORKER_POLICY
 from training.data import uci
-
-from .conftest import WORKER_POLICY
 
 HEADER = (
     "Administrative,Administrative_Duration,Informational,Informational_Duration,ProductRelated,"
@@ -22,7 +21,7 @@ ROWS = (
     "0,0,0,0,1,0,0.2,0.2,0,0,Feb,1,1,1,1,Returning_Visitor,NO,NO",
     "0,0,0,0,0,0,0.2,0.2,0,0,Mar,1,1,1,1,New_Visitor,YES,NO",
 )
-REAL_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / uci.CSV_NAME
+REAL_CSV = Path(__file__).resolve().parents[4] / "shared" / "data" / uci.CSV_NAME
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ from collections import Counter
 
 from streams.core.features import FEATURE_NAMES
 from streams.core.sessions import render
+from tests.training.conftest import WORKER_POLICY
 from training.data.simulator import UserHistory
 from training.data.windows import SPLITS, build_splits, examples_of, sessions_of, split_users
-
-from .conftest import WORKER_POLICY
 
 
 def test_split_by_user_puts_every_user_in_exactly_one_split() -> None:

@@ -8,9 +8,8 @@ import dataclasses
 import pytest
 from pydantic import ValidationError
 
+from tests.training.conftest import WORKER_POLICY
 from training.data.windows import sessions_of
-
-from .conftest import WORKER_POLICY
 
 JAN_1995_MS = 788_918_400_000
 

@@ -22,10 +22,9 @@ from streams.core.labelling import (
     message_need,
 )
 from streams.core.timeunits import DAY_MS, HOUR_MS
+from tests.training.conftest import WORKER_POLICY
 from training.data.simulator import UserHistory
 from training.data.windows import sessions_of
-
-from .conftest import WORKER_POLICY
 
 T0 = 1_709_251_200_000
 POLICY = LabelPolicy(horizon_ms=24 * HOUR_MS, churn_after_ms=7 * DAY_MS)

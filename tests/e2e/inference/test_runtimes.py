@@ -18,8 +18,7 @@ from inference.model.export import export_version
 from inference.model.runtimes import available_runtimes, load_scorer, write_runtime
 from inference.model.tokenizer import encode, load_tokenizer
 from inference.tritonserver import TritonError, tiny_triton_server
-
-from .runtime_fixtures import simulated_held_out, trained_tiny
+from tests.inference.runtime_fixtures import simulated_held_out, trained_tiny
 
 pytestmark = pytest.mark.e2e
 TEXTS = ["search: trail running shoes | add_to_cart: Speedcross 6 (shoes, 129.99)",
