@@ -17,8 +17,8 @@ from inference.tritonserver import free_port
 from streams.cli import COMMANDS, FAUST, GROUPS, main, usage
 from streams.runtime.processes import INTENTSTREAM
 from streams.runtime.reachable import Unreachable, require_listening
-from training.progress import progress_bar
 from training.data.simulator import SimConfig, simulate
+from training.progress import progress_bar
 
 EXPECTED_GROUPS = {
     "run": ["worker", "feedback"],
