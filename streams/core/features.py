@@ -5,10 +5,10 @@ Both are kept as running aggregates in the user's state (a changelog-backed tabl
 with the same code from the same events, and a session's numbers cover every event it
 absorbed, not only the newest ones it keeps for its text. Everything is JSON-able and bounded.
 
-`feature_vector(session, profile)` turns them into the model's FEATURES input, in the order of
-`FEATURE_NAMES`, under schema `FEATURE_SCHEMA_VERSION`; `feature_schema()` describes each one
-(name, unit, encoding) and is saved with every model version together with the normalisation
-the model was trained with. Change a feature and the version goes up.
+`feature_vector(session, profile, as_of)` turns them into the model's FEATURES input, in the
+order of `FEATURE_NAMES`, under schema `FEATURE_SCHEMA_VERSION`; `feature_schema()` describes
+each one (name, unit, encoding) and is saved with every model version together with the
+normalisation the model was trained with. Change a feature and the version goes up.
 
 Encodings: counts, seconds, money and rates as numbers; a visit context value (traffic source,
 browser, region, ...) that is a number is kept as that number (real clickstreams code them so:
@@ -25,7 +25,7 @@ from typing import Any, TypedDict
 
 from streams.core.timeunits import DAY_MS, MINUTE_MS
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2  # 2: silence_days, and the profile's days taken as of the score
 MAX_DISTINCT = 64  # distinct items/categories remembered per session: counts are exact below
 PAGE_KINDS = ("administrative", "informational", "product")  # and "other"
 CONTEXT_FIELDS = ("traffic_source", "visitor_type", "device", "browser", "os", "region")
@@ -193,12 +193,13 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("profile_orders", "count"),
     ("profile_spend", "currency"),
     ("profile_mean_order", "currency, 0 if no order"),
-    ("profile_days_since_last_order", "days before the session end, -1 if none"),
+    ("profile_days_since_last_order", "days before the score's as-of time, -1 if none"),
     ("profile_mean_days_between_orders", "days, -1 with fewer than two orders"),
-    ("profile_days_since_first_seen", "days before the session end"),
+    ("profile_days_since_first_seen", "days before the score's as-of time"),
     ("profile_abandoned_carts", "count of closed sessions"),
     ("profile_cart_adds_not_ordered", "count, cart adds minus orders, >= 0"),
     ("profile_complaints", "count of support messages"),
+    ("silence_days", "days from the session's last event to the score's as-of time (0 live)"),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(name for name, _ in FEATURES)
 N_FEATURES = len(FEATURE_NAMES)
@@ -210,8 +211,11 @@ def feature_schema() -> dict[str, Any]:
             "features": [{"name": name, "unit": unit} for name, unit in FEATURES]}
 
 
-def feature_vector(session: dict[str, Any], profile: Profile | None) -> list[float]:
-    """The FEATURES row of a session (its running stats) and its user's profile."""
+def feature_vector(session: dict[str, Any], profile: Profile | None,
+                   as_of: int | None = None) -> list[float]:
+    """The FEATURES row of a session (its running stats) and its user's profile, as of an
+    event time: the session's end (live scoring, the default) or later, for a user who has
+    been silent since (the profile's days and `silence_days` grow with it)."""
     stats: SessionStats = session.get("stats") or empty_stats()
     kinds, pages = stats["kinds"], stats["pages"]
     start, end = session["start"], session["end"]
@@ -239,7 +243,9 @@ def feature_vector(session: dict[str, Any], profile: Profile | None) -> list[flo
         float(started.hour),
         *(_code(stats["context"].get(name)) for name in CONTEXT_FIELDS),
     ]
-    out += _profile_features(profile, end)
+    now = end if as_of is None else max(end, as_of)
+    out += _profile_features(profile, now)
+    out.append((now - end) / DAY_MS)
     return out
 
 
