@@ -173,8 +173,7 @@ class RunArguments:
     )
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps warming up"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    # One per epoch: over two epochs validation loss fell at every one of four checks, and each
-    # check is a forward pass over the whole validation split (~14 s on 2 cores).
+    # One per epoch: each check is a pass over the whole validation split (docs/model.md).
     evals_per_epoch: int = field(default=1, metadata={"help": "validation checks per epoch"})
     patience: int = field(default=2, metadata={"help": "checks without improvement before stop"})
     uci_epochs: float = field(default=1.0, metadata={"help": "passes over the UCI training rows"})

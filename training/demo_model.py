@@ -12,15 +12,10 @@ from inference import repository
 from inference.repository import INTENT_BERT
 from training.cli import main as train_main
 
-# The tiny config trained briefly on simulated shoppers, with stacked heads over the behaviour
-# features fitted on a large validation split (35% of users, up to 20 windows each: held-out
-# rows cost only prediction, and the tiny network gains little from more training rows);
-# `--repo` is added per call. 3 epochs with one validation check each: at 2 epochs the network's
-# validation loss was still falling steeply (1.22; 1.09 at 3), and the checks on ~2,900
-# validation windows cost as much as the extra epoch. torch serves it (the fastest runtime for
-# the tiny config when measured, 1,800 vs 700 texts/s for ONNX), so the runtime check is skipped.
-# Fusion: the stack over a text-only network measured best on strength and churn against the
-# feature tower and the tower + stack (docs/model.md, "Features + text"), so it is named here.
+# The tiny config trained for about a minute on simulated shoppers, with the stacked heads over
+# the behaviour features fitted on a large validation split (held-out rows cost only
+# prediction), served on torch (the tiny config's fastest runtime, so no runtime check); each
+# choice and its measurements: docs/model.md, "The demo model". `--repo` is added per call.
 DEMO_TRAIN_ARGS: tuple[str, ...] = ("--tiny", "--fusion", "stack", "--users", "800",
                                     "--epochs", "3",
                                     "--evals-per-epoch", "1", "--validation-share", "0.35",

@@ -17,8 +17,8 @@ through a fit on rows the network never saw: the blend (that logistic regression
 the peer's probabilities) and the pool (a logistic regression over the log-probabilities of
 the peer and of the network for the same head only: a learned product of the two experts, a
 few weights, which 1,000 validation rows fit with little noise). The network alone competes too,
-so a head is replaced only where a fusion measured better. (An MLP competed before and lost on
-both heads in every run, see docs/model.md.) The chosen fusion is refitted on the whole
+so a head is replaced only where a fusion measured better (what else competed and lost:
+docs/model.md). The chosen fusion is refitted on the whole
 validation split and exported.
 
 The choice is by out-of-fold log-loss, a proper score: macro-F1 of ~1,000 rows moves by a few
@@ -188,7 +188,7 @@ def _threshold(head: str, y: Sequence[int], probs: np.ndarray) -> float | None:
 
 def fit_stack(*args: Any, **kwargs: Any) -> StackResult:
     """`_fit_stack` on one OpenMP thread: on small tables the trees' threads mostly wait on
-    each other, and on cores shared with other work they ran ~5x slower than one thread."""
+    each other, and on shared cores they ran ~5x slower than on one."""
     with threadpool_limits(limits=1, user_api="openmp"):
         return _fit_stack(*args, **kwargs)
 
