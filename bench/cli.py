@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -40,7 +39,6 @@ from bench.measure import (
     ScoreCoverage,
     fastest,
     paced_latencies,
-    percentile,
     produce,
     raw_model_speed,
     read_until,
@@ -56,6 +54,7 @@ from inference.model.export import ExportError
 from inference.model.quality import AUTO, QualityError
 from inference.model.runtimes import RUNTIMES, available_runtimes
 from inference.tritonserver import TritonServer
+from streams.core.quantiles import percentile
 from streams.runtime.processes import (
     EmbeddedBroker,
     IntentstreamProcess,
@@ -64,7 +63,7 @@ from streams.runtime.processes import (
 )
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings
-from training.progress import on_a_terminal
+from training.progress import quiet_progress_unless_terminal
 
 WARM_UP_USER = "bench-warm-up"
 BATCH_ONE_SAMPLE = 300  # texts timed one at a time (the model at batch 1 is slow)
@@ -126,15 +125,6 @@ def backlog_scales(text: str) -> list[int] | None:
     except ValueError:
         return None
     return scales if scales and min(scales) >= 1 else None
-
-
-def quiet_progress_unless_terminal() -> None:
-    """Progress bars only on a terminal (training.progress decides what a terminal is). The
-    bench draws none itself: these variables also quiet the bars of the libraries it calls
-    (tqdm, Hugging Face) and of the agents it starts."""
-    if not on_a_terminal():
-        os.environ["TQDM_DISABLE"] = "1"
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
 
 def run(args: argparse.Namespace, workdir: Path) -> Figures:
@@ -356,8 +346,10 @@ def measure_paced(bench: Bench, stage: Stage, paced: Traffic, rate: float, secon
         bench.bootstrap, stage.topics, traffic, rate, timeout_s=seconds * 4 + 120,
         alive=lambda: worker.alive, coverage=coverage))
     shape = where_time_went(before, scrape(metrics_url), seconds)
-    return HalfLoad(rate, percentile(latencies, 0.50), percentile(latencies, 0.99),
-                    coverage.texts, shape.texts_per_batch)
+    p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+    if p50 is None or p99 is None:
+        raise BenchError(f"{stage.name}: no event was scored at {rate:.0f} events/s")
+    return HalfLoad(rate, p50, p99, coverage.texts, shape.texts_per_batch)
 
 
 def measure_in_process(served: ServedModel, bench: Bench, ours: Drain, half_load: HalfLoad,

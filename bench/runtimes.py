@@ -26,6 +26,7 @@ from inference.model.export import build_model
 from inference.model.intent_bert import IntentBert
 from inference.model.onnx import write_onnx_files
 from inference.model.runtimes import TORCH, RuntimeUnavailable, available_runtimes
+from training.progress import quiet_progress_unless_terminal
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,8 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.users, args.batch, args.rounds) < 1:
         print("python -m bench.runtimes: sizes must be positive", file=sys.stderr)
         return 2
-    if not sys.stderr.isatty():
-        os.environ["TQDM_DISABLE"] = "1"
+    quiet_progress_unless_terminal()
     texts = held_out_sessions(args.users, seed=606).texts
     with tempfile.TemporaryDirectory(prefix="intentstream-runtimes-") as scratch:
         artifacts = prepared_artifacts(args, Path(scratch))

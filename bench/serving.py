@@ -29,8 +29,8 @@ from inference.model.onnx import write_onnx_files
 from inference.model.quality import AUTO
 from inference.model.quality import BATCH as QUALITY_BATCH
 from inference.model.runtimes import RUNTIMES, available_runtimes, served_runtime
-from inference.repository import INTENT_BERT
-from inference.tritonserver import REPOSITORY_TEMPLATE, TritonServer, copy_repository
+from inference.repository import INTENT_BERT, REPOSITORY_TEMPLATE, copy_repository
+from inference.tritonserver import TritonServer
 
 FASTEST = "fastest"  # --runtime: the fastest in process, whatever the bar says
 HELD_OUT_USERS = 60  # about 700 session windows for the quality bar

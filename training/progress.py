@@ -6,6 +6,7 @@ the bar is off and the command's own summary line is the record of the run.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -20,3 +21,11 @@ def on_a_terminal() -> bool:
 def progress_bar(*, enabled: bool = True, **options: Any) -> tqdm:
     """A tqdm bar on stderr, disabled unless `enabled` and stderr is a terminal."""
     return tqdm(disable=not (enabled and on_a_terminal()), **options)
+
+
+def quiet_progress_unless_terminal() -> None:
+    """Off a terminal, also quiet the bars of the libraries a command calls (tqdm, Hugging
+    Face) and of the processes it starts, through their environment variables."""
+    if not on_a_terminal():
+        os.environ["TQDM_DISABLE"] = "1"
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"

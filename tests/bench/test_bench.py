@@ -8,13 +8,13 @@ import pytest
 
 from bench import serving
 from bench.cli import after_outputs, backlog_scales, main
-from bench.measure import BenchError, ModelSpeed, ScoreCoverage, percentile
+from bench.measure import BenchError, ModelSpeed, ScoreCoverage
 from bench.report import Figures, runtime_table
 from bench.serving import fastest_in_process, force_runtime, read_config
 from bench.workload import position_in_user, shop_traffic
 from inference.model.export import ensure_model
 from inference.model.runtimes import INT8_FILE, load_scorer, served_runtime
-from inference.tritonserver import REPOSITORY_TEMPLATE, copy_repository
+from inference.repository import REPOSITORY_TEMPLATE, copy_repository
 
 
 def score(user: str, last_event_id: str, text: str = "view: x", session: str = "") -> bytes:
@@ -62,12 +62,6 @@ def test_positions_count_each_users_events_in_order():
         user, index = positions[event_id]
         per_user.setdefault(user, []).append(index)
     assert all(indexes == list(range(len(indexes))) for indexes in per_user.values())
-
-
-def test_percentile_picks_from_the_sorted_values():
-    values = [float(v) for v in range(100, 0, -1)]
-    assert percentile(values, 0.5) == 51.0
-    assert percentile(values, 0.99) == 100.0
 
 
 def test_bad_sizes_are_a_usage_error(capsys):

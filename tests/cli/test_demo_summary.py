@@ -22,7 +22,6 @@ from streams.runtime.demo_summary import (
     batch_texts_from_metrics,
     format_alert,
     format_summary,
-    percentile,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,23 +44,6 @@ def worker_metrics(*batch_sizes: int) -> str:
     for size in batch_sizes:
         histogram.observe(size)
     return generate_latest(registry).decode()
-
-
-# --- percentiles ------------------------------------------------------------------------------
-
-def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(100, 0, -1)]  # unsorted on purpose
-    assert percentile(values, 0.5) == 50
-    assert percentile(values, 0.99) == 99
-    assert percentile(values, 1.0) == 100
-    assert percentile([7.0], 0.99) == 7
-    assert percentile([1.0, 2.0, 3.0], 0.5) == 2
-
-
-def test_percentile_of_nothing_is_none_and_bad_q_is_an_error() -> None:
-    assert percentile([], 0.5) is None
-    with pytest.raises(ValueError, match="outside"):
-        percentile([1.0], 1.01)
 
 
 # --- latency: produce time to the first score covering the event ------------------------------
