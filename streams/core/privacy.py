@@ -53,7 +53,6 @@ def pseudonymise(user_id: str, key: bytes) -> str:
 
 _START = r"(?<![0-9A-Za-z_@+./-])"  # not inside a word, number, e-mail or id
 _END = r"(?![0-9A-Za-z_@])"
-_SEP = r"[ .-]"
 
 # A lookbehind in front of a repeated word class names that class (`\w`, not `0-9A-Za-z_`):
 # otherwise a long run of other word characters (non-ASCII letters; in bytes any \x80-\xff,
