@@ -11,6 +11,14 @@ propensity P(alert | score). The feedback store keeps the propensity of every pr
 retraining can weight outcomes by inverse propensity (IPS, docs/feedback.md) instead of
 learning only from the model's own confident picks.
 
+Silence (schema 2): a silence score (`trigger` "silence") goes through the same rules, with
+its `as_of` (the milestone) as the event time the cooldown measures, and a reason that names
+the silence and the profile facts behind it ("silent for 14 days; 3 orders, the last 40 days
+ago; …"). A session that closes with items still in its cart and no purchase is an abandoned
+cart: one `alerts.intent` alert of kind `abandoned_cart` when p(strong) reaches the intent
+threshold, once per session (its own state, not the intent cooldown: a reminder is a
+different action from an in-session nudge), with the cart in the reason.
+
 Ids: `alert_id = H(user, session, head, n)`, n counting the head's alerts within the session
 (0 unless the cooldown is shorter than a session). Not the prediction: after a crash the
 redelivered events may be cut into other micro-batches, so the alert can come from another
@@ -26,12 +34,15 @@ from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.core.features import FEATURE_NAMES
 from streams.core.sessions import Session, render_event
 from streams.core.timeunits import HOUR_MS
 
 Head = Literal["intent", "churn"]
 ALERT_HEADS: tuple[Head, ...] = ("intent", "churn")  # alert heads, not the model's output heads
-ALERT_SCHEMA_VERSION = 1
+ALERT_SCHEMA_VERSION = 2  # 2: kind, trigger, customer value (optional)
+AlertKind = Literal["score", "silence", "abandoned_cart"]
+ABANDONED_CART = "abandoned_cart"  # its alert state's key, beside the heads'
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +82,7 @@ class Alert(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: Literal[1] = ALERT_SCHEMA_VERSION
+    schema_version: Literal[1, 2] = ALERT_SCHEMA_VERSION
     alert_id: str = Field(description="stable per user, session, head and alert number: a "
                                       "redelivered alert repeats it")
     head: Head
@@ -87,6 +98,15 @@ class Alert(BaseModel):
     event_time: int = Field(description="window end: when the evidence was complete, ms")
     reason: str = Field(description="human-readable: the score and the events that drove it")
     signals: list[str] = Field(description="the session events behind the reason, newest first")
+    kind: AlertKind | None = Field(
+        None, description="score: a score crossed the head's threshold; silence: a silence "
+                          "milestone's score did; abandoned_cart: a session closed with items "
+                          "in its cart (absent before v2)")
+    p_alive: float | None = Field(None, description="churn alerts: the customer's P(alive)")
+    expected_orders: float | None = Field(
+        None, description="churn alerts: expected purchases in the next period")
+    expected_value: float | None = Field(
+        None, description="churn alerts: expected value of those purchases (value at risk)")
 
 
 def unit_coin(prediction_id: str, head: str, seed: str) -> float:
@@ -170,13 +190,23 @@ def head_probability(score: dict[str, Any], head: Head) -> float:
         score["churn"])
 
 
+def alert_event_time(score: dict[str, Any]) -> int:
+    """The event time an alert is at: the score's as-of time (a silence milestone), else its
+    window's end (scores before v2)."""
+    as_of = score.get("as_of")
+    return int(as_of) if as_of is not None else int(score["window"]["end"])
+
+
 def alerts_for(
-    score: dict[str, Any], session: Session, state: AlertState, policy: AlertPolicy
+    score: dict[str, Any], session: Session, state: AlertState, policy: AlertPolicy,
+    features: list[float] | None = None,
 ) -> tuple[list[Alert], AlertState]:
-    """The alerts one score triggers, and the user's alert state after them."""
+    """The alerts one score triggers, and the user's alert state after them. `features`: the
+    FEATURES row scored (the profile facts a silence alert's reason quotes)."""
     alerts: list[Alert] = []
     new_state: AlertState = dict(state)
-    event_time = score["window"]["end"]
+    event_time = alert_event_time(score)
+    silent = score.get("trigger") == "silence"
     for head in ALERT_HEADS:
         probability = head_probability(score, head)
         decision = decide(head, probability, score["prediction_id"], event_time,
@@ -184,23 +214,131 @@ def alerts_for(
         if not decision.send:
             continue
         evidence = signals(session, head)
+        if silent:
+            evidence = [silence_text(score.get("silence_days")),
+                        *profile_facts(features), *evidence]
         new_state[head] = next_alert(score["user_id"], score["session_id"], head, event_time,
                                      state.get(head))
-        alert = Alert(
-            alert_id=new_state[head]["alert_id"],
-            head=head,
-            user_id=score["user_id"],
-            session_id=score["session_id"],
-            prediction_id=score["prediction_id"],
-            model_name=score["model"]["name"],
-            model_version=score["model"]["version"],
-            probability=round(probability, 6),
-            threshold=policy.threshold(head),
-            propensity=decision.propensity,
-            explored=decision.explored,
-            event_time=event_time,
-            reason=reason_text(head, probability, decision, policy.threshold(head), evidence),
-            signals=evidence,
-        )
-        alerts.append(alert)
+        alerts.append(_alert(score, new_state[head]["alert_id"], head, probability, decision,
+                             policy, event_time,
+                             reason_text(head, probability, decision, policy.threshold(head),
+                                         evidence),
+                             evidence, "silence" if silent else "score"))
+    cart = abandoned_cart_alert(score, session, state, policy, event_time)
+    if cart is not None:
+        alerts.append(cart)
+        new_state[ABANDONED_CART] = {"at": event_time, "alert_id": cart.alert_id,
+                                     "session_id": cart.session_id, "n": 0}
     return alerts, new_state
+
+
+def _alert(score: dict[str, Any], alert_id_: str, head: Head, probability: float,
+           decision: Decision, policy: AlertPolicy, event_time: int, reason: str,
+           evidence: list[str], kind: AlertKind) -> Alert:
+    value = {name: score.get(name) for name in ("p_alive", "expected_orders", "expected_value")}
+    return Alert(
+        alert_id=alert_id_,
+        head=head,
+        user_id=score["user_id"],
+        session_id=score["session_id"],
+        prediction_id=score["prediction_id"],
+        model_name=score["model"]["name"],
+        model_version=score["model"]["version"],
+        probability=round(probability, 6),
+        threshold=policy.threshold(head),
+        propensity=decision.propensity,
+        explored=decision.explored,
+        event_time=event_time,
+        reason=reason,
+        signals=evidence,
+        kind=kind,
+        **(value if head == "churn" else {}),
+    )
+
+
+# --- silence and abandoned carts ----------------------------------------------------------------
+
+
+def silence_text(days: float | None) -> str:
+    if days is None:
+        return "silent since the session"
+    return f"silent for {days:g} day" + ("" if days == 1 else "s")
+
+
+_FEATURE_AT = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def profile_facts(features: list[float] | None) -> list[str]:
+    """The profile facts a churn alert on a silent user names, read from the FEATURES row
+    the model was given (so the reason quotes what the model saw, as of the milestone)."""
+    if features is None or len(features) != len(FEATURE_NAMES):
+        return []
+
+    def at(name: str) -> float:
+        return features[_FEATURE_AT[name]]
+
+    orders = int(at("profile_orders"))
+    facts = ["no order yet" if orders == 0 else
+             f"{orders} order{'s' if orders != 1 else ''}, the last "
+             f"{at('profile_days_since_last_order'):.0f} days ago"]
+    carts = int(at("profile_abandoned_carts"))
+    if carts:
+        facts.append(f"{carts} abandoned cart{'s' if carts != 1 else ''}")
+    complaints = int(at("profile_complaints"))
+    if complaints:
+        facts.append(f"{complaints} support message{'s' if complaints != 1 else ''}")
+    return facts
+
+
+def cart_items(session: Session) -> list[dict[str, Any]]:
+    """Items left in the session's cart: added, not removed, not bought (its kept events)."""
+    cart: dict[str, dict[str, Any]] = {}
+    for event in session["events"]:
+        item = event.get("item")
+        if event["type"] == "purchase":
+            cart.clear()
+        elif item and event["type"] == "add_to_cart":
+            cart[item["id"]] = item
+        elif item and event["type"] == "remove_from_cart":
+            cart.pop(item["id"], None)
+    return list(cart.values())
+
+
+def is_abandoned_cart(session: Session) -> bool:
+    """Closed with something in the cart and no purchase (the session's own aggregates cover
+    every event it absorbed; its kept events name the items)."""
+    stats = session.get("stats")
+    if stats is not None:
+        if stats["kinds"].get("purchase"):
+            return False
+        if stats["cart_value"] > 0:
+            return True
+    return bool(cart_items(session))
+
+
+def abandoned_cart_alert(score: dict[str, Any], session: Session, state: AlertState,
+                         policy: AlertPolicy, event_time: int) -> Alert | None:
+    """The abandoned-cart alert of a session's final score, once per session."""
+    if score.get("trigger") != "session_close" or not is_abandoned_cart(session):
+        return None
+    if (state.get(ABANDONED_CART) or {}).get("session_id") == score["session_id"]:
+        return None
+    probability = head_probability(score, "intent")
+    if probability < policy.intent_threshold:
+        return None
+    items = [_item_line(item) for item in cart_items(session)]
+    stats = session.get("stats")
+    value = f"; cart value {stats['cart_value']:.2f}" if stats and stats["cart_value"] > 0 else ""
+    reason = (f"abandoned cart: p(strong purchase intent)={probability:.2f} ≥ "
+              f"{policy.intent_threshold:.2f}; left in cart: "
+              f"{'; '.join(items) if items else 'items not kept'}{value}")
+    digest = hashlib.blake2b(
+        f"{score['user_id']}\x00{score['session_id']}\x00{ABANDONED_CART}".encode(),
+        digest_size=12)
+    return _alert(score, digest.hexdigest(), "intent", probability,
+                  Decision(True, 1.0, False, "threshold"), policy, event_time, reason, items,
+                  "abandoned_cart")
+
+
+def _item_line(item: dict[str, Any]) -> str:
+    return render_event({"type": "add_to_cart", "item": item}).removeprefix("add_to_cart: ")

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from streams.core.events import Rejection, ShopEvent, not_from_the_future, parse_event
-from streams.core.features import copy_stats
+from streams.core.features import copy_stats, feature_vector
 from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.core.raw_message import RawMessage
-from streams.core.records import DeadLetter, DeadLetterSource, dead_letter
+from streams.core.records import DeadLetter, DeadLetterSource, Trigger, dead_letter
 from streams.core.sessions import (
     Admission,
     Outcome,
@@ -31,8 +31,13 @@ from streams.core.sessions import (
 @dataclass(frozen=True, slots=True)
 class ToScore:
     session: Session
-    closed: bool  # a later session closed it: this is its final scoring
+    closed: bool  # the session is closed: its final scoring, or a silence re-score of it
     features: list[float]  # the model's FEATURES row (streams.core.features)
+    # what caused this scoring, and the event time its FEATURES are taken as of (the
+    # session's end, or a silence milestone); both are part of the prediction id
+    trigger: Trigger = "event"
+    as_of: int | None = None
+    silence_days: float | None = None  # the milestone, for a silence scoring
 
 
 @dataclass
@@ -46,6 +51,8 @@ class BatchPlan:
     # user -> index of the user's latest message in the batch: its partition is the one the
     # user's table changelog entry must go to (co-partitioned with the source topic).
     last_message: dict[str, int] = field(default_factory=dict)
+    # partition -> newest event time among its valid events in the batch (the clock's input)
+    newest_ts: dict[int, int] = field(default_factory=dict)
 
 
 def copy_state(state: UserState) -> UserState:
@@ -77,6 +84,9 @@ def plan_batch(
         if isinstance(parsed, Rejection):
             plan.dead_letters.append(_dead_letter(msg, parsed, privacy))
             continue
+        newest = plan.newest_ts.get(msg.partition)
+        if newest is None or parsed.ts > newest:
+            plan.newest_ts[msg.partition] = parsed.ts
         state = plan.states.get(parsed.user_id)
         if state is None:
             loaded = load_state(parsed.user_id)
@@ -102,12 +112,39 @@ def plan_batch(
     # written the state but not delivered its scores and alerts before a crash. Scoring the
     # same state again gives the same prediction and alert ids.
     for state in plan.states.values():
-        plan.to_score.extend(ToScore(s, True, session_features(state, s))
-                             for s in state["pending"])
-        if state["current"] is not None:
-            current = state["current"]
-            plan.to_score.append(ToScore(current, False, session_features(state, current)))
+        plan.to_score.extend(scoring_items(state, with_current=True))
     return plan
+
+
+def scoring_items(state: UserState, with_current: bool) -> list[ToScore]:
+    """What a user's state asks to be scored: its closed sessions not yet delivered (final
+    scores), a silence milestone a timer chose and not yet delivered, and, when an event
+    touched the user, the open session. Derived from the state alone, so a re-run after a
+    crash scores exactly the same things (same ids)."""
+    items = [ToScore(s, True, session_features(state, s), "session_close", s["end"])
+             for s in state["pending"]]
+    silence = state.get("silence") or {}
+    milestone = silence.get("pending")
+    last = state.get("last_closed")
+    if milestone is not None and last is not None:
+        features = feature_vector(last, state.get("profile"), as_of=milestone["as_of"])
+        items.append(ToScore(last, True, features, "silence", milestone["as_of"],
+                             milestone["days"]))
+    current = state["current"]
+    if with_current and current is not None:
+        items.append(ToScore(current, False, session_features(state, current), "event",
+                             current["end"]))
+    return items
+
+
+def delivered(state: UserState) -> UserState:
+    """The state once what `scoring_items` asked for is on the topic: closed sessions leave,
+    a pending milestone becomes the latest scored."""
+    out: UserState = {**state, "pending": []}
+    silence = state.get("silence")
+    if silence is not None and "pending" in silence:
+        out["silence"] = {"scored": silence["pending"]["index"]}
+    return out
 
 
 def _conflict(event: ShopEvent) -> Rejection:

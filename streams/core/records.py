@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +29,9 @@ from streams.core.sessions import Session
 if TYPE_CHECKING:
     from inference.heads import Prediction
 
-SCORE_SCHEMA_VERSION = 1
+# What caused a scoring: an event of the user, the session's close, a silence milestone.
+Trigger = Literal["event", "session_close", "silence"]
+SCORE_SCHEMA_VERSION = 2  # 2: trigger, as_of, silence_days, customer value (all optional)
 DLQ_SCHEMA_VERSION = 1
 RAW_PREVIEW_CHARS = 1000
 # A dead letter must fit in one Kafka message (1 MB by default) next to its envelope: raw
@@ -74,11 +76,22 @@ class IntentScore(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: Literal[1] = SCORE_SCHEMA_VERSION
-    prediction_id: str = Field(description="stable across redelivery: session, state and model")
+    schema_version: Literal[1, 2] = SCORE_SCHEMA_VERSION
+    prediction_id: str = Field(description="stable across redelivery and replay: session "
+                                           "state, trigger, as-of time and model version")
     user_id: str
     session_id: str
-    closed: bool = Field(description="true for the final scoring of a session a later one closed")
+    closed: bool = Field(description="true for a closed session: its final scoring "
+                                     "(trigger session_close) or a silence re-score")
+    trigger: Trigger | None = Field(
+        None, description="what caused this scoring: an event of the user, the session's "
+                          "close (by a later event or by the clock), or a silence milestone "
+                          "(absent before v2)")
+    as_of: int | None = Field(
+        None, description="event time the FEATURES are taken as of, epoch ms: the session's "
+                          "end, or the silence milestone (absent before v2)")
+    silence_days: float | None = Field(
+        None, description="for a silence scoring: days since the user's last activity")
     window: Window
     text: str = Field(description="the rendered session text the model saw")
     features: FeatureRow | None = Field(
@@ -87,6 +100,12 @@ class IntentScore(BaseModel):
     strength: HeadScore
     intent_type: HeadScore
     churn: float = Field(ge=0, le=1, description="probability of churn")
+    p_alive: float | None = Field(
+        None, description="BG/NBD probability the customer is still active (when served)")
+    expected_orders: float | None = Field(
+        None, description="expected purchases in the next period (when served)")
+    expected_value: float | None = Field(
+        None, description="expected value of those purchases (when served)")
     latency_ms: float = Field(description="Triton round trip of the batch this score was in")
     scored_at: int = Field(description="wall clock, epoch ms (not part of replay determinism)")
 
@@ -128,10 +147,28 @@ class DeadLetter(BaseModel):
         return None if self.key_b64 is None else base64.b64decode(self.key_b64)
 
 
-def prediction_id(session: Session, model_version: int) -> str:
+def prediction_id(session: Session, model_version: int, trigger: Trigger = "event",
+                  as_of: int | None = None) -> str:
+    """Same inputs, same id; and the same id always carries the same content, because a
+    session's text and FEATURES are functions of its state (id, events absorbed, last event)
+    and the trigger and as-of time. An open session's score (trigger `event`) keeps the id
+    of before v2. Its final score differs (the close is applied to the profile before its
+    FEATURES are frozen), so the trigger is part of the id: a final score has its own id."""
     state = f"{session['session_id']}\x00{session['n_events']}\x00{session['last_event_id']}"
+    if trigger != "event":
+        state = f"{state}\x00{trigger}\x00{as_of}"
     digest = hashlib.blake2b(f"{state}\x00{model_version}".encode(), digest_size=12)
     return digest.hexdigest()
+
+
+CUSTOMER_VALUE_FIELDS = ("p_alive", "expected_orders", "expected_value")
+
+
+def customer_value(prediction: Any) -> dict[str, float | None]:
+    """The served customer value of a prediction, when the model serves one (else Nones)."""
+    value = getattr(prediction, "customer_value", None) or {}
+    return {name: (None if value.get(name) is None else float(value[name]))
+            for name in CUSTOMER_VALUE_FIELDS}
 
 
 def intent_score(
@@ -142,12 +179,21 @@ def intent_score(
     latency_ms: float,
     now_ms: int,
     features: list[float] | None = None,
+    trigger: Trigger = "event",
+    as_of: int | None = None,
+    silence_days: float | None = None,
 ) -> IntentScore:
+    """One score record. `trigger`, `as_of` (default: the session's end) and `silence_days`
+    are what `batching.ToScore` says about the scoring."""
+    as_of = session["end"] if as_of is None else as_of
     return IntentScore(
-        prediction_id=prediction_id(session, prediction.model_version),
+        prediction_id=prediction_id(session, prediction.model_version, trigger, as_of),
         user_id=session["user_id"],
         session_id=session["session_id"],
         closed=closed,
+        trigger=trigger,
+        as_of=as_of,
+        silence_days=silence_days,
         window=Window(
             start=session["start"],
             end=session["end"],
@@ -161,6 +207,7 @@ def intent_score(
         strength=HeadScore(label=prediction.strength_label, probs=prediction.strength),
         intent_type=HeadScore(label=prediction.intent_type_label, probs=prediction.intent_type),
         churn=prediction.churn,
+        **customer_value(prediction),
         latency_ms=round(latency_ms, 3),
         scored_at=now_ms,
     )

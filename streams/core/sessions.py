@@ -74,6 +74,23 @@ class UserState(TypedDict):
     position: NotRequired[list[int]]
     seen: NotRequired[list[str]]  # "<id hash>:<content hash>" of the newest events, oldest first
     profile: NotRequired[Profile]  # lifetime aggregates (streams.core.features)
+    # The newest session closed by the clock, without its frozen features: what a silent user
+    # is re-scored on (streams.core.silence). One session, bounded like any other.
+    last_closed: NotRequired[Session]
+    silence: NotRequired[SilenceState]  # milestones scored since `last_closed` ended
+
+
+class PendingMilestone(TypedDict):
+    index: int  # position in the silence schedule
+    days: float  # silent this many days
+    as_of: int  # event time it was reached: last activity + days
+
+
+class SilenceState(TypedDict):
+    scored: int  # index of the latest milestone whose score was delivered (-1: none)
+    # chosen by a timer, written before its score is produced and cleared after delivery,
+    # so a crash in between re-scores exactly this milestone (same ids)
+    pending: NotRequired[PendingMilestone]
 
 
 class Outcome(Enum):

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -42,6 +44,9 @@ class ScoringMetrics:
     triton_seconds: Callable[[float], None] = _ignore  # one successful scoring call
     retry: Callable[[], None] = _ignore  # one failed call that is tried again
     failed: Callable[[int], None] = _ignore  # texts given up on
+    # (trigger, texts): texts sent to Triton's full ensemble per scoring trigger, so the
+    # Triton calls a silence score costs can be read off (docs/silence.md)
+    by_trigger: Callable[[str, int], None] = _ignore
 
 
 NO_METRICS = ScoringMetrics()
@@ -130,9 +135,16 @@ async def _score_narrowing(
     return {}
 
 
+class HasToScore(Protocol):
+    """A planned batch (`BatchPlan`) or a timer plan (`streams.core.silence.TimerPlan`)."""
+
+    @property
+    def to_score(self) -> list[ToScore]: ...
+
+
 async def score_plan(
     scorer: TritonScorer,
-    plan: BatchPlan,
+    plan: BatchPlan | HasToScore,
     max_chars: int,
     retry_max_s: float,
     clock: Callable[[], float] = time.time,
@@ -145,6 +157,8 @@ async def score_plan(
         return ScoredPlan([], [], [])
     texts = [render(item.session, max_chars) for item in plan.to_score]
     observe.texts(len(texts))
+    for trigger, n in Counter(item.trigger for item in plan.to_score).items():
+        observe.by_trigger(trigger, n)
     started = time.perf_counter()
     predictions, errors = await score_isolating(
         scorer, texts, retry_max_s, max_attempts, observe,
@@ -155,7 +169,8 @@ async def score_plan(
     for item, text, prediction in zip(plan.to_score, texts, predictions, strict=True):
         if prediction is not None:
             records.append(intent_score(item.session, item.closed, text, prediction,
-                                        latency_ms, now_ms, item.features))
+                                        latency_ms, now_ms, item.features, item.trigger,
+                                        item.as_of, item.silence_days))
             scored.append(item)
     failed = [(plan.to_score[i], error) for i, error in sorted(errors.items())]
     return ScoredPlan(records, scored, failed)
@@ -180,7 +195,7 @@ def decide_alerts(
         state = states[user] if user in states else (load_state(user) or {})
         raised, states[user] = alerts_for(
             record.model_dump(mode="json", exclude=NOT_READ_BY_ALERTS), item.session, state,
-            policy
+            policy, item.features,
         )
         if raised:
             alerts.extend(raised)
