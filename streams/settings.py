@@ -18,9 +18,11 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.core.alerts import AlertPolicy
+from streams.core.clock import ClockPolicy, SilenceSchedule
 from streams.core.labelling import LabelPolicy
 from streams.core.privacy import PrivacyPolicy
 from streams.core.sessions import SessionPolicy
+from streams.core.silence import TimerPolicy
 from streams.core.timeunits import DAY_MS, HOUR_MS
 
 if TYPE_CHECKING:  # faust is the serving extra's; settings work without it (train, replay)
@@ -139,6 +141,18 @@ class Settings(BaseSettings):
     label_horizon_h: float = Field(24.0, gt=0, description="purchase within this after window")
     churn_days: float = Field(7.0, gt=0, description="silence this long after window = churn")
     watermark_lateness_s: float = Field(60.0, ge=0, description="event-time slack for timers")
+    # --- event-time timers: on-time session close, silence (streams/core/silence.py) --------
+    watermark_idle_s: float | None = Field(
+        30.0, ge=0, description="wall seconds an input partition must be quiet (no record, no "
+        "lag) before its event-time clock runs at wall speed, so a quiet shop still closes "
+        "sessions and reaches silence milestones; unset (null): only events move the clock")
+    silence_milestone_days: tuple[float, ...] = Field(
+        (1, 3, 7, 14, 30, 60, 90), description="days after a user's last activity at which "
+        "the user's last session is scored again, FEATURES as of the milestone (JSON list, "
+        "increasing; fractions allowed); a clock that jumps past several scores the latest")
+    timer_tick_s: float = Field(
+        1.0, gt=0, description="how often the worker advances idle partitions' clocks and "
+        "fires due timers between batches (each batch fires its own partitions' timers too)")
 
     # --- privacy (streams/core/privacy.py) --------------------------------------------------------
     scrub_pii: bool = Field(True, description="mask e-mails, phones, cards, addresses in text")
@@ -213,6 +227,14 @@ class Settings(BaseSettings):
     def event_time_bounds(self) -> tuple[int, int]:
         """[lo, hi) epoch ms from MIN_EVENT_TIME / MAX_EVENT_TIME (UTC when no zone)."""
         return (_iso_ms(self.min_event_time), _iso_ms(self.max_event_time))
+
+    def clock_policy(self) -> ClockPolicy:
+        idle = self.watermark_idle_s
+        return ClockPolicy(lateness_ms=int(self.watermark_lateness_s * 1000),
+                           idle_after_ms=None if idle is None else int(idle * 1000))
+
+    def timer_policy(self) -> TimerPolicy:
+        return TimerPolicy.of(self.session_policy(), SilenceSchedule(self.silence_milestone_days))
 
     def label_policy(self) -> LabelPolicy:
         return LabelPolicy(
