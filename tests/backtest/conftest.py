@@ -7,9 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 from inference.tritonserver import TritonServer, tiny_triton_server
+from streams.runtime.kafka_broker import KafkaBroker
 from streams.runtime.processes import EmbeddedBroker
 from tests.backtest.fixtures import SIM, SIM_USERS
-from training.simulator import UserHistory, simulate
+from tests.e2e.brokers import KAFKA_TOPIC_READER, Broker
+from training.data.simulator import UserHistory, simulate
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +26,15 @@ def sim_events(histories) -> list[dict]:
     return sorted(events, key=lambda e: (e["ts"], e["event_id"]))
 
 
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(tmp_path_factory.mktemp("broker") / "tansu.log") as running:
-        yield running
+@pytest.fixture(scope="session", params=[KAFKA_TOPIC_READER, "embedded"])
+def broker(request, tmp_path_factory) -> Iterator[Broker]:
+    """Apache Kafka (one node: backtests read production's broker), and Tansu (the demo's)."""
+    if request.param == "kafka":
+        with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
+            yield running
+    else:
+        with EmbeddedBroker(tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+            yield running
 
 
 @pytest.fixture(scope="session")

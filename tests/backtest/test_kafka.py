@@ -1,4 +1,4 @@
-"""`intentstream backtest` on the real Tansu broker and tritonserver: deterministic, and
+"""`intentstream backtest` on Apache Kafka and tritonserver: deterministic, and
 invisible to the live system (its consumer group, its output topics)."""
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from backtest.cli import backtest_main, replay_main
 from backtest.report import iso
 from inference.tritonserver import TritonServer
 from streams.core.timeunits import DAY_MS
-from streams.runtime.processes import EmbeddedBroker, WorkerProcess, free_port
+from streams.runtime.processes import WorkerProcess, free_port
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings
 from tests.backtest.broker_state import produce_events, snapshot, wait_committed
 from tests.backtest.fixtures import SIM, metrics, only_run, write_jsonl
+from tests.e2e.brokers import Broker, broker_profile
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 4
@@ -31,7 +32,7 @@ _ids = itertools.count()
 class Live:
     """A topic of simulated traffic as a live system would have it, and its topic names."""
 
-    broker: EmbeddedBroker
+    broker: Broker
     name: str
     per_partition: dict[int, int]  # records produced
 
@@ -46,7 +47,7 @@ class Live:
         return {
             "INTENTSTREAM_APP_ID": self.name,
             "INTENTSTREAM_BROKER_URL": self.broker.url,
-            "INTENTSTREAM_BROKER_PROFILE": "embedded",
+            "INTENTSTREAM_BROKER_PROFILE": broker_profile(self.broker),
             "INTENTSTREAM_PARTITIONS": str(PARTITIONS),
             "INTENTSTREAM_TRITON_URL": triton.grpc_url,
             "INTENTSTREAM_EVENTS_TOPIC": self.topic("events"),

@@ -6,6 +6,8 @@ talks to only through INTENTSTREAM_BROKER_PROFILE."""
 
 from __future__ import annotations
 
+import pytest
+
 from streams.runtime.kafka_broker import KafkaBroker
 from streams.runtime.processes import EmbeddedBroker
 
@@ -20,3 +22,12 @@ def broker_profile(broker: Broker) -> str:
 def replication_factor(broker: Broker) -> int:
     """Replicas of the topics a test creates: the cluster's, 1 on a single node or Tansu."""
     return broker.config.rf if isinstance(broker, KafkaBroker) else 1
+
+
+# Apache Kafka answers a metadata request naming no topics with none (Tansu: with all), so
+# streams/runtime/topic_reader.py's `_partitions` finds no partition there and every read of a
+# topic by time range (backtest, retrain --from-topic, train from the events topic) returns
+# nothing. A product fix is pending (reported); strict, so the fix shows here.
+TOPIC_READER_ON_KAFKA = pytest.mark.xfail(
+    strict=True, reason="topic_reader._partitions relies on Tansu's all-topics metadata")
+KAFKA_TOPIC_READER = pytest.param("kafka", marks=TOPIC_READER_ON_KAFKA)

@@ -1,11 +1,12 @@
 """The real stack for end-to-end tests: one Apache Kafka node (the guarantee suite), one Tansu
-broker (the embedded default's smoke set: `embedded_broker`, `embedded_stack`) and one
+broker (the embedded default's smoke set: `embedded_broker`, `either_broker`) and one
 tritonserver per session, fresh topics, app id and data dir per test, workers as subprocesses
 stopped by PID."""
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,19 @@ from tests.e2e.brokers import Broker, broker_profile, replication_factor
 _ids = itertools.count()
 
 
+def running_tansu(tmp_path_factory) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running
+    assert running.process is not None and running.process.poll() is not None  # gone
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory) -> Iterator[KafkaBroker]:
-    """Apache Kafka, one combined broker+controller node."""
+def broker(tmp_path_factory) -> Iterator[Broker]:
+    """Apache Kafka, one combined broker+controller node; Tansu with
+    INTENTSTREAM_E2E_BROKER=embedded (to compare the two on the whole suite)."""
+    if os.environ.get("INTENTSTREAM_E2E_BROKER") == "embedded":
+        yield from running_tansu(tmp_path_factory)
+        return
     with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
         yield running
     assert not any(node.alive for node in running.nodes)  # gone
@@ -31,9 +42,7 @@ def broker(tmp_path_factory) -> Iterator[KafkaBroker]:
 @pytest.fixture(scope="session")
 def embedded_broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
     """Tansu, the demo's embedded broker."""
-    with EmbeddedBroker(tmp_path_factory.mktemp("broker") / "tansu.log") as running:
-        yield running
-    assert running.process is not None and running.process.poll() is not None  # gone
+    yield from running_tansu(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +83,9 @@ class Stack:
             "INTENTSTREAM_BROKER_URL": self.broker.url,
             "INTENTSTREAM_BROKER_PROFILE": broker_profile(self.broker),
             "INTENTSTREAM_REPLICATION_FACTOR": str(replication_factor(self.broker)),
+            # As the embedded profile: a SIGKILLed worker's partitions move within seconds.
+            "INTENTSTREAM_BROKER_SESSION_TIMEOUT_S": "10",
+            "INTENTSTREAM_BROKER_HEARTBEAT_INTERVAL_S": "1",
             "INTENTSTREAM_TRITON_URL": self.triton.grpc_url,
             "INTENTSTREAM_EVENTS_TOPIC": self.topics["events"],
             "INTENTSTREAM_DLQ_TOPIC": self.topics["dlq"],
@@ -117,12 +129,6 @@ def running_stack(broker: Broker, triton: TritonServer, workdir: Path) -> Iterat
 def stack(broker, triton, tmp_path) -> Iterator[Stack]:
     """On Apache Kafka."""
     yield from running_stack(broker, triton, tmp_path)
-
-
-@pytest.fixture
-def embedded_stack(embedded_broker, triton, tmp_path) -> Iterator[Stack]:
-    """On Tansu, with the embedded profile."""
-    yield from running_stack(embedded_broker, triton, tmp_path)
 
 
 @pytest.fixture(params=["kafka", "embedded"])

@@ -143,7 +143,7 @@ def finish(stack: Stack, worker: WorkerProcess, metadata: Iterable[RecordMetadat
     A batch is committed only after its outputs were delivered, so at that point everything
     is on the output topics; what is missing from them then is lost."""
     wait_committed(stack, input_ends(metadata), worker, timeout_s=timeout_s)
-    # The worker writes one record per batch (embedded profile), so end offsets are exact.
+    # Read to the fetch highwater: exact on Kafka and on Tansu (kafka_io.read_to_end).
     return run(read_to_end(stack.bootstrap, output_topics(stack), PARTITIONS))
 
 

@@ -1,5 +1,5 @@
-"""`intentstream retrain --from-topic` on the real embedded broker: the feedback topic read from
-start to end, each example_id once, records that are not examples counted and left out."""
+"""`intentstream retrain --from-topic` on the real broker (Apache Kafka): the feedback topic read
+from start to end, each example_id once, records that are not examples counted and left out."""
 
 from __future__ import annotations
 
@@ -7,22 +7,26 @@ import itertools
 
 import pytest
 
-from streams.runtime.processes import EmbeddedBroker
-from tests.e2e.kafka_io import produce, run
+from tests.e2e.brokers import KAFKA_TOPIC_READER, Broker
+from tests.e2e.kafka_io import create_topic, produce, run
 from tests.training.test_retrain import make_example
-from training.retrain import RetrainArguments, load_examples
+from training.arguments import RetrainArguments
+from training.retrain import load_examples
 
 pytestmark = pytest.mark.e2e
 _ids = itertools.count()
 
 
-def test_examples_come_from_the_topic_each_once(broker: EmbeddedBroker, tmp_path, monkeypatch):
+@pytest.mark.parametrize("either_broker", [KAFKA_TOPIC_READER, "embedded"], indirect=True)
+def test_examples_come_from_the_topic_each_once(either_broker: Broker, tmp_path, monkeypatch):
+    broker = either_broker
     topic = f"retrain{next(_ids)}-{tmp_path.name[-8:]}.feedback.examples"
     examples = [make_example(f"u{i % 7}", f"text {i}", "weak", "query", False, i)
                 for i in range(30)]
     records = [(e.user_id.encode(), e.model_dump_json().encode()) for e in examples]
     # A partition that moved between sidecars can put an example on the topic twice.
     records += [*records[:5], (b"u1", b"not an example")]
+    run(create_topic(broker.bootstrap, topic, 4))  # as the sidecar would (no auto-create)
     run(produce(broker.bootstrap, topic, records))
     monkeypatch.setenv("INTENTSTREAM_BROKER_URL", broker.url)
     monkeypatch.setenv("INTENTSTREAM_FEEDBACK_TOPIC", topic)

@@ -1,5 +1,5 @@
-"""Startup checks on the real embedded broker: a worker and a sidecar refuse to start on topics
-whose partition count differs from PARTITIONS, and say which topic and which counts."""
+"""Startup checks on the real broker (Apache Kafka): a worker and a sidecar refuse to start on
+topics whose partition count differs from PARTITIONS, and say which topic and which counts."""
 
 from __future__ import annotations
 
@@ -8,24 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from streams.runtime.processes import (
-    EmbeddedBroker,
-    IntentstreamProcess,
-    SidecarProcess,
-    WorkerProcess,
-)
+from streams.runtime.processes import IntentstreamProcess, SidecarProcess, WorkerProcess
+from tests.e2e.brokers import Broker, broker_profile
 from tests.e2e.kafka_io import create_topic, run
 
 pytestmark = pytest.mark.e2e
 _ids = itertools.count()
 
 
-def env(broker: EmbeddedBroker, name: str, workdir: Path) -> dict[str, str]:
+def env(broker: Broker, name: str, workdir: Path) -> dict[str, str]:
     return {
         "INTENTSTREAM_APP_ID": name,
         "INTENTSTREAM_FEEDBACK_APP_ID": f"{name}-feedback",
         "INTENTSTREAM_BROKER_URL": broker.url,
-        "INTENTSTREAM_BROKER_PROFILE": "embedded",
+        "INTENTSTREAM_BROKER_PROFILE": broker_profile(broker),
         "INTENTSTREAM_PARTITIONS": "4",
         "INTENTSTREAM_TRITON_URL": "127.0.0.1:1",  # never reached: the check comes first
         **{f"INTENTSTREAM_{key}_TOPIC": f"{name}.{key.lower()}" for key in (
@@ -40,7 +36,7 @@ def env(broker: EmbeddedBroker, name: str, workdir: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("process", [WorkerProcess, SidecarProcess])
 def test_a_topic_with_another_partition_count_stops_the_process(
-    broker: EmbeddedBroker, tmp_path: Path, process: type[IntentstreamProcess]
+    broker: Broker, tmp_path: Path, process: type[IntentstreamProcess]
 ) -> None:
     name = f"startup{next(_ids)}-{tmp_path.name[-8:]}"
     run(create_topic(broker.bootstrap, f"{name}.scores", 6))
