@@ -7,29 +7,42 @@ through their own producer, streams/runtime/outputs.py, and each one's ack is aw
 A Triton outage stalls the batch with backoff instead of dropping it; the consumer's buffer
 then applies back-pressure. Input Faust skipped during a rebalance (faust-streaming/faust#527)
 is noticed by offset and re-read (streams/core/offsets.py).
+
+Timers (docs/silence.md): each input partition has an event-time clock, saved in the progress
+table; each user's next timer (session close, silence milestone) is derived from the user's
+state. A batch fires its own partitions' due timers before it is acked; `fire_timers` runs
+every TIMER_TICK_S for quiet partitions. Both take `TIMER_LOCK`, so a timer's state writes
+never interleave with a batch's. Timer work has no input to ack: it is idempotent from state
+(the fired state is written and flushed before its outputs, and marked delivered after).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 import structlog
 from aiokafka.errors import KafkaError
 from faust.types import EventT, StreamT
+from prometheus_client import Counter
 
 from inference.client import ScoringError, TritonScorer
 from streams.core.alerts import Alert
-from streams.core.batching import BatchPlan, ToScore, plan_batch
+from streams.core.batching import BatchPlan, ToScore, delivered, plan_batch
 from streams.core.raw_message import RawMessage
 from streams.core.records import DeadLetter, DeadLetterSource, IntentScore, encode, scoring_failed
-from streams.core.sessions import render
+from streams.core.sessions import UserState, render
+from streams.core.silence import TimerPlan, has_undelivered, plan_timers
 from streams.runtime import metrics
 from streams.runtime.agent_io import (
     TAIL_CHECK_S,
     SkippedInput,
     as_current,
+    assigned_highwaters,
     next_offset_reader,
     partition_anchors,
     produce_all,
@@ -52,17 +65,39 @@ from streams.worker.app import (
     settings,
 )
 from streams.worker.scoring import ScoredPlan, ScoringMetrics, decide_alerts, score_plan
+from streams.worker.timers import PartitionAnchor, WorkerTimers, user_partition
 
 log = structlog.get_logger("intentstream.worker")
 
 SESSION_POLICY = settings.session_policy()
 ALERT_POLICY = settings.alert_policy()
 PRIVACY = settings.privacy_policy()
+TRITON_TEXTS = Counter(
+    "intentstream_triton_texts", "Texts sent to the Triton ensemble, by what triggered their "
+    "scoring (event, session_close, silence): each silence score is one full ensemble row "
+    "today (docs/silence.md)", ["trigger"], registry=metrics.WORKER_REGISTRY)
+TIMERS_FIRED = Counter(
+    "intentstream_timers_fired", "Event-time timers that did something, by kind: close (a "
+    "session closed by the clock), silence (a silence milestone chosen)", ["kind"],
+    registry=metrics.WORKER_REGISTRY)
 SCORING_METRICS = ScoringMetrics(
     texts=metrics.BATCH_TEXTS.observe,
     triton_seconds=metrics.TRITON_SECONDS.observe,
     retry=metrics.TRITON_RETRIES.inc,
+    by_trigger=lambda trigger, n: TRITON_TEXTS.labels(trigger).inc(n),
 )
+TIMERS = WorkerTimers(settings.clock_policy(), settings.timer_policy())
+TIMER_LOCK = asyncio.Lock()  # a batch and a timer run never interleave their state writes
+
+
+class ScorerHolder:
+    """The agent's Triton client, once its outputs are started: the periodic timer scores
+    through it (None before, and after the agent stopped)."""
+
+    scorer: TritonScorer | None = None
+
+
+SCORER = ScorerHolder()
 
 
 class StartupError(Exception):
@@ -73,12 +108,14 @@ def write_states(
     plan: BatchPlan, messages: Sequence[RawMessage], anchors: dict[int, EventT],
     only_pending: bool = False,
 ) -> None:
+    """The batch's user states; `only_pending`: once their outputs are delivered, the states
+    that held undelivered work (closed sessions, a chosen milestone), marked delivered."""
     # Each user's entry goes to the changelog partition of the user's latest message.
     for user_id, state in plan.states.items():
         if only_pending:
-            if not state["pending"]:
+            if not has_undelivered(state):
                 continue
-            state = {**state, "pending": []}
+            state = delivered(state)
         with as_current(anchors[messages[plan.last_message[user_id]].partition]):
             sessions_table[user_id] = state
 
@@ -88,15 +125,25 @@ async def raise_alerts(
     scored: ScoredPlan,
 ) -> list[Alert]:
     """Alerts for a batch's scores; alert state is saved only after delivery."""
+    return await raise_alerts_at(
+        lambda user: input_partition(plan, messages, user),
+        lambda partition: anchors[partition], scored)
+
+
+async def raise_alerts_at(
+    partition_of: Callable[[str], int], anchor_of: Callable[[int], Any], scored: ScoredPlan,
+) -> list[Alert]:
+    """Alerts for scores, each to its user's input partition; alert state saved after
+    delivery, to the changelog partition `anchor_of` ties it to."""
     alerts, changed = decide_alerts(scored.scored, scored.records, alert_state_table.get,
                                     ALERT_POLICY)
     await produce_all(
         [alert_topics[a.head].send(key=a.user_id.encode(), value=encode(a),
-                                   partition=input_partition(plan, messages, a.user_id))
+                                   partition=partition_of(a.user_id))
          for a in alerts]
     )
     for user, state in changed.items():
-        with as_current(anchors[messages[plan.last_message[user]].partition]):
+        with as_current(anchor_of(partition_of(user))):
             alert_state_table[user] = state
     report_alerts(alerts)
     return alerts
@@ -150,9 +197,15 @@ def input_partition(plan: BatchPlan, messages: Sequence[RawMessage], user_id: st
 async def send_scores(
     plan: BatchPlan, messages: Sequence[RawMessage], records: Sequence[IntentScore]
 ) -> None:
+    await send_scores_at(lambda user: input_partition(plan, messages, user), records)
+
+
+async def send_scores_at(
+    partition_of: Callable[[str], int], records: Sequence[IntentScore]
+) -> None:
     await produce_all(
         [scores_topic.send(key=r.user_id.encode(), value=encode(r),
-                           partition=input_partition(plan, messages, r.user_id))
+                           partition=partition_of(r.user_id))
          for r in records]
     )
     closed = sum(1 for r in records if r.closed)
@@ -161,7 +214,8 @@ async def send_scores(
     if log.is_enabled_for(logging.DEBUG):  # thousands a second: skip the loop unless wanted
         for r in records:
             log.debug("score", user_id=r.user_id, prediction_id=r.prediction_id,
-                      session_id=r.session_id, closed=r.closed, n_events=r.window.n_events,
+                      session_id=r.session_id, closed=r.closed, trigger=r.trigger,
+                      as_of=r.as_of, n_events=r.window.n_events,
                       model_version=r.model.version, strength=r.strength.label,
                       churn=round(r.churn, 4))
 
@@ -169,7 +223,15 @@ async def send_scores(
 async def process_batch(
     scorer: TritonScorer, events: Sequence[EventT], messages: Sequence[RawMessage]
 ) -> BatchPlan:
+    async with TIMER_LOCK:
+        return await _process_batch(scorer, events, messages)
+
+
+async def _process_batch(
+    scorer: TritonScorer, events: Sequence[EventT], messages: Sequence[RawMessage]
+) -> BatchPlan:
     anchors = partition_anchors(events)
+    ensure_timers()
     plan = plan_batch(messages, sessions_table.get, SESSION_POLICY, settings.max_event_bytes,
                       PRIVACY)
     await send_dead_letters(plan.dead_letters)
@@ -185,7 +247,18 @@ async def process_batch(
         await raise_alerts(plan, messages, anchors, scored)
     # Closed sessions leave the table only once their final score is on the topic.
     write_states(plan, messages, anchors, only_pending=True)
-    save_progress(progress_table, messages, events)
+    for user, state in plan.states.items():
+        TIMERS.set(user, delivered(state))
+    # The clock moves with the batch's event times; its partitions' due timers fire now,
+    # before the batch is acked (their outputs are as acked as the batch's own).
+    wall_ms = int(time.time() * 1000)
+    partitions = sorted({m.partition for m in messages})
+    for partition in partitions:
+        TIMERS.observe(partition, plan.newest_ts.get(partition), wall_ms)
+    await fire_timers(scorer, partitions, lambda p: anchors.get(p) or _anchor(p))
+    save_progress(progress_table, messages, events, extra=_with_clock)
+    for partition in partitions:
+        TIMERS.saved(partition)
     for kind, n in (("redelivered", plan.n_redelivered), ("duplicate", plan.n_duplicates)):
         if n:
             metrics.SKIPPED.labels(kind).inc(n)
@@ -193,6 +266,153 @@ async def process_batch(
              redelivered=plan.n_redelivered, duplicates=plan.n_duplicates,
              scored=len(scored.records), scoring_failed=len(scored.failed))
     return plan
+
+
+# --- timers -------------------------------------------------------------------------------------
+
+
+def _anchor(partition: int) -> PartitionAnchor:
+    return PartitionAnchor.of(settings.events_topic, partition)
+
+
+def _with_clock(partition: int, progress: dict) -> dict:
+    clock = TIMERS.clock_doc(partition)
+    return progress if clock is None else {**progress, "clock": clock}
+
+
+def assigned_partitions() -> set[int]:
+    return {tp.partition for tp in app.consumer.assignment()
+            if tp.topic == settings.events_topic}
+
+
+def ensure_timers() -> None:
+    """Rebuild the timers from the session table after an assignment (derived state)."""
+    if not TIMERS.stale:
+        return
+    owned = assigned_partitions()
+    pending = TIMERS.rebuild(sessions_table.items(), owned,
+                             lambda p: (progress_table.get(str(p)) or {}).get("clock"))
+    log.info("timers.rebuilt", partitions=sorted(owned), pending=pending)
+
+
+@app.on_partitions_assigned.connect
+async def _timers_stale_after_assignment(sender: object, assigned: object, **_: object) -> None:
+    TIMERS.stale = True
+
+
+async def fire_timers(
+    scorer: TritonScorer, partitions: Collection[int], anchor_of: Callable[[int], Any],
+) -> TimerPlan:
+    """Fire the due timers of `partitions` at their watermarks: close sessions, choose silence
+    milestones, score them, deliver scores and alerts, then mark the states delivered.
+
+    Idempotent from state: the fired states are written, and flushed, before any output, so
+    a crash anywhere after re-scores exactly what was chosen (same ids); the states are
+    marked delivered only after the outputs are on their topics."""
+    plan, owner = TimerPlan(), {}
+    for partition in partitions:
+        due = TIMERS.pop_due(partition)
+        mark = TIMERS.watermark(partition)
+        if not due or mark is None:
+            continue
+        fired = plan_timers(due, sessions_table.get, mark, TIMERS.policy)
+        for user in due:
+            owner[user] = partition
+            if user not in fired.states:  # stale: re-armed from the state as it stands
+                TIMERS.set(user, sessions_table.get(user))
+        plan.states.update(fired.states)
+        plan.to_score.extend(fired.to_score)
+        plan.closed += fired.closed
+        plan.milestones += fired.milestones
+    if not plan.states:
+        return plan
+    write_owned(plan.states, owner, anchor_of)
+    await app.producer.flush()  # the choice is in the changelog before its outputs exist
+    scored = await score_plan(
+        scorer, plan, SESSION_POLICY.max_chars, settings.score_retry_max_s,
+        max_attempts=settings.score_max_attempts, observe=SCORING_METRICS,
+    )
+    if scored.failed:
+        await send_dead_letters(timer_unscored_letters(plan.states, scored.failed))
+    if scored.records:
+        await send_scores_at(owner.__getitem__, scored.records)
+        await raise_alerts_at(owner.__getitem__, anchor_of, scored)
+    done = {user: delivered(state) for user, state in plan.states.items()}
+    write_owned(done, owner, anchor_of)
+    for user, state in done.items():
+        TIMERS.set(user, state)
+    TIMERS_FIRED.labels("close").inc(plan.closed)
+    TIMERS_FIRED.labels("silence").inc(plan.milestones)
+    log.info("timers.fired", users=len(plan.states), closed=plan.closed,
+             silence=plan.milestones, scored=len(scored.records),
+             scoring_failed=len(scored.failed))
+    return plan
+
+
+def write_owned(states: Mapping[str, UserState], owner: Mapping[str, int],
+                anchor_of: Callable[[int], Any]) -> None:
+    """Write timer-fired states to their partitions' changelogs, skipping partitions a
+    rebalance took meanwhile: their new owner fires the same timers from the last state it
+    restored (the same ids)."""
+    owned = assigned_partitions()
+    for user, state in states.items():
+        if owner[user] in owned:
+            with as_current(anchor_of(owner[user])):
+                sessions_table[user] = state
+
+
+def timer_unscored_letters(
+    states: Mapping[str, UserState], failed: Sequence[tuple[ToScore, str]]
+) -> list[DeadLetter]:
+    """`scoring_failed` dead letters for timer scorings, pointing at each user's last input."""
+    letters = []
+    for item, error in failed:
+        state = states[item.session["user_id"]]
+        position = state.get("position") or [user_partition(state) or 0, -1]
+        source = DeadLetterSource(topic=settings.events_topic, partition=position[0],
+                                  offset=position[1])
+        text = render(item.session, SESSION_POLICY.max_chars)
+        letters.append(scoring_failed(item.session, text, error, source))
+    return letters
+
+
+def partitions_with_lag() -> dict[int, bool]:
+    """Each assigned input partition: whether input is waiting (highwater past what was
+    processed). Empty while there is no consistent answer (mid-rebalance)."""
+    try:
+        highwaters = assigned_highwaters(app, {settings.events_topic})
+    except LookupError:
+        return {}
+    next_offset = next_offset_reader(progress_table)
+    out = {}
+    for (topic, partition), highwater in highwaters.items():
+        done = next_offset(topic, partition)
+        out[partition] = highwater is None or (highwater > (done or 0))
+    return out
+
+
+async def tick_timers(scorer: TritonScorer) -> None:
+    """Advance quiet partitions' clocks by wall time and fire what they reached; save the
+    clocks that moved. Skipped during a rebalance (the batch loop is stopped then too)."""
+    if app.rebalancing or app.in_recovery:
+        return
+    async with TIMER_LOCK:
+        if app.rebalancing or app.in_recovery:
+            return
+        ensure_timers()
+        lags = partitions_with_lag()
+        wall_ms = int(time.time() * 1000)
+        for partition, has_lag in lags.items():
+            TIMERS.tick(partition, wall_ms, has_lag)
+        owned = [p for p in lags if p in TIMERS.clocks]
+        await fire_timers(scorer, owned, _anchor)
+        for partition in TIMERS.unsaved():
+            if partition not in lags:
+                continue
+            with as_current(_anchor(partition)):
+                progress_table[str(partition)] = _with_clock(
+                    partition, progress_table.get(str(partition)) or {"next": {}})
+            TIMERS.saved(partition)
 
 
 async def check_served_batch_size(scorer: TritonScorer) -> None:
@@ -229,6 +449,7 @@ async def score_sessions(stream: StreamT) -> None:
             log.error("startup.failed", error=str(exc))
             await app.crash(exc)
             raise
+        SCORER.scorer = scorer
         await run_acked_batches(
             app, stream, settings.batch_max_events, settings.batch_within_s,
             SkippedInput(next_offset_reader(progress_table),
@@ -240,8 +461,25 @@ async def score_sessions(stream: StreamT) -> None:
             tail_watch=app.tail_watch,
         )
     finally:
-        await outputs.stop()
+        SCORER.scorer = None
+        async with TIMER_LOCK:  # a timer run in flight finishes with the outputs still up
+            await outputs.stop()
         await scorer.close()
+
+
+@app.timer(interval=settings.timer_tick_s)
+async def run_timers() -> None:
+    """Quiet partitions' clocks advance by wall time (after WATERMARK_IDLE_S, no lag) and
+    their due timers fire. A bug stops the worker, as in the batch loop."""
+    scorer = SCORER.scorer
+    if scorer is None:
+        return
+    try:
+        await tick_timers(scorer)
+    except Exception as exc:
+        log.exception("timers.failed")
+        await app.crash(exc)
+        raise
 
 
 @app.timer(interval=TAIL_CHECK_S)
