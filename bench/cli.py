@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -74,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=20_000, help="backlog our worker drains")
     p.add_argument("--users", type=int, default=2_000, help="simulated shoppers")
     p.add_argument("--naive-events", type=int, default=600, help="backlog of the naive agent")
-    p.add_argument("--paced-seconds", type=float, default=30.0, help="length of the p99 run")
+    p.add_argument("--paced-seconds", type=float, default=30.0, help="length of a p99 run")
+    p.add_argument("--paced-runs", type=int, default=3,
+                   help="p99 runs at half load: the ratio takes their median, the spread is shown")
     p.add_argument("--model", choices=("minilm", "tiny"), default="minilm",
                    help="untrained weights of this size (speed does not depend on training)")
     p.add_argument("--runtime", choices=(FASTEST, AUTO, *RUNTIMES), default=FASTEST,
@@ -94,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     scales = backlog_scales(args.backlog_scales)
-    if min(args.events, args.users, args.naive_events) < 1 or args.paced_seconds <= 0 \
+    if min(args.events, args.users, args.naive_events, args.paced_runs) < 1 \
+            or args.paced_seconds <= 0 \
             or scales is None:
         print("intentstream bench: sizes must be positive (--backlog-scales: e.g. 1,2,4)",
               file=sys.stderr)
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Figures:
         bench = Bench(broker.bootstrap, workdir, base_env(broker.url, triton.grpc_url))
         worker, naive, bare = (bench.stage(name) for name in ("worker", "naive", "bare"))
         ours, half_load = measure_worker_and_paced(bench, worker, traffic, paced,
-                                                   args.paced_seconds)
+                                                   args.paced_seconds, args.paced_runs)
         in_process = measure_in_process(served, bench, ours, half_load,
                                          settings_of(worker).score_max_batch)
         naive_rate = measure_agent(bench, naive, "bench.naive_agent", naive_traffic)
@@ -272,13 +276,16 @@ class Drain:
 
 @dataclass(frozen=True)
 class HalfLoad:
-    """Our worker with events paced at half its drain rate."""
+    """Our worker with events paced so the model gets half the texts/s it can score."""
 
     rate: float  # events/s
-    p50: float  # event -> score seconds
-    p99: float
+    p50: float  # event -> score seconds, median over the runs
+    p99: float  # median over the runs
+    p99s: list[float]  # each run's
     texts: list[str]
     texts_per_batch: float
+    texts_per_s: float  # what the model was asked for at this rate
+    triton_busy: float  # share of the runs' seconds in Triton calls
 
 
 @dataclass(frozen=True)
@@ -308,15 +315,34 @@ def measure_worker(bench: Bench, stage: Stage, traffic: Traffic) -> Drain:
 
 
 def measure_worker_and_paced(bench: Bench, stage: Stage, traffic: Traffic, paced: Traffic,
-                             paced_seconds: float) -> tuple[Drain, HalfLoad]:
-    """Our worker: drain a backlog; then events paced at half the drain rate."""
+                             paced_seconds: float, paced_runs: int) -> tuple[Drain, HalfLoad]:
+    """Our worker: drain a backlog; then events paced at half load, `paced_runs` times.
+
+    Half load is half the texts/s the served model scored in the drain, not half the drain's
+    events/s: under backlog several events coalesce into one text, and at a paced rate nearly
+    every event is a text of its own, so half the drain's events kept the model ~85% busy."""
     worker, metrics_url = metered_worker(bench, stage)
     with running(worker):
         warm_up(bench, stage, worker)
         drained = drain(bench, stage, traffic, worker, metrics_url)
-        half_load = measure_paced(bench, stage, paced, drained.events_per_s / 2, paced_seconds,
-                                  worker, metrics_url, drained.metrics)
-    return drained, half_load
+        rate = drained.scores_per_s / 2  # a paced event is about one text
+        n = min(len(paced) // paced_runs, max(1, int(rate * paced_seconds)))
+        runs, before = [], drained.metrics
+        for k in range(paced_runs):  # each run new events of the same users, as time goes on
+            runs.append(measure_paced(bench, stage, paced.part(k * n, (k + 1) * n), rate,
+                                      paced_seconds, worker, metrics_url, before))
+            before = scrape(metrics_url)
+    return drained, combined(runs)
+
+
+def combined(runs: list[HalfLoad]) -> HalfLoad:
+    """Paced runs as one figure: medians of p50 and p99, each run's p99 kept for the spread."""
+    p99s = [run.p99 for run in runs]
+    return HalfLoad(runs[0].rate, statistics.median(run.p50 for run in runs),
+                    statistics.median(p99s), p99s, [t for run in runs for t in run.texts],
+                    statistics.mean(run.texts_per_batch for run in runs),
+                    statistics.mean(run.texts_per_s for run in runs),
+                    statistics.mean(run.triton_busy for run in runs))
 
 
 def drain(bench: Bench, stage: Stage, traffic: Traffic, worker: WorkerProcess,
@@ -349,7 +375,10 @@ def measure_paced(bench: Bench, stage: Stage, paced: Traffic, rate: float, secon
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
     if p50 is None or p99 is None:
         raise BenchError(f"{stage.name}: no event was scored at {rate:.0f} events/s")
-    return HalfLoad(rate, p50, p99, coverage.texts, shape.texts_per_batch)
+    say(f"{stage.name}: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, Triton busy "
+        f"{shape.triton_busy:.0%}")
+    return HalfLoad(rate, p50, p99, [p99], coverage.texts, shape.texts_per_batch,
+                    len(coverage.texts) / seconds, shape.triton_busy)
 
 
 def measure_in_process(served: ServedModel, bench: Bench, ours: Drain, half_load: HalfLoad,
@@ -448,6 +477,8 @@ def collect_figures(args: argparse.Namespace, traffic: Traffic, served: ServedMo
         naive_events_per_s=naive_rate, bare_faust_events_per_s=bare_rate,
         worker_tiny_events_per_s=ours_tiny.events_per_s,
         paced_events_per_s=half_load.rate, p50_s=half_load.p50, p99_s=half_load.p99,
+        paced_p99s_s=half_load.p99s, paced_texts_per_s=half_load.texts_per_s,
+        paced_triton_busy=half_load.triton_busy,
         paced_batch=in_process.at_load.batch,
         paced_batch_latency_s=in_process.at_load.batch_latency_s,
         model_batch_1_texts_per_s=in_process.one_by_one.texts_per_s,

@@ -177,35 +177,51 @@ def raw_model_speed(artifacts: Path, texts: list[str], batch: int,
                     runtime: str = TORCH) -> ModelSpeed:
     """The model alone, in this process, on `runtime`: tokenize + forward, batches of `batch`
     in order (the first batch once more, untimed, as a warm-up)."""
+    return runtime_speeds(artifacts, texts, batch, [runtime], quiet=False)[runtime]
+
+
+def runtime_speeds(artifacts: Path, texts: list[str], batch: int, names: list[str], *,
+                   quiet: bool = True) -> dict[str, ModelSpeed]:
+    """The speed of each runtime in `names` that starts here, on the same texts, interleaved:
+    batch by batch, every runtime scores the same batch in turn (the order rotating), so a
+    burst of other load on the machine slows them all alike instead of deciding the winner.
+    A runtime listed but unable to start is skipped (said on stderr) unless `quiet` is False."""
+    batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
+    scorers = {}
+    for name in names:
+        try:
+            scorers[name] = _text_scorer(artifacts, name)
+        except runtimes.RuntimeUnavailable as error:  # listed by onnxruntime, did not start
+            if not quiet:
+                raise
+            print(f"[bench] skipping {name}: {error}", file=sys.stderr, flush=True)
+    for score in scorers.values():
+        score(batches[0])  # warm-up, untimed
+    timings: dict[str, list[float]] = {name: [] for name in scorers}
+    order = list(scorers)
+    for i, chunk in enumerate(batches):
+        for name in order[i % len(order):] + order[: i % len(order)]:
+            started = time.perf_counter()
+            scorers[name](chunk)
+            timings[name].append(time.perf_counter() - started)
+    out = {}
+    for name, times in timings.items():
+        full = [t for t, chunk in zip(times, batches, strict=True) if len(chunk) == batch]
+        out[name] = ModelSpeed(len(texts) / sum(times), statistics.median(full or times), batch)
+    return out
+
+
+def _text_scorer(artifacts: Path, runtime: str) -> Callable[[list[str]], None]:
+    """Tokenize + forward of a batch of texts on `runtime`."""
     scorer = load_scorer(artifacts, runtime)
     max_length = scorer_max_length(artifacts)
     tokenizer = load_tokenizer(artifacts, max_length=max_length)
-    batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
 
     def score(chunk: list[str]) -> None:
         ids, mask = encode(tokenizer, chunk, max_length=max_length)
         scorer.probabilities(ids.numpy(), mask.numpy())
 
-    score(batches[0])
-    timings = []
-    for chunk in batches:
-        started = time.perf_counter()
-        score(chunk)
-        timings.append(time.perf_counter() - started)
-    full = [t for t, chunk in zip(timings, batches, strict=True) if len(chunk) == batch]
-    return ModelSpeed(len(texts) / sum(timings), statistics.median(full or timings), batch)
-
-
-def runtime_speeds(artifacts: Path, texts: list[str], batch: int,
-                   names: list[str]) -> dict[str, ModelSpeed]:
-    """`raw_model_speed` of each runtime in `names` that starts here, on the same texts."""
-    speeds = {}
-    for name in names:
-        try:
-            speeds[name] = raw_model_speed(artifacts, texts, batch, name)
-        except runtimes.RuntimeUnavailable as error:  # listed by onnxruntime, did not start
-            print(f"[bench] skipping {name}: {error}", file=sys.stderr, flush=True)
-    return speeds
+    return score
 
 
 def fastest(speeds: dict[str, ModelSpeed]) -> str:

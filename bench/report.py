@@ -36,7 +36,10 @@ class Figures:
     # (4) half load
     paced_events_per_s: float
     p50_s: float
-    p99_s: float
+    p99_s: float  # the median of the runs'
+    paced_p99s_s: list[float]  # each paced run's p99
+    paced_texts_per_s: float  # texts the model was asked for at half load
+    paced_triton_busy: float  # share of the paced runs' seconds in Triton calls
     paced_batch: int  # texts per batch that half load formed, rounded
     paced_batch_latency_s: float  # the fastest runtime on batches of paced_batch
     model_batch_1_texts_per_s: float
@@ -176,7 +179,14 @@ def bare_faust_line(figures: Figures) -> str:
 
 def latency_line(figures: Figures) -> str:
     """(4) p99 at half load against the model's own batch latency."""
-    return (f"(4) at {figures.paced_events_per_s:.0f} events/s (50%): "
+    p99s = figures.paced_p99s_s
+    spread = (max(p99s) - min(p99s)) * 1000
+    return (f"(4) at {figures.paced_events_per_s:.0f} events/s, "
+            f"{figures.paced_texts_per_s:.0f} texts/s (half the "
+            f"{figures.pipeline_scores_per_s:.0f} texts/s the drain scored; Triton busy "
+            f"{figures.paced_triton_busy:.0%}); p99 of {len(p99s)} runs "
+            + "/".join(f"{p * 1000:.0f}" for p in p99s) + f" ms (spread {spread:.0f} ms); "
+            f"median: "
             f"p50 {figures.p50_s * 1000:.0f} ms, p99 {figures.p99_s * 1000:.0f} ms "
             f"vs {figures.fastest_runtime}'s batch-{figures.model_batch} latency "
             f"{figures.model_batch_latency_s * 1000:.0f} ms -> {figures.p99_over_batch:.2f}; "

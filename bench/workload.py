@@ -29,7 +29,11 @@ class Traffic:
         return len(self.records)
 
     def head(self, n: int) -> Traffic:
-        return _traffic([orjson.loads(v) for _, v in self.records[:n]])
+        return self.part(0, n)
+
+    def part(self, start: int, stop: int) -> Traffic:
+        """Records [start, stop): a later part continues the same users' streams."""
+        return _traffic([orjson.loads(v) for _, v in self.records[start:stop]])
 
 
 def shop_traffic(n_events: int, n_users: int, seed: int) -> Traffic:
