@@ -86,6 +86,9 @@ def found(answer: OffsetAndTimestamp | None) -> int | None:
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     if topic not in await consumer.topics():
         raise LookupError(f"topic {topic!r} does not exist")
+    # A group-less consumer tracks no topic yet, and Apache Kafka answers a metadata request
+    # naming none with none (Tansu with all): ask for this one by name.
+    await consumer._client.add_topic(topic)  # aiokafka's own way to track a topic's metadata
     numbers = consumer.partitions_for_topic(topic) or set()
     return [TopicPartition(topic, p) for p in sorted(numbers)]
 

@@ -10,7 +10,7 @@ from inference.tritonserver import TritonServer, tiny_triton_server
 from streams.runtime.kafka_broker import KafkaBroker
 from streams.runtime.processes import EmbeddedBroker
 from tests.backtest.fixtures import SIM, SIM_USERS
-from tests.e2e.brokers import KAFKA_TOPIC_READER, Broker
+from tests.e2e.brokers import Broker
 from training.data.simulator import UserHistory, simulate
 
 
@@ -26,7 +26,7 @@ def sim_events(histories) -> list[dict]:
     return sorted(events, key=lambda e: (e["ts"], e["event_id"]))
 
 
-@pytest.fixture(scope="session", params=[KAFKA_TOPIC_READER, "embedded"])
+@pytest.fixture(scope="session", params=["kafka", "embedded"])
 def broker(request, tmp_path_factory) -> Iterator[Broker]:
     """Apache Kafka (one node: backtests read production's broker), and Tansu (the demo's)."""
     if request.param == "kafka":

@@ -6,8 +6,6 @@ talks to only through INTENTSTREAM_BROKER_PROFILE."""
 
 from __future__ import annotations
 
-import pytest
-
 from streams.runtime.kafka_broker import KafkaBroker
 from streams.runtime.processes import EmbeddedBroker
 
@@ -24,10 +22,3 @@ def replication_factor(broker: Broker) -> int:
     return broker.config.rf if isinstance(broker, KafkaBroker) else 1
 
 
-# Apache Kafka answers a metadata request naming no topics with none (Tansu: with all), so
-# streams/runtime/topic_reader.py's `_partitions` finds no partition there and every read of a
-# topic by time range (backtest, retrain --from-topic, train from the events topic) returns
-# nothing. A product fix is pending (reported); strict, so the fix shows here.
-TOPIC_READER_ON_KAFKA = pytest.mark.xfail(
-    strict=True, reason="topic_reader._partitions relies on Tansu's all-topics metadata")
-KAFKA_TOPIC_READER = pytest.param("kafka", marks=TOPIC_READER_ON_KAFKA)

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from tests.e2e.brokers import KAFKA_TOPIC_READER, Broker
+from tests.e2e.brokers import Broker
 from tests.e2e.kafka_io import create_topic, produce, run
 from tests.training.test_retrain import make_example
 from training.arguments import RetrainArguments
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 _ids = itertools.count()
 
 
-@pytest.mark.parametrize("either_broker", [KAFKA_TOPIC_READER, "embedded"], indirect=True)
+@pytest.mark.parametrize("either_broker", ["kafka", "embedded"], indirect=True)
 def test_examples_come_from_the_topic_each_once(either_broker: Broker, tmp_path, monkeypatch):
     broker = either_broker
     topic = f"retrain{next(_ids)}-{tmp_path.name[-8:]}.feedback.examples"
