@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 
 
 async def produce_events(bootstrap: str, topic: str, events: Sequence[dict],
@@ -26,13 +27,24 @@ async def produce_events(bootstrap: str, topic: str, events: Sequence[dict],
     return Counter(meta.partition for meta in sent)
 
 
-async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offsets on the topic (partitions named: Tansu needs them)."""
+async def committed(bootstrap: str, group: str, topic: str, partitions: int,
+                    timeout_s: float = 60.0) -> dict[int, int]:
+    """The group's committed offsets on the topic (partitions named: Tansu needs them). On a
+    fresh Apache Kafka the offsets topic is created at the first group request, and until its
+    leader is elected the coordinator is "not available": asked again until it is."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    deadline = time.monotonic() + timeout_s
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
-        offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+        while True:
+            try:
+                offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+                break
+            except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
         return {tp.partition: meta.offset for tp, meta in sorted(offsets.items())
                 if meta is not None and meta.offset >= 0}
     finally:
