@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # lets poison tests produce ~1 MB values
@@ -110,7 +111,8 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 async def committed_offsets(
     bootstrap: str, group: str, topic: str, partitions: int
 ) -> dict[int, int]:
-    """partition -> the group's committed offset (-1: none yet).
+    """partition -> the group's committed offset (-1: none yet, or no coordinator yet: Kafka
+    answers so while its offsets topic loads).
 
     Partitions are always named: on Tansu, asking for all of a group's offsets (no partitions
     listed) breaks the connection."""
@@ -118,7 +120,10 @@ async def committed_offsets(
     await admin.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
-        found = await admin.list_consumer_group_offsets(group, partitions=tps)
+        try:
+            found = await admin.list_consumer_group_offsets(group, partitions=tps)
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            found = {}
         return {tp.partition: (found[tp].offset if tp in found else -1) for tp in tps}
     finally:
         await admin.close()
