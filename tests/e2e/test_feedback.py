@@ -1,5 +1,5 @@
 """Simulated shoppers with known futures → worker → scores and alerts → feedback sidecar →
-labelled examples, on the real Tansu broker and the real tritonserver. Nothing is mocked.
+labelled examples, on Apache Kafka and the real tritonserver. Nothing is mocked.
 
 Labels are checked against the simulator's ground truth (`known_labels` over each user's whole
 history), alert flags against the alert topics, and the example set against exactly the

@@ -1,4 +1,4 @@
-"""Observability end to end: the real Tansu broker, tritonserver and worker process. What the
+"""Observability end to end: Apache Kafka, tritonserver and a worker process. What the
 worker's /metrics endpoint counts must equal what went in and what came out on the topics,
 and its JSON log must carry user and prediction ids but no event text. `intentstream health`
 answers healthy once the worker has caught up, unhealthy when input waits and nothing moves."""
@@ -103,7 +103,7 @@ def test_metrics_equal_what_went_in_and_came_out_and_logs_carry_ids(stack):
         lag_partitions), lags
     assert set(lags.values()) == {0.0}, lags
     # Lag 0 is not the floor hiding a short highwater: the fetched highwaters add up to the
-    # input (Tansu 0.6.0 answers fetches right; its ListOffsets "latest" is what is off).
+    # input (on Tansu fetches answer right, its ListOffsets "latest" is off).
     assert sum(by_label(samples, "intentstream_consumer_highwater", "partition").values()) == (
         n_in)
 

@@ -1,6 +1,6 @@
 """Planted PII never leaves the worker: not to Triton, not to any topic, not to the store.
 
-Real Tansu broker, real tritonserver (with Triton's own tensor tracing, which records every
+Apache Kafka, real tritonserver (with Triton's own tensor tracing, which records every
 TEXT input it receives), real worker and feedback sidecar subprocesses with a pseudonym key.
 Shoppers with recognisable raw ids write e-mails, phone numbers, card numbers and street
 addresses into search queries, support messages, reviews, item titles and pages; malformed

@@ -1,6 +1,6 @@
 """Several workers in one group, a worker killed, one added, one stopped, on traffic with the
 hard shapes: every valid event counted once, no valid event dead-lettered, commits that reach
-the end of every partition. The real Tansu broker, real worker processes, real tritonserver.
+the end of every partition. Apache Kafka, real worker processes, real tritonserver.
 
 The traffic has multi-session users, two users with over a thousand events each (more than a
 session keeps, split by max span), exact producer re-sends, re-sends of an event id with other

@@ -1,4 +1,4 @@
-"""Events in, intent scores out: the real Tansu broker, a real Faust worker process and the
+"""Events in, intent scores out: Apache Kafka, a real Faust worker process and the
 real tritonserver. Nothing here is mocked."""
 
 from __future__ import annotations
