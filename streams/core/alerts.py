@@ -15,9 +15,11 @@ Silence (schema 2): a silence score (`trigger` "silence") goes through the same 
 its `as_of` (the milestone) as the event time the cooldown measures, and a reason that names
 the silence and the profile facts behind it ("silent for 14 days; 3 orders, the last 40 days
 ago; …"). A session that closes with items still in its cart and no purchase is an abandoned
-cart: one `alerts.intent` alert of kind `abandoned_cart` when p(strong) reaches the intent
-threshold, once per session (its own state, not the intent cooldown: a reminder is a
-different action from an in-session nudge), with the cart in the reason.
+cart: its final score's intent alert is of kind `abandoned_cart` when p(strong) reaches the
+intent threshold, once per session and whatever the intent cooldown (a reminder is a
+different action from an in-session nudge), with the cart in the reason. Every decision is
+taken from the score record and its FEATURES row alone, so the feedback sidecar's replica can
+take the same ones (`session` only words the reasons).
 
 Ids: `alert_id = H(user, session, head, n)`, n counting the head's alerts within the session
 (0 unless the cooldown is shorter than a session). Not the prediction: after a crash the
@@ -42,7 +44,7 @@ Head = Literal["intent", "churn"]
 ALERT_HEADS: tuple[Head, ...] = ("intent", "churn")  # alert heads, not the model's output heads
 ALERT_SCHEMA_VERSION = 2  # 2: kind, trigger, customer value (optional)
 AlertKind = Literal["score", "silence", "abandoned_cart"]
-ABANDONED_CART = "abandoned_cart"  # its alert state's key, beside the heads'
+ABANDONED_CART = "abandoned_cart"  # alert state key: the last abandoned-cart alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +203,10 @@ def alerts_for(
     score: dict[str, Any], session: Session, state: AlertState, policy: AlertPolicy,
     features: list[float] | None = None,
 ) -> tuple[list[Alert], AlertState]:
-    """The alerts one score triggers, and the user's alert state after them. `features`: the
-    FEATURES row scored (the profile facts a silence alert's reason quotes)."""
+    """The alerts one score triggers (at most one per head), and the user's alert state after
+    them. `features`: the FEATURES row scored (a silence alert's profile facts; whether a
+    closed session left its cart). `session` only words the reasons, so a replica with the
+    score record alone (`{"events": []}`) takes the same decisions."""
     alerts: list[Alert] = []
     new_state: AlertState = dict(state)
     event_time = alert_event_time(score)
@@ -211,24 +215,25 @@ def alerts_for(
         probability = head_probability(score, head)
         decision = decide(head, probability, score["prediction_id"], event_time,
                           state.get(head), policy)
+        kind: AlertKind = "silence" if silent else "score"
+        if head == "intent" and abandons_cart(score, features, session, state, policy):
+            decision, kind = Decision(True, 1.0, False, "abandoned_cart"), "abandoned_cart"
         if not decision.send:
             continue
         evidence = signals(session, head)
-        if silent:
+        if kind == "silence":
             evidence = [silence_text(score.get("silence_days")),
                         *profile_facts(features), *evidence]
+        reason = reason_text(head, probability, decision, policy.threshold(head), evidence)
+        if kind == "abandoned_cart":
+            evidence = [_item_line(item) for item in cart_items(session)]
+            reason = cart_reason(probability, policy.intent_threshold, evidence, features)
         new_state[head] = next_alert(score["user_id"], score["session_id"], head, event_time,
                                      state.get(head))
+        if kind == "abandoned_cart":
+            new_state[ABANDONED_CART] = {**new_state[head]}
         alerts.append(_alert(score, new_state[head]["alert_id"], head, probability, decision,
-                             policy, event_time,
-                             reason_text(head, probability, decision, policy.threshold(head),
-                                         evidence),
-                             evidence, "silence" if silent else "score"))
-    cart = abandoned_cart_alert(score, session, state, policy, event_time)
-    if cart is not None:
-        alerts.append(cart)
-        new_state[ABANDONED_CART] = {"at": event_time, "alert_id": cart.alert_id,
-                                     "session_id": cart.session_id, "n": 0}
+                             policy, event_time, reason, evidence, kind))
     return alerts, new_state
 
 
@@ -304,40 +309,41 @@ def cart_items(session: Session) -> list[dict[str, Any]]:
     return list(cart.values())
 
 
-def is_abandoned_cart(session: Session) -> bool:
-    """Closed with something in the cart and no purchase (the session's own aggregates cover
-    every event it absorbed; its kept events name the items)."""
-    stats = session.get("stats")
-    if stats is not None:
-        if stats["kinds"].get("purchase"):
+def left_cart(features: list[float] | None, session: Session) -> bool:
+    """A closed session left something in its cart and bought nothing. From the FEATURES row
+    when given (what the score record carries: no purchase, and a cart value above 0 or more
+    adds than removes), else from the session's kept events."""
+    if features is not None and len(features) == len(FEATURE_NAMES):
+        if features[_FEATURE_AT["n_purchase"]] > 0:
             return False
-        if stats["cart_value"] > 0:
-            return True
+        return (features[_FEATURE_AT["cart_value"]] > 0
+                or features[_FEATURE_AT["n_add_to_cart"]]
+                > features[_FEATURE_AT["n_remove_from_cart"]])
+    stats = session.get("stats")
+    if stats is not None and stats["kinds"].get("purchase"):
+        return False
     return bool(cart_items(session))
 
 
-def abandoned_cart_alert(score: dict[str, Any], session: Session, state: AlertState,
-                         policy: AlertPolicy, event_time: int) -> Alert | None:
-    """The abandoned-cart alert of a session's final score, once per session."""
-    if score.get("trigger") != "session_close" or not is_abandoned_cart(session):
-        return None
+def abandons_cart(score: dict[str, Any], features: list[float] | None, session: Session,
+                  state: AlertState, policy: AlertPolicy) -> bool:
+    """A session's final score whose session left its cart, p(strong) at the intent threshold
+    or above, and no abandoned-cart alert yet for this session: it alerts, whatever the
+    intent cooldown (a reminder is not an in-session nudge), once per session."""
+    if score.get("trigger") != "session_close" or not left_cart(features, session):
+        return False
     if (state.get(ABANDONED_CART) or {}).get("session_id") == score["session_id"]:
-        return None
-    probability = head_probability(score, "intent")
-    if probability < policy.intent_threshold:
-        return None
-    items = [_item_line(item) for item in cart_items(session)]
-    stats = session.get("stats")
-    value = f"; cart value {stats['cart_value']:.2f}" if stats and stats["cart_value"] > 0 else ""
-    reason = (f"abandoned cart: p(strong purchase intent)={probability:.2f} ≥ "
-              f"{policy.intent_threshold:.2f}; left in cart: "
-              f"{'; '.join(items) if items else 'items not kept'}{value}")
-    digest = hashlib.blake2b(
-        f"{score['user_id']}\x00{score['session_id']}\x00{ABANDONED_CART}".encode(),
-        digest_size=12)
-    return _alert(score, digest.hexdigest(), "intent", probability,
-                  Decision(True, 1.0, False, "threshold"), policy, event_time, reason, items,
-                  "abandoned_cart")
+        return False
+    return head_probability(score, "intent") >= policy.intent_threshold
+
+
+def cart_reason(probability: float, threshold: float, items: list[str],
+                features: list[float] | None) -> str:
+    value = (features[_FEATURE_AT["cart_value"]]
+             if features is not None and len(features) == len(FEATURE_NAMES) else 0.0)
+    worth = f"; cart value {value:.2f}" if value > 0 else ""
+    return (f"abandoned cart: p(strong purchase intent)={probability:.2f} ≥ {threshold:.2f}; "
+            f"left in cart: {'; '.join(items) if items else 'items not kept'}{worth}")
 
 
 def _item_line(item: dict[str, Any]) -> str:

@@ -347,3 +347,25 @@ def test_a_bought_cart_is_not_abandoned():
     world.send(event("u1", 0, 0, "add_to_cart"), event("u1", 1, 2, "purchase"))
     world.tick(at_minute(40))
     assert [a for a in world.alerts if a.kind == "abandoned_cart"] == []
+
+
+def test_the_score_record_alone_gives_the_same_alert_decisions():
+    """What the feedback sidecar's replica has is the score record (FEATURES included), not
+    the session: the decisions, ids and kinds must not depend on anything else."""
+    world = Pipeline(churn=0.9, timers=TimerPolicy.of(SESSION, SilenceSchedule((0.3, 0.6))))
+    world.send(event("u1", 0, 0, "add_to_cart"), event("u2", 0, 1), event("u2", 1, 2, "purchase"))
+    for step in range(0, 4 * 24):
+        world.tick(at_minute(2) + step * 15 * MINUTE_MS)
+    state: dict[str, AlertState] = {}
+    replayed = []
+    for record in world.records:
+        doc = record.model_dump(mode="json")
+        raised, state[record.user_id] = alerts_for(
+            doc, {"events": []}, state.get(record.user_id, {}), ALERTS,
+            record.features.values if record.features else None)
+        replayed.extend(raised)
+
+    def decided(alerts):
+        return [(a.alert_id, a.prediction_id, a.kind, a.event_time) for a in alerts]
+    assert decided(replayed) == decided(world.alerts)
+    assert {a.kind for a in replayed} == {"score", "silence", "abandoned_cart"}
