@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     alert_cooldown_s: float = Field(6 * 3600, ge=0, description="per user and head, event time")
     alert_explore_rate: float = Field(0.05, ge=0, le=0.5, description="near-threshold flips")
     alert_explore_band: float = Field(0.1, ge=0, le=0.5)
+    alert_cart_past_cooldown: bool = Field(
+        False, description="an abandoned cart (a session closed with items in its cart, no "
+        "purchase) alerts once per session even within the intent cooldown; off: it is the "
+        "session's final intent alert when the usual rules send one (docs/silence.md)")
     alert_seed: str = "intentstream"
 
     # --- feedback sidecar (a second Faust app) ----------------------------------------------
@@ -249,6 +253,7 @@ class Settings(BaseSettings):
             cooldown_ms=int(self.alert_cooldown_s * 1000),
             explore_rate=self.alert_explore_rate,
             explore_band=self.alert_explore_band,
+            cart_past_cooldown=self.alert_cart_past_cooldown,
             seed=self.alert_seed,
         )
 

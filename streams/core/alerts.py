@@ -15,9 +15,11 @@ Silence (schema 2): a silence score (`trigger` "silence") goes through the same 
 its `as_of` (the milestone) as the event time the cooldown measures, and a reason that names
 the silence and the profile facts behind it ("silent for 14 days; 3 orders, the last 40 days
 ago; …"). A session that closes with items still in its cart and no purchase is an abandoned
-cart: its final score's intent alert is of kind `abandoned_cart` when p(strong) reaches the
-intent threshold, once per session and whatever the intent cooldown (a reminder is a
-different action from an in-session nudge), with the cart in the reason. Every decision is
+cart: its final score's intent alert is of kind `abandoned_cart`, with the cart in the reason,
+once per session. By default it follows the intent head's rules (threshold, exploration,
+cooldown), so an in-session intent alert within the cooldown holds it back; with
+`cart_past_cooldown` it is sent whenever p(strong) reaches the threshold, cooldown or not (a
+reminder is a different action from an in-session nudge). Every decision is
 taken from the score record and its FEATURES row alone, so the feedback sidecar's replica can
 take the same ones (`session` only words the reasons).
 
@@ -55,6 +57,9 @@ class AlertPolicy:
     explore_rate: float = 0.05
     explore_band: float = 0.1
     seed: str = "intentstream"
+    # An abandoned cart alerts once per session even within the intent cooldown (off: it is
+    # the session's final intent alert when the usual rules send one, labelled as such).
+    cart_past_cooldown: bool = False
 
     def threshold(self, head: Head) -> float:
         return self.intent_threshold if head == "intent" else self.churn_threshold
@@ -215,11 +220,12 @@ def alerts_for(
         probability = head_probability(score, head)
         decision = decide(head, probability, score["prediction_id"], event_time,
                           state.get(head), policy)
-        kind: AlertKind = "silence" if silent else "score"
-        if head == "intent" and abandons_cart(score, features, session, state, policy):
-            decision, kind = Decision(True, 1.0, False, "abandoned_cart"), "abandoned_cart"
+        cart = head == "intent" and abandons_cart(score, features, session, state, policy)
+        if cart and policy.cart_past_cooldown:
+            decision = Decision(True, 1.0, False, "threshold")
         if not decision.send:
             continue
+        kind: AlertKind = "abandoned_cart" if cart else "silence" if silent else "score"
         evidence = signals(session, head)
         if kind == "silence":
             evidence = [silence_text(score.get("silence_days")),
@@ -227,7 +233,10 @@ def alerts_for(
         reason = reason_text(head, probability, decision, policy.threshold(head), evidence)
         if kind == "abandoned_cart":
             evidence = [_item_line(item) for item in cart_items(session)]
-            reason = cart_reason(probability, policy.intent_threshold, evidence, features)
+            reason = "abandoned cart: " + reason_text(
+                head, probability, decision, policy.threshold(head),
+                [f"left in cart: {'; '.join(evidence) if evidence else 'items not kept'}",
+                 *cart_value(features)])
         new_state[head] = next_alert(score["user_id"], score["session_id"], head, event_time,
                                      state.get(head))
         if kind == "abandoned_cart":
@@ -328,8 +337,7 @@ def left_cart(features: list[float] | None, session: Session) -> bool:
 def abandons_cart(score: dict[str, Any], features: list[float] | None, session: Session,
                   state: AlertState, policy: AlertPolicy) -> bool:
     """A session's final score whose session left its cart, p(strong) at the intent threshold
-    or above, and no abandoned-cart alert yet for this session: it alerts, whatever the
-    intent cooldown (a reminder is not an in-session nudge), once per session."""
+    or above, and no abandoned-cart alert yet for this session."""
     if score.get("trigger") != "session_close" or not left_cart(features, session):
         return False
     if (state.get(ABANDONED_CART) or {}).get("session_id") == score["session_id"]:
@@ -337,13 +345,11 @@ def abandons_cart(score: dict[str, Any], features: list[float] | None, session: 
     return head_probability(score, "intent") >= policy.intent_threshold
 
 
-def cart_reason(probability: float, threshold: float, items: list[str],
-                features: list[float] | None) -> str:
-    value = (features[_FEATURE_AT["cart_value"]]
-             if features is not None and len(features) == len(FEATURE_NAMES) else 0.0)
-    worth = f"; cart value {value:.2f}" if value > 0 else ""
-    return (f"abandoned cart: p(strong purchase intent)={probability:.2f} ≥ {threshold:.2f}; "
-            f"left in cart: {'; '.join(items) if items else 'items not kept'}{worth}")
+def cart_value(features: list[float] | None) -> list[str]:
+    if features is None or len(features) != len(FEATURE_NAMES):
+        return []
+    value = features[_FEATURE_AT["cart_value"]]
+    return [f"cart value {value:.2f}"] if value > 0 else []
 
 
 def _item_line(item: dict[str, Any]) -> str:

@@ -42,6 +42,7 @@ SILENCE = {
     "INTENTSTREAM_ALERT_INTENT_THRESHOLD": "0.01",
     "INTENTSTREAM_ALERT_CHURN_THRESHOLD": "0.01",
     "INTENTSTREAM_ALERT_EXPLORE_RATE": "0",
+    "INTENTSTREAM_ALERT_CART_PAST_COOLDOWN": "true",  # the cart alert despite the nudge
     "INTENTSTREAM_WATERMARK_IDLE_S": "600",  # event time only: the steps move the clock
 }
 # Event time of each pacer step (minutes after T0), and what it reaches for users whose

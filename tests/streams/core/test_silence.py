@@ -58,6 +58,7 @@ def stand_in(text: str, features: list[float], churn: float | None) -> Predictio
 class Pipeline:
     churn: float | None = None
     timers: TimerPolicy = TIMERS
+    alert_policy: AlertPolicy = ALERTS
 
     def __post_init__(self) -> None:
         self.table: dict[str, UserState] = {}
@@ -113,7 +114,7 @@ class Pipeline:
             user = record.user_id
             raised, self.alert_state[user] = alerts_for(
                 record.model_dump(mode="json"), item.session, self.alert_state.get(user, {}),
-                ALERTS, item.features)
+                self.alert_policy, item.features)
             self.alerts.extend(raised)
 
     def of(self, user: str, trigger: str | None = None) -> list[IntentScore]:
@@ -329,17 +330,27 @@ def test_a_silent_user_gets_one_churn_alert_within_the_cooldown_naming_the_silen
     assert silent.prediction_id == world.of("u1", "silence")[-1].prediction_id
 
 
-def test_an_abandoned_cart_alerts_once_with_its_items():
-    world = Pipeline()
+@pytest.mark.parametrize(("past_cooldown", "cooldown_h", "carts"),
+                         [(True, 6, 1), (False, 6, 0), (False, 0, 1)])
+def test_an_abandoned_cart_alerts_once_with_its_items(past_cooldown, cooldown_h, carts):
+    """Past the intent cooldown when so configured; else only when the usual rules send the
+    final score's intent alert (here the in-session alert at the same event time holds it
+    back, unless there is no cooldown)."""
+    policy = AlertPolicy(intent_threshold=0.6, churn_threshold=0.6, explore_rate=0.0,
+                         cooldown_ms=cooldown_h * HOUR_MS, cart_past_cooldown=past_cooldown)
+    world = Pipeline(alert_policy=policy)
     world.send(event("u1", 0, 0, "add_to_cart"), event("u1", 1, 2, "add_to_cart"),
                event("u1", 2, 3, "remove_from_cart", item={"id": "sku-1", "title": "x"}))
     world.tick(at_minute(40))
-    world.send(event("u1", 0, 0))  # redelivered: nothing new
+    world.send(event("u1", 0, 0))  # redelivered: the final score again, no second alert
     world.tick(at_minute(0) + 2 * DAY_MS)
-    carts = [a for a in world.alerts if a.kind == "abandoned_cart"]
-    assert len(carts) == 1 and carts[0].head == "intent"
-    assert "Trail shoe 0" in carts[0].reason and "Trail shoe 1" not in carts[0].reason
-    assert carts[0].prediction_id == world.of("u1", "session_close")[0].prediction_id
+    found = [a for a in world.alerts if a.kind == "abandoned_cart"]
+    assert len(found) == carts
+    if carts:
+        (cart,) = found
+        assert cart.head == "intent" and cart.reason.startswith("abandoned cart: ")
+        assert "Trail shoe 0" in cart.reason and "Trail shoe 1" not in cart.reason
+        assert cart.prediction_id == world.of("u1", "session_close")[0].prediction_id
 
 
 def test_a_bought_cart_is_not_abandoned():
@@ -352,7 +363,8 @@ def test_a_bought_cart_is_not_abandoned():
 def test_the_score_record_alone_gives_the_same_alert_decisions():
     """What the feedback sidecar's replica has is the score record (FEATURES included), not
     the session: the decisions, ids and kinds must not depend on anything else."""
-    world = Pipeline(churn=0.9, timers=TimerPolicy.of(SESSION, SilenceSchedule((0.3, 0.6))))
+    world = Pipeline(churn=0.9, timers=TimerPolicy.of(SESSION, SilenceSchedule((0.3, 0.6))),
+                     alert_policy=AlertPolicy(explore_rate=0.1, cart_past_cooldown=True))
     world.send(event("u1", 0, 0, "add_to_cart"), event("u2", 0, 1), event("u2", 1, 2, "purchase"))
     for step in range(0, 4 * 24):
         world.tick(at_minute(2) + step * 15 * MINUTE_MS)
@@ -361,7 +373,7 @@ def test_the_score_record_alone_gives_the_same_alert_decisions():
     for record in world.records:
         doc = record.model_dump(mode="json")
         raised, state[record.user_id] = alerts_for(
-            doc, {"events": []}, state.get(record.user_id, {}), ALERTS,
+            doc, {"events": []}, state.get(record.user_id, {}), world.alert_policy,
             record.features.values if record.features else None)
         replayed.extend(raised)
 
