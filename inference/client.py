@@ -27,10 +27,19 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from .heads import INTENT_TYPE_LABELS, STRENGTH_LABELS, Prediction, label_probabilities
+from .heads import (
+    CUSTOMER_VALUE_FIELDS,
+    INTENT_TYPE_LABELS,
+    STRENGTH_LABELS,
+    Prediction,
+    label_probabilities,
+)
 from .repository import ENSEMBLE, INTENT_BERT
 
 OUTPUTS = ("STRENGTH", "INTENT_TYPE", "CHURN", "MODEL_VERSION")
+# Optional: requested only where the served model declares them (an older ensemble does not);
+# a row without a customer value model, FEATURES or an order answers -1 there.
+VALUE_OUTPUTS = ("P_ALIVE", "EXPECTED_ORDERS", "EXPECTED_VALUE")
 
 
 # gRPC status codes that say the server could not answer now, not that the input is bad. An
@@ -100,6 +109,7 @@ class TritonScorer:
         self.tls = TlsConfig(ssl, root_certificates, private_key, certificate_chain)
         self._client: grpcaio.InferenceServerClient | None = None
         self._takes_features: bool | None = None  # read from the served model's metadata
+        self._outputs: tuple[str, ...] | None = None  # OUTPUTS + the VALUE_OUTPUTS it declares
         self._concurrency = concurrency or None  # None: read from the served config once
 
     def _connection(self) -> grpcaio.InferenceServerClient:
@@ -139,14 +149,25 @@ class TritonScorer:
     async def takes_features(self) -> bool:
         """Whether the served model declares a FEATURES input (asked once)."""
         if self._takes_features is None:
-            try:
-                metadata = await self._connection().get_model_metadata(
-                    self.model_name, as_json=True, client_timeout=self.timeout_s)
-            except InferenceServerException as error:
-                raise ScoringError(f"{self.model_name} at {self.url}: {error.message()}",
-                                   transient=True) from error
-            self._takes_features = any(i["name"] == "FEATURES" for i in metadata["inputs"])
-        return self._takes_features
+            await self._read_metadata()
+        return bool(self._takes_features)
+
+    async def outputs(self) -> tuple[str, ...]:
+        """The outputs a call requests: OUTPUTS and the customer value ones it declares."""
+        if self._outputs is None:
+            await self._read_metadata()
+        return self._outputs or OUTPUTS
+
+    async def _read_metadata(self) -> None:
+        try:
+            metadata = await self._connection().get_model_metadata(
+                self.model_name, as_json=True, client_timeout=self.timeout_s)
+        except InferenceServerException as error:
+            raise ScoringError(f"{self.model_name} at {self.url}: {error.message()}",
+                               transient=True) from error
+        self._takes_features = any(i["name"] == "FEATURES" for i in metadata["inputs"])
+        declared = {o["name"] for o in metadata.get("outputs", [])}
+        self._outputs = OUTPUTS + tuple(name for name in VALUE_OUTPUTS if name in declared)
 
     async def concurrency(self) -> int:
         """Requests a call is split into at least: as set, or the most instances any model of
@@ -180,11 +201,12 @@ class TritonScorer:
             feature_input = grpcclient.InferInput("FEATURES", list(rows.shape), "FP32")
             feature_input.set_data_from_numpy(rows)
             inputs.append(feature_input)
+        outputs = await self.outputs()
         try:
             result = await self._connection().infer(
                 self.model_name,
                 inputs,
-                outputs=[grpcclient.InferRequestedOutput(name) for name in OUTPUTS],
+                outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as error:
@@ -194,7 +216,7 @@ class TritonScorer:
                 transient=status is None or status in TRANSIENT_STATUSES,
             ) from error
         return predictions_from_outputs(
-            {name: result.as_numpy(name) for name in OUTPUTS}, len(texts)
+            {name: result.as_numpy(name) for name in outputs}, len(texts)
         )
 
     async def served_max_batch(self) -> int:
@@ -268,7 +290,8 @@ def instance_count(config: dict[str, Any]) -> int:
 
 
 def predictions_from_outputs(outputs: dict[str, np.ndarray | None], rows: int) -> list[Prediction]:
-    """Turn the ensemble's output arrays into Predictions; ScoringError if any is malformed."""
+    """Turn the ensemble's output arrays into Predictions; ScoringError if any is malformed.
+    The customer value outputs are optional: absent, or -1 in a row, give that row None."""
     expected = {
         "STRENGTH": (rows, len(STRENGTH_LABELS)),
         "INTENT_TYPE": (rows, len(INTENT_TYPE_LABELS)),
@@ -287,6 +310,7 @@ def predictions_from_outputs(outputs: dict[str, np.ndarray | None], rows: int) -
         arrays[name] = array
     strength, intent_type = arrays["STRENGTH"], arrays["INTENT_TYPE"]
     churn, versions = arrays["CHURN"], arrays["MODEL_VERSION"]
+    values = customer_values(outputs, rows)
     return [
         Prediction(
             strength=label_probabilities(STRENGTH_LABELS, strength[row]),
@@ -294,6 +318,26 @@ def predictions_from_outputs(outputs: dict[str, np.ndarray | None], rows: int) -
             churn=float(churn[row, 0]),
             model_name=INTENT_BERT,
             model_version=int(versions[row, 0]),
+            customer_value=values[row],
         )
         for row in range(rows)
     ]
+
+
+def customer_values(outputs: dict[str, np.ndarray | None],
+                    rows: int) -> list[dict[str, float] | None]:
+    """Per row, the customer value outputs as {p_alive, expected_orders, expected_value}; None
+    where they are absent or -1 (no customer value model, no FEATURES, no order yet)."""
+    arrays = [outputs.get(name) for name in VALUE_OUTPUTS]
+    if any(a is None for a in arrays):
+        return [None] * rows
+    for name, array in zip(VALUE_OUTPUTS, arrays, strict=True):
+        if array.shape != (rows, 1) or not np.isfinite(array).all():
+            raise ScoringError(f"output {name}: expected {rows} finite rows of 1, got "
+                               f"{array.shape}", transient=False)
+    out: list[dict[str, float] | None] = []
+    for row in range(rows):
+        row_values = [float(a[row, 0]) for a in arrays]  # type: ignore[index]
+        out.append(None if row_values[0] < 0 else
+                   dict(zip(CUSTOMER_VALUE_FIELDS, row_values, strict=True)))
+    return out

@@ -10,7 +10,7 @@ every built `intent_bert` version (see `inference/model/export.py`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 STRENGTH_LABELS: tuple[str, ...] = ("strong", "medium", "weak")
 INTENT_TYPE_LABELS: tuple[str, ...] = (
@@ -25,6 +25,9 @@ INTENT_TYPE_LABELS: tuple[str, ...] = (
 CHURN_LABEL = "churn"
 CHURN_LABELS: tuple[str, ...] = ("no_churn", CHURN_LABEL)  # its two columns, where needed
 # The model's output heads and their label columns (alert heads are streams.core.alerts').
+# The customer value the stacker returns beside the heads (BG/NBD + Gamma-Gamma, over the churn
+# horizon the version was trained with).
+CUSTOMER_VALUE_FIELDS: tuple[str, ...] = ("p_alive", "expected_orders", "expected_value")
 MODEL_HEADS: dict[str, tuple[str, ...]] = {
     "strength": STRENGTH_LABELS,
     "intent_type": INTENT_TYPE_LABELS,
@@ -51,6 +54,9 @@ class Prediction:
     churn: float  # probability of churn
     model_name: str  # the model whose weights scored this text (intent_bert)
     model_version: int  # its version; exact per row, also during a hot swap
+    # p_alive, expected_orders, expected_value (CUSTOMER_VALUE_FIELDS) where the served version
+    # has a customer value model and the user has ordered; None otherwise.
+    customer_value: dict[str, float] | None = field(default=None)
 
     @property
     def strength_label(self) -> str:

@@ -6,11 +6,21 @@ dict written by inference/model/stacking.py: the feature count it was trained on
 it replaces, a fitted classifier over [FEATURES, text probabilities]). Rows of a version with no
 heads, or requests without FEATURES, pass through unchanged. Self-contained (the stub process
 cannot rely on the `inference` package): numpy, pickle and the classifiers' own library.
+
+Customer value: a version whose heads/<N>/ holds customer_value.json (BG/NBD and Gamma-Gamma
+parameters, the horizon, the FEATURES columns of the profile's orders) and customer_value.py
+(the closed forms, standard library only, shipped by training) gets P_ALIVE, EXPECTED_ORDERS
+and EXPECTED_VALUE per row from its FEATURES row (`rfm_from_row`); where the churn head was
+fitted on them too (`churn_reads_customer_value`), they join its input after the text
+probabilities. Every other row, and a user with no order yet, answers -1 there.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +29,49 @@ import triton_python_backend_utils as pb_utils
 
 HEADS_DIR = "heads"
 HEADS_FILE = "heads.pkl"
+VALUE_FILE = "customer_value.json"
+VALUE_CODE_FILE = "customer_value.py"
+VALUE_OUTPUTS = ("P_ALIVE", "EXPECTED_ORDERS", "EXPECTED_VALUE")
+NO_VALUE = -1.0
+
+
+def rfm_from_row(row: np.ndarray,
+                 columns: dict[str, int]) -> tuple[int, float, float, float] | None:
+    """(x, t_x, T, m) in days from a FEATURES row's profile columns, as of the row's as-of
+    time; None for a user with no order yet. x: repeat orders; t_x: first to last order
+    (mean days between orders x repeats); T: t_x + days since the last order; m: the mean
+    order value. The same mapping as training.fit.customer_value.rfm_from_row (a test holds
+    them equal)."""
+    orders = round(float(row[columns["profile_orders"]]))
+    since_last = float(row[columns["profile_days_since_last_order"]])
+    if orders < 1 or since_last < 0:
+        return None
+    x = orders - 1
+    between = float(row[columns["profile_mean_days_between_orders"]])
+    t_x = between * x if x > 0 and between > 0 else 0.0
+    return x, t_x, t_x + since_last, max(0.0, float(row[columns["profile_mean_order"]]))
+
+
+def value_rows(value: dict[str, Any], features: np.ndarray) -> np.ndarray:
+    """[n, 3]: p_alive, expected orders and expected value in the horizon per FEATURES row
+    (NO_VALUE for a user with no order yet)."""
+    out = np.full((len(features), 3), NO_VALUE, dtype=np.float32)
+    for i, row in enumerate(features):
+        rfm = rfm_from_row(row, value["columns"])
+        if rfm is None:
+            continue
+        try:
+            out[i] = value["model"].value_of(*rfm, value["horizon_days"])
+        except (ValueError, ArithmeticError):  # a row outside the closed forms' domain
+            continue
+    return out
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.heads_root = Path(args["model_repository"]) / HEADS_DIR
         self.loaded: dict[int, dict[str, Any] | None] = {}  # version -> heads (None: none)
+        self.values: dict[int, dict[str, Any] | None] = {}  # version -> customer value
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
@@ -38,6 +85,7 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.loaded = {}
+        self.values = {}
 
     def _one(self, request: Any) -> Any:
         def tensor(name: str) -> np.ndarray | None:
@@ -49,18 +97,25 @@ class TritonPythonModel:
         churn = tensor("TEXT_CHURN").astype(np.float32)
         versions = tensor("TEXT_MODEL_VERSION").astype(np.int64)
         features = tensor("FEATURES")
+        values = np.full((len(versions), 3), NO_VALUE, dtype=np.float32)
         if features is not None:
             strength, churn = strength.copy(), churn.copy()
             for version in np.unique(versions[:, 0]):
+                rows = versions[:, 0] == version
+                value = self._value(int(version))
+                if value is not None:
+                    values[rows] = value_rows(value, features[rows])
                 heads = self._heads(int(version))
                 if heads is not None:
-                    rows = versions[:, 0] == version
-                    self._stack(heads, features[rows], strength, intent_type, churn, rows)
+                    self._stack(heads, features[rows], strength, intent_type, churn, rows,
+                                values[rows])
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor("STRENGTH", strength),
             pb_utils.Tensor("INTENT_TYPE", intent_type),
             pb_utils.Tensor("CHURN", churn),
             pb_utils.Tensor("MODEL_VERSION", versions),
+            *(pb_utils.Tensor(name, values[:, i:i + 1].copy())
+              for i, name in enumerate(VALUE_OUTPUTS)),
         ])
 
     def _heads(self, version: int) -> dict[str, Any] | None:
@@ -69,9 +124,17 @@ class TritonPythonModel:
             self.loaded[version] = pickle.loads(path.read_bytes()) if path.is_file() else None
         return self.loaded[version]
 
+    def _value(self, version: int) -> dict[str, Any] | None:
+        """The version's customer value model (its own code, loaded from its heads folder)."""
+        if version not in self.values:
+            folder = self.heads_root / str(version)
+            self.values[version] = load_value(folder) if (folder / VALUE_FILE).is_file() else None
+        return self.values[version]
+
     @staticmethod
     def _stack(heads: dict[str, Any], features: np.ndarray, strength: np.ndarray,
-               intent_type: np.ndarray, churn: np.ndarray, rows: np.ndarray) -> None:
+               intent_type: np.ndarray, churn: np.ndarray, rows: np.ndarray,
+               values: np.ndarray | None = None) -> None:
         if features.shape[1] != heads["n_features"]:
             raise ValueError(f"FEATURES has {features.shape[1]} columns; this version's heads "
                              f"were trained on {heads['n_features']} (feature schema "
@@ -81,4 +144,23 @@ class TritonPythonModel:
         if "strength" in heads:
             strength[rows] = heads["strength"].predict_proba(x).astype(np.float32)
         if "churn" in heads:
+            if heads.get("churn_reads_customer_value"):
+                if values is None:
+                    raise ValueError("this version's churn head reads customer value columns")
+                x = np.hstack([x, values.astype(np.float64)])
             churn[rows, 0] = heads["churn"].predict_proba(x)[:, 1].astype(np.float32)
+
+
+def load_value(folder: Path) -> dict[str, Any]:
+    """customer_value.json with its model built by the version's own customer_value.py."""
+    doc = json.loads((folder / VALUE_FILE).read_text(encoding="utf-8"))
+    spec = importlib.util.spec_from_file_location(f"customer_value_{folder.name}",
+                                                  folder / VALUE_CODE_FILE)
+    if spec is None or spec.loader is None:
+        raise OSError(f"cannot load {folder / VALUE_CODE_FILE}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    model = module.CustomerValueModel.from_json(json.dumps(doc["model"]))
+    return {"model": model, "horizon_days": float(doc["horizon_days"]),
+            "columns": {k: int(v) for k, v in doc["columns"].items()}}
