@@ -24,15 +24,32 @@ VALIDATION_SHARE = 0.15  # retrain: share of feedback users that early-stops the
 DEFAULT_FEEDBACK_DB = "var/feedback.sqlite"
 ANY_TIME = (-(2**62), 2**62)  # --from/--to bounds: the settings' event-time bounds judge events
 FUSIONS = ("stack", "tower", "both")  # --fusion
+WINDOWS = ("worker", "sessions")  # --windows
+HISTORY_SPLITS = ("auto", "time", "cut")  # --split
+SIMULATED_WINDOWS_PER_USER = 5
 UCI_CANDIDATES = (Path("data") / CSV_NAME, Path("..") / "shared" / "data" / CSV_NAME)
 
 
 @dataclass
 class DataArguments:
     users: int = field(default=1500, metadata={"help": "simulated users (split by user)"})
-    windows_per_user: int = field(
-        default=5, metadata={"help": "at most this many labelled windows per user (seeded sample)"}
+    windows_per_user: int | None = field(
+        default=None, metadata={"help": "at most this many labelled windows per training user "
+                                        "(seeded sample; default 5 for simulated users, no cap "
+                                        "for the platform's own history)"}
     )
+    windows: str = field(default="worker", metadata={
+        "help": "which windows: worker (what the live worker scores: every session prefix as "
+                "its events arrive, each session's close, each silence milestone with FEATURES "
+                "as of it) or sessions (each closed session, plus one mid-session window for "
+                "--prefix-share of them)"})
+    split: str = field(default="auto", metadata={
+        "help": "a history's split: time (train and validation settle before a split time, "
+                "test after it), cut (one earlier cut: windows whose labels settle by the "
+                "history's end, split by user) or auto (time, else cut where a time split "
+                "cannot settle labels on both sides)"})
+    max_windows: int | None = field(default=200_000, metadata={
+        "help": "at most this many training windows in all (a seeded sample; memory)"})
     heldout_windows_per_user: int | None = field(
         default=None, metadata={"help": "the cap for validation and test users (default: "
                                         "--windows-per-user); the stacked heads fit on validation"}
@@ -83,8 +100,14 @@ class DataArguments:
     def __post_init__(self) -> None:
         if self.users < 20:
             raise ValueError("--users must be >= 20 (each split needs users)")
-        if self.windows_per_user < 1:
+        if self.windows_per_user is not None and self.windows_per_user < 1:
             raise ValueError("--windows-per-user must be >= 1")
+        if self.split not in HISTORY_SPLITS:
+            raise ValueError(f"--split must be one of {', '.join(HISTORY_SPLITS)}")
+        if self.windows not in WINDOWS:
+            raise ValueError(f"--windows must be one of {', '.join(WINDOWS)}")
+        if self.max_windows is not None and self.max_windows < 1:
+            raise ValueError("--max-windows must be >= 1")
         if self.heldout_windows_per_user is not None and self.heldout_windows_per_user < 1:
             raise ValueError("--heldout-windows-per-user must be >= 1")
         shares = (self.validation_share, self.test_share)
@@ -109,6 +132,13 @@ class DataArguments:
     def history_range(self) -> tuple[int, int]:
         """--from/--to as epoch ms (a history may be from any year: no plausibility bounds)."""
         return _event_time(self.from_time or ""), _event_time(self.to_time or "")
+
+    def simulated_windows_per_user(self) -> int:
+        return SIMULATED_WINDOWS_PER_USER if self.windows_per_user is None \
+            else self.windows_per_user
+
+    def history_windows_per_user(self) -> int | None:
+        return self.windows_per_user
 
     def split_fractions(self) -> tuple[float, float, float]:
         """Shares of users for train, validation and test."""

@@ -14,4 +14,4 @@ def test_demo_args_parse_and_stay_small() -> None:
     assert data.users * run.epochs <= 2400 and run.evals_per_epoch == 1
     assert run.fusion == "stack"  # measured best on strength and churn (docs/model.md)
     assert run.runtime == "torch"  # no runtime check: torch was the fastest for the tiny config
-    assert (data.heldout_windows_per_user or 0) > data.windows_per_user  # rows for the stack
+    assert (data.heldout_windows_per_user or 0) > data.simulated_windows_per_user()  # stack rows

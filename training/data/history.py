@@ -40,15 +40,24 @@ from typing import Any
 
 import numpy as np
 
+from streams.core.clock import SilenceSchedule
 from streams.core.events import Rejection, ShopEvent, not_from_the_future, parse_event
-from streams.core.labelling import LabelPolicy
+from streams.core.features import feature_vector
+from streams.core.labelling import LabelPolicy, label_window
 from streams.core.raw_message import RawMessage
-from streams.core.sessions import SessionPolicy
+from streams.core.sessions import SessionPolicy, absorb, empty_state, render
+from streams.core.silence import TimerPolicy, fire
 from streams.core.timeunits import DAY_MS, iso
 from streams.settings import Settings
 from training.data import event_files
 from training.data.simulator import UserHistory
-from training.data.windows import SPLITS, Example, examples_of, split_users
+from training.data.windows import (
+    SPLITS,
+    Example,
+    examples_of,
+    split_users,
+    validated,
+)
 
 
 class NoValidEvents(ValueError):
@@ -77,6 +86,8 @@ class TimeSplit:
 class HistoryData:
     splits: dict[str, list[Example]]
     card: dict[str, Any]  # the model card's "data" fields for this source
+    histories: dict[str, list[dict[str, Any]]]  # user -> valid events, sorted
+    fit_before: int  # models fitted on the history (customer value) see only events before it
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -195,6 +206,7 @@ def settled(examples: Iterable[Example], start: int | None, until: int,
 def part_examples(
     user: str, events: Sequence[dict[str, Any]], split: TimeSplit, session_policy: SessionPolicy,
     label_policy: LabelPolicy, *, prefix_share: float, seed: int,
+    timers: TimerPolicy | None = None,
 ) -> tuple[list[Example], list[Example]]:
     """One user's settled windows before the split time (labelled from the events before it:
     nothing at or after the split time reaches training) and after it (test, labelled from the
@@ -207,7 +219,7 @@ def part_examples(
                                   (whole, split.test_from, split.observed_until)):
         rng = random.Random(f"windows:{seed}:{user}")  # the same prefix cuts in both parts
         examples = examples_of(history, session_policy, label_policy,
-                               prefix_share=prefix_share, rng=rng)
+                               prefix_share=prefix_share, rng=rng, timers=timers)
         parts.append(settled(examples, start, until, split.settles_ms))
     return parts[0], parts[1]
 
@@ -222,6 +234,7 @@ def history_splits(
     histories: dict[str, list[dict[str, Any]]], split: TimeSplit, session_policy: SessionPolicy,
     label_policy: LabelPolicy, *, seed: int, validation_share: float, prefix_share: float,
     max_windows_per_user: int | None, max_heldout_windows_per_user: int | None,
+    timers: TimerPolicy | None = None,
 ) -> dict[str, list[Example]]:
     """Test: every window after the split time. Train and validation: the windows before it,
     by user (validation early-stops the network and fits the stacked heads: it must not share
@@ -233,7 +246,7 @@ def history_splits(
     for user, events in histories.items():
         rng = random.Random(f"cap:{seed}:{user}")
         older, newer = part_examples(user, events, split, session_policy, label_policy,
-                                     prefix_share=prefix_share, seed=seed)
+                                     prefix_share=prefix_share, seed=seed, timers=timers)
         name = assignment[user]
         splits[name].extend(capped(older, max_windows_per_user if name == "train"
                                    else heldout_cap, rng))
@@ -276,12 +289,29 @@ def load(data_args: Any, settings: Settings, session_policy: SessionPolicy,
                                                       max(newest, now_ms() - 1))
     split = split_time([e.ts for e in validated.events], data_args.test_share, observed,
                        label_policy.settles_after_ms)
+    timers = settings.timer_policy() if data_args.windows == "worker" else None
+    caps = {"max_windows_per_user": data_args.history_windows_per_user(),
+            "max_heldout_windows_per_user": data_args.heldout_windows_per_user}
     splits = history_splits(
         histories, split, session_policy, label_policy, seed=seed,
         validation_share=data_args.validation_share, prefix_share=data_args.prefix_share,
-        max_windows_per_user=data_args.windows_per_user,
-        max_heldout_windows_per_user=data_args.heldout_windows_per_user)
-    require_trainable(splits, split)
+        timers=timers, **caps)
+    fit_before, how = split.test_from, None
+    try:
+        if data_args.split == "cut":
+            raise TooLittleHistory("--split cut")
+        require_trainable(splits, split)
+    except TooLittleHistory as error:  # labels cannot settle on both sides of one split time
+        if data_args.split == "time":
+            raise
+        cut = split.observed_until - split.settles_ms
+        splits = cut_splits(histories, cut, split.observed_until, session_policy, label_policy,
+                            seed=seed, fractions=data_args.split_fractions(),
+                            prefix_share=data_args.prefix_share, timers=timers, **caps)
+        require_cut_trainable(splits, cut, error)
+        fit_before, how = cut + 1, {"why": str(error), "cut": iso(cut)}
+    splits["train"] = capped(splits["train"], data_args.max_windows,
+                             random.Random(f"total:{seed}"))
     first = min(e.ts for e in validated.events)
     card = {
         "source": f"the platform's own events ({description['type']}: "
@@ -300,12 +330,82 @@ def load(data_args: Any, settings: Settings, session_policy: SessionPolicy,
                      "events before it; every kept window's labels are settled",
             "test_from": iso(split.test_from),
             "labels_settle_days": split.settles_ms / DAY_MS,
+            "windows": data_args.windows,
+            "triggers": dict(Counter(x.trigger for part in splits.values() for x in part)),
+            **({"earlier_cut": {
+                **how, "split": "one earlier cut, the newest time whose labels are settled "
+                "(observed until - labels_settle_days): windows as of the cut or before it "
+                "(each user's last session with FEATURES as of the cut among them), labelled "
+                "from the horizon after them, split by user into train, validation and test; "
+                "the time split above could not settle labels on both of its sides"}}
+               if how else {}),
         },
         "users": len(histories),
         "sim_days": (newest - first) / DAY_MS,  # the history's span, in the card's field
         "archetype_mix": "n/a (real history)",
     }
-    return HistoryData(splits, card)
+    return HistoryData(splits, card, histories, fit_before)
+
+
+def cut_splits(
+    histories: dict[str, list[dict[str, Any]]], cut: int, observed_until: int,
+    session_policy: SessionPolicy, label_policy: LabelPolicy, *, seed: int,
+    fractions: tuple[float, float, float], prefix_share: float, timers: TimerPolicy | None,
+    max_windows_per_user: int | None, max_heldout_windows_per_user: int | None,
+) -> dict[str, list[Example]]:
+    """Windows whose labels are settled by `observed_until` (those as of `cut` or before),
+    plus each user's window at the cut itself, split by user."""
+    assignment = split_users(list(histories), seed, fractions)
+    heldout_cap = (max_windows_per_user if max_heldout_windows_per_user is None
+                   else max_heldout_windows_per_user)
+    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    for user, events in histories.items():
+        whole = UserHistory(user, "history", tuple(events), (), observed_until)
+        rng = random.Random(f"windows:{seed}:{user}")
+        examples = settled(examples_of(whole, session_policy, label_policy,
+                                       prefix_share=prefix_share, rng=rng, timers=timers),
+                           None, observed_until, label_policy.settles_after_ms)
+        name = assignment[user]
+        examples = capped(examples, max_windows_per_user if name == "train" else heldout_cap,
+                          random.Random(f"cap:{seed}:{user}"))
+        at_cut = window_at(whole, cut, session_policy, label_policy)
+        splits[name].extend(examples + ([at_cut] if at_cut else []))
+    return splits
+
+
+def window_at(history: UserHistory, as_of: int, session_policy: SessionPolicy,
+              label_policy: LabelPolicy) -> Example | None:
+    """The user's last session before `as_of` with FEATURES as of it (the clock closed the
+    session, as the worker's does, if its gap has passed), labelled from after it; None for a
+    user with no event before it or labels not settled."""
+    before = [e for e in history.events if e["ts"] < as_of]
+    if not before:
+        return None
+    state = empty_state()
+    for doc in before:
+        absorb(state, validated(doc, session_policy), session_policy)
+    fire(state, as_of, TimerPolicy.of(session_policy, SilenceSchedule((1,))))
+    session = state["current"] or state.get("last_closed")
+    if session is None:
+        return None
+    labels = label_window(session["events"], as_of, history.events, history.observed_until,
+                          label_policy)
+    if not labels.resolved:
+        return None
+    return Example(user_id=history.user_id, text=render(session, session_policy.max_chars),
+                   strength=labels.strength,  # type: ignore[arg-type]  # resolved
+                   intent_type=labels.intent_type, churn=bool(labels.churn), window_end=as_of,
+                   prefix=False,
+                   features=tuple(feature_vector(session, state.get("profile"), as_of=as_of)),
+                   trigger="cut")
+
+
+def require_cut_trainable(splits: dict[str, list[Example]], cut: int,
+                          error: TooLittleHistory) -> None:
+    empty = [name for name in SPLITS if not splits[name]]
+    if empty:
+        raise TooLittleHistory(f"{error}; an earlier cut at {iso(cut)} left the "
+                               f"{', '.join(empty)} split(s) empty too") from error
 
 
 def guarded_load(data_args: Any, settings: Settings, session_policy: SessionPolicy,

@@ -5,10 +5,21 @@ A window is exactly what the live worker scores: the user's events fed through
 worker's policy, with the FEATURES row the worker would send at that moment
 (`streams.core.sessions.session_features` on the one state that absorbed the user's whole
 history so far, so the profile counts every earlier session, not only the window's).
-Every closed session is one window; a seeded share of sessions also gives one prefix window (the
-session as the worker saw it mid-way), because the worker scores open sessions too. Labels come
-from `streams.core.labelling` on the events after the window's end; windows whose future is not
-known far enough (near the end of the simulation) are dropped, never guessed.
+Two ways to choose the windows:
+
+- `worker_windows` (`--windows worker`, the default): exactly what the live worker scores, from
+  its own code: each event absorbed (`absorb`) gives a score of the open session (every prefix,
+  as events arrive); between events the worker's timers fire as its clock passes them
+  (`streams.core.silence.fire`): the session closes on time (its final score) and the user's
+  silence milestones (`SilenceSchedule`) re-score the last session with FEATURES as of the
+  milestone (`batching.scoring_items`). A silence window's labels read what happened after the
+  milestone, so the churn head learns from "silent for X days" windows.
+- `live_windows` (`--windows sessions`): every session at its close, and a seeded share of
+  sessions also once mid-way (one prefix window).
+
+Labels come from `streams.core.labelling` on the events after the window's as-of time (a
+session's end, or the milestone); windows whose future is not known far enough (near the end of
+the history) are dropped, never guessed.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference.heads import INTENT_TYPE_LABELS, MODEL_HEADS, STRENGTH_LABELS
+from streams.core.batching import delivered, scoring_items
 from streams.core.events import ShopEvent
 from streams.core.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, label_window
 from streams.core.sessions import (
@@ -30,6 +42,7 @@ from streams.core.sessions import (
     render,
     session_features,
 )
+from streams.core.silence import TimerPolicy, due_at, fire
 from streams.settings import get_settings
 from training.data.simulator import UserHistory
 
@@ -46,6 +59,7 @@ class Example:
     window_end: int
     prefix: bool  # a mid-session window (the worker scoring an open session)
     features: tuple[float, ...] = ()  # the FEATURES row the worker sends for this window
+    trigger: str = "session_close"  # event (an open session), session_close or silence
 
 
 def validated(doc: dict[str, Any], policy: SessionPolicy) -> ShopEvent:
@@ -70,11 +84,51 @@ class Window:
     session: Session
     features: tuple[float, ...]
     prefix: bool
+    trigger: str = "session_close"
+    as_of: int | None = None  # labels read events after this (None: the session's end)
+
+    @property
+    def labelled_from(self) -> int:
+        return self.session["end"] if self.as_of is None else self.as_of
 
 
 def _snapshot(state: UserState, session: Session, prefix: bool) -> Window:
     copied: Session = {**session, "events": list(session["events"])}
-    return Window(copied, tuple(session_features(state, session)), prefix)
+    return Window(copied, tuple(session_features(state, session)), prefix,
+                  "event" if prefix else "session_close")
+
+
+def worker_windows(events: Sequence[dict[str, Any]], policy: SessionPolicy,
+                   timers: TimerPolicy, observed_until: int) -> list[Window]:
+    """What the live worker scores for a user's history, in order: one window per event (the
+    open session as of it), each session's close when the clock passes its end + gap, and each
+    silence milestone reached before the user's next event (or before `observed_until`). The
+    clock is taken to pass every timer before the next event, as it does on a stream whose
+    other users keep it moving."""
+    state = empty_state()
+    out: list[Window] = []
+
+    def run_timers(until: int) -> None:
+        nonlocal state
+        while (due := due_at(state, timers)) is not None and due < until:
+            fire(state, due, timers)
+            out.extend(_scored(state, with_current=False))
+            state = delivered(state)
+
+    for doc in events:
+        run_timers(doc["ts"])
+        absorb(state, validated(doc, policy), policy)
+        out.extend(_scored(state, with_current=True))
+        state = delivered(state)
+    run_timers(observed_until + 1)
+    return out
+
+
+def _scored(state: UserState, with_current: bool) -> list[Window]:
+    """The worker's scoring items of this state as windows (sessions copied: they change)."""
+    return [Window({**item.session, "events": list(item.session["events"])},
+                   tuple(item.features), item.trigger == "event", item.trigger, item.as_of)
+            for item in scoring_items(state, with_current)]
 
 
 def live_windows(
@@ -120,14 +174,23 @@ def examples_of(
     *,
     prefix_share: float,
     rng: random.Random,
+    timers: TimerPolicy | None = None,
 ) -> list[Example]:
-    """The resolved windows of one user's history, each with its text, features and labels."""
-    cuts = _prefix_cuts(sessions_of(history.events, session_policy), prefix_share, rng)
+    """The resolved windows of one user's history, each with its text, features and labels:
+    the worker's triggers with `timers` (`worker_windows`), else closed sessions and sampled
+    prefixes (`live_windows`, `prefix_share`)."""
+    if timers is not None:
+        windows = worker_windows(history.events, session_policy, timers,
+                                 history.observed_until)
+    else:
+        cuts = _prefix_cuts(sessions_of(history.events, session_policy), prefix_share, rng)
+        windows = live_windows(history.events, session_policy, cuts)
     out = []
-    for window in live_windows(history.events, session_policy, cuts):
+    for window in windows:
         session = window.session
         labels = label_window(
-            session["events"], session["end"], history.events, history.observed_until, label_policy
+            session["events"], window.labelled_from, history.events, history.observed_until,
+            label_policy,
         )
         if not labels.resolved:
             continue
@@ -138,9 +201,10 @@ def examples_of(
                 strength=labels.strength,  # type: ignore[arg-type]  # resolved: not None
                 intent_type=labels.intent_type,
                 churn=bool(labels.churn),
-                window_end=session["end"],
+                window_end=window.labelled_from,
                 prefix=window.prefix,
                 features=window.features,
+                trigger=window.trigger,
             )
         )
     return out
@@ -168,6 +232,7 @@ def build_splits(
     prefix_share: float = 0.5,
     max_windows_per_user: int | None = None,
     max_heldout_windows_per_user: int | None = None,
+    timers: TimerPolicy | None = None,
 ) -> dict[str, list[Example]]:
     """Labelled windows of all users, grouped by the split their user belongs to. A cap on
     windows per user (a seeded sample) spreads a fixed training budget over more users; held-out
@@ -180,7 +245,7 @@ def build_splits(
     for history in histories:
         rng = random.Random(f"windows:{seed}:{history.user_id}")
         examples = examples_of(history, session_policy, label_policy, prefix_share=prefix_share,
-                               rng=rng)
+                               rng=rng, timers=timers)
         split = assignment[history.user_id]
         cap = max_windows_per_user if split == "train" else heldout_cap
         if cap is not None and len(examples) > cap:
@@ -199,6 +264,11 @@ Targets = dict[str, list[int]]  # head -> one label index per window (churn: 0/1
 def worker_session_policy() -> SessionPolicy:
     """The worker's session policy (streams/settings.py), so training texts match live ones."""
     return get_settings().session_policy()
+
+
+def worker_timer_policy() -> TimerPolicy:
+    """The worker's timers (session gap and span, silence milestones from the settings)."""
+    return get_settings().timer_policy()
 
 
 def targets_of(examples: Sequence[Any]) -> Targets:

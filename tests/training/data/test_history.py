@@ -176,7 +176,8 @@ def test_the_split_is_by_time_and_training_never_sees_the_future(
     again = history.history_splits(
         grouped, same_split, WORKER_POLICY, data_args.label_policy(), seed=0,
         validation_share=data_args.validation_share, prefix_share=data_args.prefix_share,
-        max_windows_per_user=data_args.windows_per_user, max_heldout_windows_per_user=None)
+        max_windows_per_user=data_args.windows_per_user, max_heldout_windows_per_user=None,
+        timers=settings().timer_policy())
     assert again["train"] == train and again["validation"] == val
 
 
@@ -246,27 +247,34 @@ def test_a_purchase_gap_longer_than_the_churn_horizon_is_churn() -> None:
 
 
 def test_the_gate_exports_only_what_beats_the_live_version(tmp_path: Path) -> None:
+    import numpy as np
     import torch
 
     from inference.model.intent_bert import IntentBert
     from inference.model.tokenizer import load_tokenizer
     from training.data.windows import targets_of
-    from training.fit.loop import as_tensors
+    from training.evaluate.served import ServedVersion
     from training.publish import gate_against_live
 
     data = load(write_jsonl(tmp_path / "sim.jsonl", order_table(30)), "--churn-days", "14")
     rows = data.splits["test"]
-    tokenizer = load_tokenizer()
     torch.manual_seed(0)
-    model = IntentBert.tiny(len(tokenizer))
+    model = IntentBert.tiny(len(load_tokenizer()))
     repo = tmp_path / "repo"
-    targets = as_tensors(targets_of(rows))
-    first = gate_against_live(repo, model, tokenizer, [x.text for x in rows], targets)
+    features = np.asarray([x.features for x in rows])
+    users = [x.user_id for x in rows]
+
+    def judge() -> dict:
+        return gate_against_live(repo, ServedVersion(model, None, None), [x.text for x in rows],
+                                 targets_of(rows), features, users, seed=0)
+
+    first = judge()
     assert first["accepted"] and first["live_version"] is None
     model.save(repo / "intent_bert" / "1" / "artifacts")  # now live: the same weights
-    same = gate_against_live(repo, model, tokenizer, [x.text for x in rows], targets)
+    same = judge()
     assert same["live_version"] == 1 and not same["accepted"]  # no gain is no export
     assert "gain +0.000" in same["why"]
+    assert "intent_type" in same["skipped_heads"]  # one label on an order table
 
 
 # --- end to end, on the tiny model ----------------------------------------------------------------
@@ -290,7 +298,8 @@ def test_train_on_a_file_of_events_end_to_end(tmp_path: Path, repo: Path,
     assert card["data"]["history"]["users"] == len(histories)
     assert card["gate"]["accepted"] and card["exported"]["intent_bert"] == 1
     versus = card["stacking"]["served_vs_peers"]
-    assert set(versus["churn"]) == {"tfidf_lr", "features_gb", "recency_frequency"}
+    assert {"tfidf_lr", "features_gb", "recency_frequency", "days_since_last_order"} <= set(
+        versus["churn"])
     assert all(row["ci95"] is not None for row in versus["strength"].values())
     assert "Training on the platform's own history" in (out / "model_card.md").read_text(
         encoding="utf-8")
