@@ -185,7 +185,9 @@ def test_section(model: dict[str, Any], baseline: dict[str, Any], baseline_c: An
 
 
 def stacking_section(stack: Any, schema: dict[str, Any]) -> dict[str, Any]:
-    return {**stack.card, "exported_heads": sorted(stack.heads), "feature_schema": schema}
+    return {**stack.card, "exported_heads": sorted(h for h in stack.heads if h in MODEL_HEADS),
+            "churn_reads_customer_value": bool(stack.heads.get("churn_reads_customer_value")),
+            "feature_schema": schema}
 
 
 def build_card(model: dict[str, Any], data: dict[str, Any], training: dict[str, Any],
@@ -364,12 +366,65 @@ def _history(card: dict[str, Any]) -> list[str]:
              "validation are split by user before it, test is every user after it): windows "
              f"before it settle ({h['labels_settle_days']:g} days) before it, labelled from the "
              "events before it; test windows end after it.",
-             f"- Event types: {h['event_types']}."]
+             f"- Event types: {h['event_types']}.",
+             f"- Windows: {h.get('windows')} triggers, by kind {h.get('triggers')}."]
+    cut = h.get("earlier_cut")
+    if cut:
+        lines.append(f"- **Trained at an earlier cut, {cut['cut']}**, not at the split time "
+                     f"above: {cut['split']}. Why: {cut['why']}")
+    skipped = card["data"].get("heads_skipped")
+    if skipped:
+        lines.append(f"- Heads skipped (no labels to learn from): {skipped}.")
     gate_result = card.get("gate")
     if gate_result:
         verdict = "exported" if gate_result["accepted"] else "NOT exported"
         lines.append(f"- Gate against live version {gate_result['live_version']}: {verdict} "
-                     f"({gate_result['why']}).")
+                     f"({gate_result['why']}); {gate_result.get('on', '')}.")
+        for head, row in (gate_result.get("heads") or {}).items():
+            lines.append(f"  - {head}: ROC-AUC live {row['live_roc_auc']:.3f}, candidate "
+                         f"{row['candidate_roc_auc']:.3f}, difference {row['delta']:+.3f} "
+                         f"(95% {_ci(row['delta_ci95'])}); log-loss {row['live_log_loss']:.3f} "
+                         f"→ {row['candidate_log_loss']:.3f}.")
+    return [*lines, "", *_churn_peers(card)]
+
+
+def _ci(pair: list[float] | None) -> str:
+    return "n/a" if not pair else f"[{pair[0]:+.3f}, {pair[1]:+.3f}]"
+
+
+def _churn_peers(card: dict[str, Any]) -> list[str]:
+    """The served churn head beside BG/NBD P(alive) and days since the last order."""
+    stacking = card.get("stacking") or {}
+    test = stacking.get("test") or {}
+    value = stacking.get("customer_value") or {}
+    if "churn" not in test.get("served", {}):
+        return []
+    lines = ["## Churn against customer value and recency", "",
+             "ROC-AUC on the test windows (95% interval over users); the margin is the served "
+             "head's ROC-AUC minus the peer's.", "",
+             "| model | ROC-AUC | margin of the served head |", "|---|---|---|"]
+    names = {"served": "served churn head", "bgnbd_p_alive": "BG/NBD 1 - P(alive)",
+             "days_since_last_order": "days since the last order",
+             "recency_frequency": "recency/frequency logistic regression"}
+    versus = (stacking.get("served_vs_peers") or {}).get("churn", {})
+    for name, label in names.items():
+        row = test.get(name, {}).get("churn")
+        if row is None:
+            continue
+        peer = versus.get(name, {})
+        margin = (f"{peer['roc_auc_delta']:+.3f} ({_ci(peer.get('roc_auc_delta_ci95'))})"
+                  if "roc_auc_delta" in peer else "")
+        auc = "n/a" if row.get("roc_auc") is None else f"{row['roc_auc']:.3f}"
+        lines.append(f"| {label} | {auc} ({_ci(row.get('roc_auc_ci95'))}) "
+                     f"| {margin} |")
+    if value.get("bgnbd"):
+        lines += ["", f"Customer value model (BG/NBD + Gamma-Gamma, days), fitted on "
+                      f"{value['customers']} customers ({value['repeat_customers']} repeat): "
+                      f"BG/NBD {value['bgnbd']}, Gamma-Gamma {value['gamma_gamma']}; "
+                      f"horizon {value['horizon_days']:g} days. Churn head reads its columns: "
+                      f"{stacking.get('churn_reads_customer_value', False)}."]
+    elif value.get("skipped"):
+        lines += ["", f"No customer value model: {value['skipped']}."]
     return [*lines, ""]
 
 

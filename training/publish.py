@@ -24,9 +24,17 @@ from inference.model.quality import HeldOut, QualityError
 from inference.model.stacking import remove_stale_heads, write_heads
 from inference.repository import INTENT_BERT, INTENT_BERT_ONNX, REPOSITORY_TEMPLATE
 from streams.core.features import FEATURE_SCHEMA_VERSION, N_FEATURES
-from training.evaluate.gate import DEFAULT_MARGIN, DEFAULT_MAX_HEAD_DROP, GateResult, gate
+from training.evaluate import served
+from training.evaluate.gate import (
+    DEFAULT_AUC_MARGIN,
+    DEFAULT_MAX_AUC_DROP,
+    GateResult,
+    head_comparison,
+    ranking_gate,
+)
 from training.evaluate.metrics import columns, head_metrics
-from training.fit.loop import Targets, predict, tokenize
+from training.evaluate.served import ServedVersion
+from training.fit.loop import Targets, predict
 
 
 def network_macro_f1s(model: IntentBert, tokens: list[list[int]], targets: Targets,
@@ -48,35 +56,46 @@ def live_network(repo: Path) -> tuple[int, IntentBert] | None:
     return versions[-1], IntentBert.load(repo / INTENT_BERT / str(versions[-1]) / "artifacts")
 
 
-def gate_against_live(repo: Path, candidate: IntentBert, tokenizer: Any, texts: Sequence[str],
-                      targets: Targets, features: np.ndarray | None = None) -> dict[str, Any]:
-    """The gate between the live version (the newest in `repo`) and the candidate network,
-    both on the same held-out texts. Nothing live: accepted. `features`: the rows' FEATURES,
-    read by whichever of the two networks has a feature tower."""
-    live = live_network(repo)
-    if live is None:
+def gate_against_live(repo: Path, candidate: ServedVersion, texts: Sequence[str],
+                      targets: dict[str, list[int]], features: np.ndarray,
+                      users: Sequence[str], seed: int) -> dict[str, Any]:
+    """The gate between the live version (the newest in `repo`, as served: its network, heads
+    and customer value) and the candidate, served the same way, on the same held-out rows
+    (`ranking_gate`: ROC-AUC per head with labels, intervals over users). Nothing live:
+    accepted."""
+    live_version = served.live_version(Path(repo))
+    if live_version is None:
         return {"accepted": True, "why": f"no live intent_bert version in {repo}",
                 "live_version": None}
-    live_version, live_model = live
-    result: GateResult = gate(
-        *[network_macro_f1s(m, tokenize(tokenizer, texts, m.max_length), targets, features)
-          for m in (live_model, candidate)], DEFAULT_MARGIN, DEFAULT_MAX_HEAD_DROP)
+    live = served.ServedVersion.from_repo(Path(repo), live_version).score(texts, features)
+    new = candidate.score(texts, features)
+    heads = {}
+    for head, labels in targets.items():
+        compared = head_comparison(labels, live.probs[head], new.probs[head], users, seed)
+        if compared is not None:
+            heads[head] = compared
+    result: GateResult = ranking_gate(heads)
     return {"accepted": result.accepted, "why": result.why, "live_version": live_version,
-            "live_macro_f1": result.live, "candidate_macro_f1": result.candidate,
-            "margin": DEFAULT_MARGIN, "max_head_drop": DEFAULT_MAX_HEAD_DROP,
-            "on": "the test part of this history (the networks alone, with FEATURES where they "
-                  "read them, threshold 0.5)"}
+            "heads": heads, "skipped_heads": sorted(set(targets) - set(heads)),
+            "margin": DEFAULT_AUC_MARGIN, "max_head_drop": DEFAULT_MAX_AUC_DROP,
+            "on": f"the test part of this history ({len(texts)} windows, "
+                  f"{len(set(users))} users): the served ensembles (network + stacker step), "
+                  "ROC-AUC per head with two labels there, 95% intervals over resampled users"}
 
 
 def publish_version(model: IntentBert, repo: Path, stacked_heads: dict[str, Any], *,
-                    runtime: str, held_out: HeldOut | None, int8: bool) -> dict[str, Any]:
-    """Version N+1: stacked heads first (the network is never served without them), then the
-    network on the runtime that passes the quality bar on `held_out`, then its ONNX copy."""
+                    runtime: str, held_out: HeldOut | None, int8: bool,
+                    customer_value: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Version N+1: stacked heads and the customer value model first (the network is never
+    served without them), then the network on the runtime that passes the quality bar on
+    `held_out`, then its ONNX copy."""
     version = max(repository.versions(repo / INTENT_BERT), default=0) + 1
     remove_stale_heads(repo, version)
-    if stacked_heads:
+    if stacked_heads or customer_value:
+        extra = {"customer_value": customer_value} if customer_value else {}
         write_heads(repo, version, {"n_features": N_FEATURES,
-                                    "feature_schema": FEATURE_SCHEMA_VERSION, **stacked_heads})
+                                    "feature_schema": FEATURE_SCHEMA_VERSION, **stacked_heads,
+                                    **extra})
     if held_out is None:
         runtime = "torch"
     version = export_version(model, repo, version, runtime=runtime, held_out=held_out)

@@ -38,7 +38,8 @@ import torch
 from inference.heads import MODEL_HEADS
 from inference.model.intent_bert import IntentBert
 from inference.model.tokenizer import base_path, load_tokenizer
-from streams.core.features import N_FEATURES, feature_schema
+from streams.core.features import FEATURE_SCHEMA_VERSION, N_FEATURES, feature_schema
+from streams.core.timeunits import iso
 from streams.settings import get_settings
 from training import card as model_card
 from training.arguments import DataArguments, ModelArguments, RunArguments
@@ -51,19 +52,24 @@ from training.data.windows import (
     build_splits,
     targets_of,
     worker_session_policy,
+    worker_timer_policy,
 )
 from training.evaluate.metrics import HEADLINE_METRIC, columns, compare, compute_metrics
 from training.evaluate.metrics import validation_score as baseline_score
+from training.evaluate.served import ServedVersion, candidate_value
+from training.fit import served_value
 from training.fit.baseline import TfidfBaseline, fit_baseline
 from training.fit.loop import (
     FitConfig,
     FitResult,
     as_tensors,
     fit,
+    loss_over,
     multitask_loss,
     predict,
     tokenize,
 )
+from training.fit.served_value import ValueFit
 from training.fit.stacking import StackResult, fit_stack
 from training.fit.uci_tune import tune_on_uci
 from training.publish import (
@@ -87,6 +93,8 @@ class Windows:
     targets: dict[str, Targets]
     features: dict[str, np.ndarray]  # FEATURES rows per split, [n, N_FEATURES]
     history: own_history.HistoryData | None  # the platform's own events; None: simulated
+    orders: list[served_value.Orders]  # purchases the customer value model is fitted on
+    orders_as_of: int  # ... as of this event time (nothing after it reaches the fit)
 
     def users(self, split: str) -> list[str]:
         return [x.user_id for x in self.splits[split]]
@@ -145,6 +153,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     if isinstance(windows, int):
         return windows
     laps.lap("simulate_and_label")
+    value = fit_customer_value(windows, data_args)
+    laps.lap("customer_value")
     baseline = fit_tfidf_baseline(windows, run_args.seed)
     laps.lap("baseline")
     network = fine_tune(windows, model_args, run_args)
@@ -152,7 +162,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     evaluation = evaluate(network, baseline, windows, run_args.seed)
     laps.lap("evaluate")
     network.model.save(out / "model")
-    stack = stack_heads(windows, evaluation, baseline, run_args.seed,
+    stack = stack_heads(windows, evaluation, baseline, value, run_args.seed,
                         stack=run_args.fusion != "tower")
     laps.lap("stacking")
     uci_results = None
@@ -161,12 +171,13 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         laps.lap("uci")
     gate = exported = None
     if run_args.export:
-        gate, exported = publish(network, windows, evaluation, stack, run_args)
+        gate, exported = publish(network, windows, evaluation, stack, value, run_args)
         laps.lap("export")
+    data = model_card.data_section(data_args, worker_session_policy(), windows.splits,
+                                   windows.targets, windows.history)
+    data["heads_skipped"] = skipped_heads(windows.targets["train"])
     card = model_card.build_card(
-        model_card.model_section(model_args, run_args.fusion, network.model),
-        model_card.data_section(data_args, worker_session_policy(), windows.splits,
-                                windows.targets, windows.history),
+        model_card.model_section(model_args, run_args.fusion, network.model), data,
         model_card.training_section(network.fit_config, network.result, model_args.tiny),
         model_card.test_section(evaluation.metrics, baseline.metrics,
                                 baseline.model.chosen_c, evaluation.comparison),
@@ -202,21 +213,38 @@ def load_windows(data_args: DataArguments, seed: int) -> Windows | int:
         if isinstance(loaded, int):
             return loaded
         history, splits = loaded, loaded.splits
+        orders_as_of = loaded.fit_before
+        orders = served_value.orders_of(loaded.histories.values(), orders_as_of)
     else:
         users = simulate(data_args.users, SimConfig(seed=seed, days=data_args.sim_days))
         splits = build_splits(
             users, session_policy, label_policy, seed=seed,
             fractions=data_args.split_fractions(), prefix_share=data_args.prefix_share,
-            max_windows_per_user=data_args.windows_per_user,
+            max_windows_per_user=data_args.simulated_windows_per_user(),
             max_heldout_windows_per_user=data_args.heldout_windows_per_user,
+            timers=worker_timer_policy() if data_args.windows == "worker" else None,
         )
+        # Fitted on the training users only: held-out users' orders stay out of every fit.
+        train_users = {x.user_id for x in splits["train"]}
+        orders_as_of = max((u.observed_until for u in users), default=0) + 1
+        orders = served_value.orders_of(
+            (u.events for u in users if u.user_id in train_users), orders_as_of)
     return Windows(
         splits=splits,
         texts={name: [x.text for x in splits[name]] for name in SPLITS},
         targets={name: targets_of(splits[name]) for name in SPLITS},
         features={name: feature_matrix(splits[name]) for name in SPLITS},
         history=history,
+        orders=orders,
+        orders_as_of=orders_as_of,
     )
+
+
+def fit_customer_value(windows: Windows, data_args: DataArguments) -> ValueFit:
+    """BG/NBD + Gamma-Gamma on the training history's orders, over the churn horizon."""
+    return served_value.fit_value_model(windows.orders, windows.orders_as_of,
+                                        data_args.churn_days,
+                                        version=f"orders before {iso(windows.orders_as_of)}")
 
 
 def fit_tfidf_baseline(windows: Windows, seed: int) -> Baseline:
@@ -257,13 +285,27 @@ def fine_tune(windows: Windows, model_args: ModelArguments, run_args: RunArgumen
     )
     tokens = {name: tokenize(tokenizer, windows.texts[name], model_args.max_length)
               for name in ("train", "validation")}
+    skipped = skipped_heads(windows.targets["train"])
+    loss = loss_over(frozenset(MODEL_HEADS) - set(skipped)) if skipped else multitask_loss
     net_features = windows.features if tower else dict.fromkeys(SPLITS)
     result = fit(
         model, tokens["train"], as_tensors(windows.targets["train"]),
-        tokens["validation"], as_tensors(windows.targets["validation"]), config, multitask_loss,
+        tokens["validation"], as_tensors(windows.targets["validation"]), config, loss,
         train_features=net_features["train"], val_features=net_features["validation"],
     )
     return Network(model, tokenizer, config, result, tower)
+
+
+def skipped_heads(targets: Targets) -> dict[str, str]:
+    """Heads the training windows cannot teach (one label only), each with the reason."""
+    out = {}
+    for head, labels in MODEL_HEADS.items():
+        seen = sorted(set(targets[head]))
+        if len(seen) < 2:
+            only = labels[seen[0]] if seen else "none"
+            out[head] = (f"every training window has the label {only!r}: not trained (its "
+                         "output is the fresh head's, read it as no signal)")
+    return out
 
 
 def evaluate(network: Network, baseline: Baseline, windows: Windows, seed: int) -> Evaluation:
@@ -280,20 +322,30 @@ def evaluate(network: Network, baseline: Baseline, windows: Windows, seed: int) 
     return Evaluation(probs["validation"], probs["test"], metrics, comparison)
 
 
-def stack_heads(windows: Windows, evaluation: Evaluation, baseline: Baseline, seed: int, *,
-                stack: bool = True) -> StackResult:
+def stack_heads(windows: Windows, evaluation: Evaluation, baseline: Baseline, value: ValueFit,
+                seed: int, *, stack: bool = True) -> StackResult:
     """Stacked heads fitted on validation rows the network did not train on; all probability
-    arrays as [n, classes] (churn [n, 2]) for the stacking module."""
+    arrays as [n, classes] (churn [n, 2]) for the stacking module. The customer value columns
+    compete as extra churn inputs; BG/NBD P(alive) and days since the last order are churn
+    peers."""
     def full(probs: Probs) -> Probs:
         return {h: columns(h, p) for h, p in probs.items()}
 
-    return fit_stack(
+    held_out = ("validation", "test")
+    peers = {"tfidf_lr": {"validation": full(baseline.validation), "test": full(baseline.test)}}
+    for split in held_out:
+        for name, score in served_value.peer_scores(windows.features[split], value).items():
+            peers.setdefault(name, {})[split] = {"churn": columns("churn", score)}
+    matrices = {s: served_value.value_matrix(value, windows.features[s]) for s in held_out}
+    result = fit_stack(
         MODEL_HEADS, windows.features,
         {"validation": full(evaluation.validation), "test": full(evaluation.test)},
         windows.targets, {name: windows.users(name) for name in SPLITS},
-        {"tfidf_lr": {"validation": full(baseline.validation), "test": full(baseline.test)}},
-        seed, stack,
+        peers, seed, stack,
+        value=None if value.model is None else matrices,  # type: ignore[arg-type]
     )
+    result.card["customer_value"] = value.card
+    return result
 
 
 def tune_uci(network: Network, data_args: DataArguments, model_args: ModelArguments,
@@ -314,13 +366,19 @@ def tune_uci(network: Network, data_args: DataArguments, model_args: ModelArgume
 
 
 def publish(network: Network, windows: Windows, evaluation: Evaluation, stack: StackResult,
-            run_args: RunArguments) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            value: ValueFit, run_args: RunArguments,
+            ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The gate (a history's version must beat the live one), then version N+1."""
     gate = None
+    payload = served_value.served_payload(value)
     if windows.history:
-        gate = gate_against_live(Path(run_args.repo), network.model, network.tokenizer,
-                                 windows.texts["test"], as_tensors(windows.targets["test"]),
-                                 windows.features["test"])
+        heads = ({"n_features": N_FEATURES, "feature_schema": FEATURE_SCHEMA_VERSION,
+                  **stack.heads} if stack.heads else None)
+        candidate = ServedVersion(network.model, heads, candidate_value(payload),
+                                  Path(run_args.repo))
+        gate = gate_against_live(Path(run_args.repo), candidate, windows.texts["test"],
+                                 windows.targets["test"], windows.features["test"],
+                                 windows.users("test"), run_args.seed)
         if not gate["accepted"]:
             return gate, None
     held_out = held_out_sample(
@@ -328,7 +386,8 @@ def publish(network: Network, windows: Windows, evaluation: Evaluation, stack: S
         churn_threshold=evaluation.metrics["churn"]["threshold"] or 0.5,
         features=windows.features["test"] if network.tower else None)
     exported = publish_version(network.model, Path(run_args.repo), stack.heads,
-                               runtime=run_args.runtime, held_out=held_out, int8=run_args.int8)
+                               runtime=run_args.runtime, held_out=held_out, int8=run_args.int8,
+                               customer_value=payload)
     return gate, exported
 
 

@@ -41,15 +41,20 @@ def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
     assert IntentBert.load(out / "model").heads_metadata()["max_length"] == 128
     stacking = card["stacking"]
     assert set(stacking["test"]["served"]) == {"strength", "intent_type", "churn"}
-    assert set(stacking["served_vs_peers"]["churn"]) == {"tfidf_lr", "features_gb",
-                                                         "recency_frequency"}
+    value_fitted = "bgnbd" in stacking["customer_value"]
+    assert set(stacking["served_vs_peers"]["churn"]) == {
+        "tfidf_lr", "features_gb", "recency_frequency", "days_since_last_order",
+        *(["bgnbd_p_alive"] if value_fitted else [])}
     # Heads are written for the version exported with them, and only the heads that fitted.
     heads_file = repo / "stacker" / "heads" / "1" / "heads.pkl"
-    assert heads_file.is_file() == bool(stacking["exported_heads"])  # the stale file is gone
+    # the stale file is gone
+    assert heads_file.is_file() == bool(stacking["exported_heads"] or value_fitted)
+    assert (heads_file.parent / "customer_value.json").is_file() == value_fitted
     if heads_file.is_file():
         heads = pickle.loads(heads_file.read_bytes())
         assert heads["n_features"] == N_FEATURES
-        assert set(heads) - {"n_features", "feature_schema"} == set(stacking["exported_heads"])
+        assert set(heads) - {"n_features", "feature_schema", "churn_reads_customer_value"} \
+            == set(stacking["exported_heads"])
 
 
 def test_tiny_model_learns_an_easy_signal() -> None:

@@ -43,6 +43,9 @@ def full_columns(clf: Any, x: Any, k: int) -> np.ndarray:
     probs = clf.predict_proba(x)
     classes = clf[-1].classes_ if isinstance(clf, Pipeline) else clf.classes_
     out = np.zeros((probs.shape[0], k))
+    if len(classes) == 1:  # fitted on one class (a fold can hold one): it is certain of it
+        out[:, int(classes[0])] = 1.0  # (HistGradientBoosting still answers two columns)
+        return out
     out[:, np.asarray(classes, dtype=np.int64)] = probs
     return out
 

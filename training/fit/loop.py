@@ -117,6 +117,22 @@ def multitask_loss(logits: HeadOutputs, targets: Targets) -> torch.Tensor:
     )
 
 
+def loss_over(heads: frozenset[str]) -> Callable[[HeadOutputs, Targets], torch.Tensor]:
+    """`multitask_loss` over some heads only: a head whose training windows carry one label
+    (an orders-only history has no intent type but `purchase`) is not trained."""
+    def loss(logits: HeadOutputs, targets: Targets) -> torch.Tensor:
+        terms = {
+            "strength": lambda: nn.functional.cross_entropy(logits.strength, targets.strength),
+            "intent_type": lambda: nn.functional.cross_entropy(logits.intent_type,
+                                                               targets.intent_type),
+            "churn": lambda: nn.functional.binary_cross_entropy_with_logits(logits.churn,
+                                                                            targets.churn),
+        }
+        return sum((terms[h]() for h in sorted(heads)), torch.zeros((), device=logits.churn.device))
+
+    return loss
+
+
 def strong_vs_rest_loss(logits: HeadOutputs, targets: Targets) -> torch.Tensor:
     """Binary loss on P(strong) from the strength head (UCI: Revenue = the session converted)."""
     log_p = logits.strength.log_softmax(dim=-1)

@@ -65,6 +65,13 @@ from training.fit.baseline import full_columns
 
 STACKED_HEADS = ("strength", "churn")  # the heads the stacker step replaces
 FUSIONS = ("hgb", "hgb_shallow", "logistic", "blend", "pool")
+# Churn only, where the version has a customer value model: the same fusion over x plus the
+# stacker's three value columns (p_alive, expected orders, expected value), kept only where
+# it measures better on validation (`churn_reads_customer_value` in the exported heads).
+VALUE_SUFFIX = "+value"
+VALUE_FUSIONS = ("hgb", "hgb_shallow", "logistic")
+# Churn peers from the customer value stage (training/fit/served_value.peer_scores).
+VALUE_PEERS = ("bgnbd_p_alive", "days_since_last_order")
 ON_THE_PEER = ("blend", "pool")  # fusions that read the features peer (fitted on training rows)
 N_TEXT_COLUMNS = 3 + 6 + 1  # the stacker's x after FEATURES: strength, intent_type, P(churn)
 CV_FOLDS = 4
@@ -149,6 +156,10 @@ def out_of_fold(kind: str, x: np.ndarray, y: np.ndarray, groups: Sequence[str], 
     folds = min(CV_FOLDS, len(set(groups)))
     out = np.zeros((len(x), k))
     for fit_rows, held_rows in GroupKFold(n_splits=folds).split(x, y, groups):
+        seen = np.unique(y[fit_rows])
+        if len(seen) < 2:  # a fold of few users can hold one label: it predicts that label
+            out[np.ix_(held_rows, seen)] = 1.0
+            continue
         clf = new_fusion(kind, seed, base, head).fit(x[fit_rows], y[fit_rows])
         out[held_rows] = full_columns(clf, x[held_rows], k)
     return out
@@ -202,13 +213,18 @@ def _fit_stack(
     peers: dict[str, dict[str, Probs]],
     seed: int,
     stack: bool = True,
+    value: dict[str, np.ndarray] | None = None,
 ) -> StackResult:
     """Fit, choose and measure the stacked heads. Every mapping is keyed by split name
     ("train", "validation", "test") where it is per split; `text` holds the network's
     probabilities, `peers` the text baseline's (`peers["tfidf_lr"][split][head]`), churn as
     [n, 2] everywhere. `stack=False` (fusion "tower": the network reads FEATURES itself) fits
-    no stack: the network is served as it is and measured against the same peers."""
+    no stack: the network is served as it is and measured against the same peers. `value`:
+    the customer value columns per split ("validation", "test"), where the version has a
+    customer value model: churn fusions may read them too (VALUE_FUSIONS)."""
     x = {s: stack_inputs(features[s], text[s]) for s in ("validation", "test")}
+    x_value = None if value is None else {
+        s: np.hstack([x[s], np.asarray(value[s], dtype=np.float64)]) for s in x}
     y = {s: {h: np.asarray(v, dtype=np.int64) for h, v in targets[s].items()} for s in targets}
     selection: dict[str, dict[str, float]] = {}
     chosen: dict[str, str] = {}
@@ -231,8 +247,14 @@ def _fit_stack(
             skipped[head] = "a label is missing from the validation split (or one user only)"
             continue
         kinds = [kind for kind in FUSIONS if kind not in ON_THE_PEER or head in bases]
-        oof = {kind: out_of_fold(kind, x["validation"], y_val, users["validation"], k, seed,
-                                 bases.get(head), head)
+        if head == "churn" and x_value is not None:
+            kinds += [kind + VALUE_SUFFIX for kind in VALUE_FUSIONS]
+
+        def inputs(kind: str, split: str) -> np.ndarray:
+            return x_value[split] if kind.endswith(VALUE_SUFFIX) else x[split]  # type: ignore[index]
+
+        oof = {kind: out_of_fold(kind.removesuffix(VALUE_SUFFIX), inputs(kind, "validation"),
+                                 y_val, users["validation"], k, seed, bases.get(head), head)
                for kind in kinds}
         selection[head] = {kind: selection_loss(y_val, oof[kind]) for kind in kinds}
         selection[head]["text_model"] = selection_loss(y_val, text["validation"][head])
@@ -242,8 +264,10 @@ def _fit_stack(
         else:
             chosen[head] = best
         for kind in kinds:
-            clf = new_fusion(kind, seed, bases.get(head), head).fit(x["validation"], y_val)
-            test_models.setdefault(f"stack_{kind}", {})[head] = full_columns(clf, x["test"], k)
+            clf = new_fusion(kind.removesuffix(VALUE_SUFFIX), seed, bases.get(head), head).fit(
+                inputs(kind, "validation"), y_val)
+            test_models.setdefault(f"stack_{kind}", {})[head] = full_columns(
+                clf, inputs(kind, "test"), k)
             val_models.setdefault(f"stack_{kind}", {})[head] = oof[kind]
             if kind == chosen.get(head):
                 heads[head] = clf
@@ -271,6 +295,8 @@ def _fit_stack(
             "churn": rf.predict_proba(rf_matrix(features["validation"]))}
     for name, by_split in peers.items():
         test_models[name], val_models[name] = dict(by_split["test"]), dict(by_split["validation"])
+    if chosen.get("churn", "").endswith(VALUE_SUFFIX):
+        heads["churn_reads_customer_value"] = True
 
     measured = measure(labels, test_models, val_models, y["validation"], y["test"], users["test"],
                        thresholds, seed)
@@ -287,6 +313,20 @@ def _fit_stack(
         **measured,
     }
     return StackResult(card, heads, thresholds, served_test)
+
+
+def auc_delta(y: np.ndarray, served: np.ndarray, peer: np.ndarray,
+              resamples: Sequence[np.ndarray]) -> dict[str, Any]:
+    """ROC-AUC of the served model minus the peer's (ranked_roc_auc: binary, the positive
+    column; else one-vs-rest macro), with its interval over the same resampled users."""
+    whole = [ranked_roc_auc(y, p) for p in (served, peer)]
+    if None in whole:
+        return {}
+    deltas = []
+    for r in resamples:
+        a, b = ranked_roc_auc(y[r], served[r]), ranked_roc_auc(y[r], peer[r])
+        deltas.append(None if a is None or b is None else a - b)
+    return {"roc_auc_delta": whole[0] - whole[1], "roc_auc_delta_ci95": interval(deltas)}
 
 
 def measure(
@@ -328,14 +368,16 @@ def measure(
         k = len(labels[head])
         served = [macro_f1_from_predictions(y_test[head][r], preds["served"][head][r], k)
                   for r in resamples]
-        for peer in ("tfidf_lr", "features_gb", "recency_frequency"):
+        for peer in ("tfidf_lr", "features_gb", "recency_frequency", *VALUE_PEERS):
             if head not in preds.get(peer, {}):
                 continue
             deltas = [a - macro_f1_from_predictions(y_test[head][r], preds[peer][head][r], k)
                       for a, r in zip(served, resamples, strict=True)]
             delta = out["served"][head]["macro_f1"] - out[peer][head]["macro_f1"]
+            auc = auc_delta(y_test[head], test_models["served"][head], test_models[peer][head],
+                            resamples)
             versus.setdefault(head, {})[peer] = {"delta": delta, "ci95": interval(deltas),
-                                                 "beats": delta > 0}
+                                                 "beats": delta > 0, **auc}
     return {"test": out, "served_vs_peers": versus,
             "beats_peers": {h: all(v["beats"] for v in versus.get(h, {}).values())
                             for h in labels}}
