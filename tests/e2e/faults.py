@@ -37,7 +37,8 @@ class Counts:
     valid: int
     malformed: int
     scores_out: int
-    dlq: int
+    dlq: int  # records on the DLQ: a batch redelivered after a rebalance repeats its own
+    dlq_inputs: int  # distinct inputs (partition, offset) dead-lettered
     lost: int
     duplicate_alerts: int
     overcounted: int  # users whose latest score counts more events than they sent
@@ -45,7 +46,8 @@ class Counts:
 
     def line(self) -> str:
         return (f"[fault:{self.name}] events in={self.events_in}, valid={self.valid}, "
-                f"malformed={self.malformed}, scores out={self.scores_out}, DLQ={self.dlq}, "
+                f"malformed={self.malformed}, scores out={self.scores_out}, DLQ={self.dlq} "
+                f"({self.dlq_inputs} inputs), "
                 f"lost={self.lost}, duplicate alerts={self.duplicate_alerts}")
 
 
@@ -98,6 +100,8 @@ def tally(name: str, events_in: int, valid: Sequence[dict], malformed: int,
         name=name, events_in=events_in, valid=len(valid), malformed=malformed,
         scores_out=len(outputs[stack.topics["scores"]]),
         dlq=len(outputs[stack.topics["dlq"]]),
+        dlq_inputs=len({(d["source"]["partition"], d["source"]["offset"])
+                        for d in dead_letters(outputs[stack.topics["dlq"]])}),
         lost=sum(max(0, n - latest.get(user, 0)) for user, n in expected.items()),
         duplicate_alerts=sum(len(ids) > 1 for ids in alert_ids_by_trigger(alerts).values()),
         overcounted=sum(latest.get(user, 0) > n for user, n in expected.items()),

@@ -98,7 +98,9 @@ def assert_clean(counts, traffic_malformed: int) -> None:
     assert counts.lost == 0
     assert counts.duplicate_alerts == 0
     assert counts.overcounted == 0
-    assert counts.dlq == traffic_malformed
+    # Each malformed input dead-lettered, no valid one; a batch redelivered after a rebalance
+    # (on Kafka, a broker frozen past the session timeout) repeats its dead letters.
+    assert counts.dlq_inputs == traffic_malformed <= counts.dlq
     assert counts.alerts >= 50  # enough alerts that a duplicate would have shown
 
 
