@@ -153,7 +153,9 @@ def data_section(data_args: Any, session_policy: Any, splits: dict[str, list[Any
         "session_policy": asdict(session_policy),
         "label_policy": {"horizon_hours": data_args.horizon_hours,
                          "churn_days": data_args.churn_days},
-        "windows_per_user": data_args.windows_per_user,
+        "windows": data_args.windows,
+        "windows_per_user": (data_args.windows_per_user if history
+                             else data_args.simulated_windows_per_user()),
         "heldout_windows_per_user": data_args.heldout_windows_per_user,
         "split_fractions": data_args.split_fractions(),
         "prefix_share": data_args.prefix_share,
@@ -259,15 +261,24 @@ def _model(card: dict[str, Any]) -> list[str]:
     ]
 
 
+def _windows_line(data: dict[str, Any]) -> str:
+    cap = data["windows_per_user"]
+    capped = f"; at most {cap} windows per user" if cap else ""
+    if data.get("windows", "worker") == "worker":
+        return ("- Windows: what the live worker scores under its policy "
+                f"({data['session_policy']}): every session prefix as its events arrive, each "
+                f"close, each silence milestone with FEATURES as of it{capped}.")
+    return (f"- Windows: every session the worker would build ({data['session_policy']}), plus "
+            f"a mid-session window for {data['prefix_share']:.0%} of sessions{capped}.")
+
+
 def _data(card: dict[str, Any]) -> list[str]:
     data = card["data"]
     lines = [
         "## Data",
         f"- Source: {data['source']}; {data['users']} users, {data['sim_days']:g} days each; "
         f"archetype mix {data['archetype_mix']}.",
-        f"- Windows: every session the worker would build ({data['session_policy']}), plus a "
-        f"mid-session window for {data['prefix_share']:.0%} of sessions; at most "
-        f"{data['windows_per_user']} windows per user.",
+        _windows_line(data),
         f"- Labels from after the window: strong = purchase within "
         f"{data['label_policy']['horizon_hours']:g} h, medium = cart activity without purchase, "
         f"weak = neither; churn = no activity for {data['label_policy']['churn_days']:g} days. "
@@ -379,7 +390,8 @@ def _history(card: dict[str, Any]) -> list[str]:
     if gate_result:
         verdict = "exported" if gate_result["accepted"] else "NOT exported"
         lines.append(f"- Gate against live version {gate_result['live_version']}: {verdict} "
-                     f"({gate_result['why']}); {gate_result.get('on', '')}.")
+                     f"({gate_result['why']})"
+                     + (f"; {gate_result['on']}." if gate_result.get("on") else "."))
         for head, row in (gate_result.get("heads") or {}).items():
             lines.append(f"  - {head}: ROC-AUC live {row['live_roc_auc']:.3f}, candidate "
                          f"{row['candidate_roc_auc']:.3f}, difference {row['delta']:+.3f} "
@@ -388,8 +400,10 @@ def _history(card: dict[str, Any]) -> list[str]:
     return [*lines, "", *_churn_peers(card)]
 
 
-def _ci(pair: list[float] | None) -> str:
-    return "n/a" if not pair else f"[{pair[0]:+.3f}, {pair[1]:+.3f}]"
+def _ci(pair: list[float] | None, signed: bool = True) -> str:
+    if not pair:
+        return "n/a"
+    return f"[{pair[0]:+.3f}, {pair[1]:+.3f}]" if signed else f"[{pair[0]:.3f}, {pair[1]:.3f}]"
 
 
 def _churn_peers(card: dict[str, Any]) -> list[str]:
@@ -415,7 +429,7 @@ def _churn_peers(card: dict[str, Any]) -> list[str]:
         margin = (f"{peer['roc_auc_delta']:+.3f} ({_ci(peer.get('roc_auc_delta_ci95'))})"
                   if "roc_auc_delta" in peer else "")
         auc = "n/a" if row.get("roc_auc") is None else f"{row['roc_auc']:.3f}"
-        lines.append(f"| {label} | {auc} ({_ci(row.get('roc_auc_ci95'))}) "
+        lines.append(f"| {label} | {auc} {_ci(row.get('roc_auc_ci95'), signed=False)} "
                      f"| {margin} |")
     if value.get("bgnbd"):
         lines += ["", f"Customer value model (BG/NBD + Gamma-Gamma, days), fitted on "

@@ -69,7 +69,15 @@ FUSIONS = ("hgb", "hgb_shallow", "logistic", "blend", "pool")
 # stacker's three value columns (p_alive, expected orders, expected value), kept only where
 # it measures better on validation (`churn_reads_customer_value` in the exported heads).
 VALUE_SUFFIX = "+value"
-VALUE_FUSIONS = ("hgb", "hgb_shallow", "logistic")
+VALUE_FUSIONS = ("hgb", "hgb_shallow", "logistic", "recency")
+# Churn only: a logistic regression over a few monotone columns (recency, frequency, age,
+# silence; asinh-compressed) and the network's P(churn): where the windows to fit on are
+# younger than the ones it serves (a short history), a few weights extrapolate where trees
+# cannot. With VALUE_SUFFIX it reads the customer value columns too.
+RECENCY = "recency"
+RECENCY_COLUMNS = ("profile_days_since_last_order", "profile_orders", "profile_sessions",
+                   "profile_days_since_first_seen", "profile_mean_days_between_orders",
+                   "silence_days")
 # Churn peers from the customer value stage (training/fit/served_value.peer_scores).
 VALUE_PEERS = ("bgnbd_p_alive", "days_since_last_order")
 ON_THE_PEER = ("blend", "pool")  # fusions that read the features peer (fitted on training rows)
@@ -121,6 +129,30 @@ def new_fusion(kind: str, seed: int, base: Any = None, head: str = "strength") -
     raise ValueError(f"unknown fusion {kind!r}")
 
 
+def fusion(kind: str, seed: int, base: Any = None, head: str = "strength",
+           n_features: int = len(FEATURE_NAMES)) -> Any:
+    """`new_fusion` for a kind that may read the value columns (VALUE_SUFFIX) or be the
+    recency fusion, whose columns depend on whether it does."""
+    plain = kind.removesuffix(VALUE_SUFFIX)
+    if plain == RECENCY:
+        return recency_logistic(seed, n_features, with_value=kind.endswith(VALUE_SUFFIX))
+    return new_fusion(plain, seed, base, head)
+
+
+def recency_logistic(seed: int, n_features: int, *, with_value: bool) -> Pipeline:
+    """The recency fusion over the stacker's x ([FEATURES, text strength, intent type,
+    P(churn)] and, with_value, the three value columns after them). numpy ufuncs only, so the
+    stacker's stub unpickles it with scikit-learn alone."""
+    text_churn = n_features + N_TEXT_COLUMNS - 1
+    columns = [FEATURE_NAMES.index(c) for c in RECENCY_COLUMNS] + [text_churn]
+    if with_value:
+        columns += [text_churn + 1, text_churn + 2, text_churn + 3]
+    return make_pipeline(
+        ColumnTransformer([("recency", "passthrough", columns)]),
+        FunctionTransformer(np.arcsinh), StandardScaler(),
+        LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
+
+
 def pooled_logistic(base: Any, head: str, seed: int) -> Pipeline:
     """The pool's final step: a logistic regression over the log-probabilities of the features
     peer and of the network for `head`. Its input is StackingClassifier's [peer's columns, x],
@@ -160,7 +192,7 @@ def out_of_fold(kind: str, x: np.ndarray, y: np.ndarray, groups: Sequence[str], 
         if len(seen) < 2:  # a fold of few users can hold one label: it predicts that label
             out[np.ix_(held_rows, seen)] = 1.0
             continue
-        clf = new_fusion(kind, seed, base, head).fit(x[fit_rows], y[fit_rows])
+        clf = fusion(kind, seed, base, head).fit(x[fit_rows], y[fit_rows])
         out[held_rows] = full_columns(clf, x[held_rows], k)
     return out
 
@@ -247,13 +279,17 @@ def _fit_stack(
             skipped[head] = "a label is missing from the validation split (or one user only)"
             continue
         kinds = [kind for kind in FUSIONS if kind not in ON_THE_PEER or head in bases]
+        schema_rows = features["validation"].shape[1] == len(FEATURE_NAMES)  # its columns
+        if head == "churn" and schema_rows:
+            kinds.append(RECENCY)
         if head == "churn" and x_value is not None:
-            kinds += [kind + VALUE_SUFFIX for kind in VALUE_FUSIONS]
+            kinds += [kind + VALUE_SUFFIX for kind in VALUE_FUSIONS
+                      if kind != RECENCY or schema_rows]
 
         def inputs(kind: str, split: str) -> np.ndarray:
             return x_value[split] if kind.endswith(VALUE_SUFFIX) else x[split]  # type: ignore[index]
 
-        oof = {kind: out_of_fold(kind.removesuffix(VALUE_SUFFIX), inputs(kind, "validation"),
+        oof = {kind: out_of_fold(kind, inputs(kind, "validation"),
                                  y_val, users["validation"], k, seed, bases.get(head), head)
                for kind in kinds}
         selection[head] = {kind: selection_loss(y_val, oof[kind]) for kind in kinds}
@@ -264,7 +300,7 @@ def _fit_stack(
         else:
             chosen[head] = best
         for kind in kinds:
-            clf = new_fusion(kind.removesuffix(VALUE_SUFFIX), seed, bases.get(head), head).fit(
+            clf = fusion(kind, seed, bases.get(head), head).fit(
                 inputs(kind, "validation"), y_val)
             test_models.setdefault(f"stack_{kind}", {})[head] = full_columns(
                 clf, inputs(kind, "test"), k)
