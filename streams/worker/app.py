@@ -29,8 +29,19 @@ class IntentStreamApp(IntentstreamFaustApp):
         # Source and output topics must exist with the table's partition count before the
         # consumer subscribes (a broker's auto-create would choose its own count).
         await ensure_topics(self.settings)
+        await self.declare_changelogs()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the leaf
         await super().on_first_start()
+
+    async def declare_changelogs(self) -> None:
+        """Create the tables' changelog topics (Faust's own declaration: compacted, the
+        table's partitions) before the consumer subscribes to them. Left to the tables' own
+        start, a fresh app on Apache Kafka could subscribe first; the consumer's metadata then
+        kept the changelog with no partitions and the first write to that table stopped the
+        worker (PartitionsMismatch "... changelog topic ... has 0 partitions"), seen in 3 of
+        6 e2e starts on a busy machine. Declaring is idempotent (it exists: nothing to do)."""
+        for table in self.tables.values():
+            await table.changelog_topic.maybe_declare()
 
 
 settings = get_settings()
