@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 
 from tests.e2e.faults import PARTITIONS, input_ends, wait_committed
-from tests.e2e.kafka_io import committed_offsets, create_topic, read_to_end, read_until, run
+from tests.e2e.kafka_io import committed_offsets, read_to_end, read_until, run
 from tests.e2e.traffic import T0
 
 if TYPE_CHECKING:
@@ -95,22 +95,9 @@ async def _changelogs_exist(stack: Stack) -> bool:
     return all(f"{stack.name}-{table}-changelog" in names for table in CHANGELOGS)
 
 
-def start_worker(stack: Stack, **env: str) -> WorkerProcess:
-    """A worker whose table changelogs exist before it starts. Seen here, on the second test
-    of a session: Faust subscribed before its own changelog topic was created, the consumer's
-    metadata kept it with no partitions, and the first alert-state write stopped the worker
-    (PartitionsMismatch "... changelog topic ... has 0 partitions"). Reported; not what this
-    file tests."""
-    if not stack.workers:
-        for table in CHANGELOGS:
-            run(create_topic(stack.bootstrap, f"{stack.name}-{table}-changelog", PARTITIONS))
-    return stack.start_worker(**env)
-
-
 def wait_ready(stack: Stack, worker: WorkerProcess, timeout_s: float = 90.0) -> None:
-    """Until the worker's group has a coordinator and its table changelogs exist, and a few
-    seconds more: a first batch earlier than that can find a changelog topic without
-    partitions in the consumer's metadata (Faust's PartitionsMismatch at the first write)."""
+    """Until the worker's group has a coordinator and its table changelogs exist (the worker
+    declares them before it subscribes: streams/worker/app.py), and a moment more."""
     deadline = time.monotonic() + timeout_s
     while True:
         assert worker.alive, worker.log_tail()
@@ -123,7 +110,7 @@ def wait_ready(stack: Stack, worker: WorkerProcess, timeout_s: float = 90.0) -> 
         except KafkaError:
             pass
         time.sleep(0.5)
-    time.sleep(3)
+    time.sleep(1)
 
 
 def first_events() -> list[tuple[int, dict]]:
@@ -175,7 +162,7 @@ def test_silent_users_get_closes_milestones_one_churn_alert_and_survive_a_sigkil
 ) -> None:
     started = time.monotonic()
     events = stack.topics["events"]
-    worker = start_worker(stack, **SILENCE)
+    worker = stack.start_worker(**SILENCE)
     wait_ready(stack, worker)
     metadata = run(produce_to(stack.bootstrap, events, first_events()))
     users = 3 * PARTITIONS  # the group exists once they are scored: commits can be read
@@ -193,7 +180,7 @@ def test_silent_users_get_closes_milestones_one_churn_alert_and_survive_a_sigkil
                                             for r in seen[stack.topics["scores"]]),
                            timeout_s=60, alive=lambda w=worker: w.alive))
             worker.kill()
-            worker = start_worker(stack, **SILENCE)
+            worker = stack.start_worker(**SILENCE)
         wait_committed(stack, input_ends(metadata), worker, timeout_s=90)
     out = run(read_to_end(stack.bootstrap, [stack.topics[t] for t in (
         "scores", "alerts_intent", "alerts_churn")], PARTITIONS))
@@ -238,7 +225,7 @@ def test_a_quiet_shop_closes_sessions_and_reaches_milestones_by_wall_time(stack:
     env = {**SILENCE, "INTENTSTREAM_WATERMARK_IDLE_S": "2",
            "INTENTSTREAM_WATERMARK_LATENESS_S": "1", "INTENTSTREAM_SESSION_GAP_S": "3",
            "INTENTSTREAM_SILENCE_MILESTONE_DAYS": "[0.0001]"}  # 8.64 s after the last event
-    worker = start_worker(stack, **env)
+    worker = stack.start_worker(**env)
     wait_ready(stack, worker)
     now = int(time.time() * 1000)
     first = {**doc("alone", 0, 0), "ts": now - 1000}
