@@ -23,7 +23,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 from streams.runtime.topics import bootstrap_servers
 from streams.settings import Settings
@@ -66,7 +66,8 @@ BUILTIN_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "policy/v1", "autoscaling/v
 
 
 def load_documents(path: Path) -> list[Obj]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    return [doc for doc in YAML(typ="safe", pure=True).load_all(path.read_text(encoding="utf-8"))
+            if doc]
 
 
 def render(directory: Path) -> list[Obj]:
