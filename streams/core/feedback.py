@@ -39,9 +39,10 @@ from streams.core.alerts import (
     AlertPolicy,
     Head,
     HeadAlertState,
+    alert_event_time,
+    alerts_for,
     decide,
     head_probability,
-    next_alert,
 )
 from streams.core.events import (
     DEFAULT_TS_BOUNDS,
@@ -261,27 +262,30 @@ def replay_alerts(
 ) -> dict[str, PendingHead]:
     """The worker's alert decision per head for this score, updating the cooldown replica.
 
-    Same inputs as `streams.core.alerts.alerts_for` (scores in topic order, each id once), so the
-    same decisions; the end-to-end test checks them against the alert topics."""
+    The worker's own `streams.core.alerts.alerts_for` on the score record (FEATURES included:
+    it decides from nothing else), over the user's scores in topic order, each id once: the
+    same decisions, silence scores (event time = `as_of`) and abandoned carts included; the
+    end-to-end test checks them against the alert topics."""
     doc = score.model_dump(mode="json")
-    end = score.window.end
+    features = score.features.values if score.features is not None else None
+    alerts, after = alerts_for(doc, {"events": []}, state["alert_last"], policy, features)
+    sent = {a.head: a for a in alerts}
+    at = alert_event_time(doc)
     heads: dict[str, PendingHead] = {}
     for head in ALERT_HEADS:
-        probability = head_probability(doc, head)
         last = state["alert_last"].get(head)
-        decision = decide(head, probability, score.prediction_id, end, last, policy)
-        alert = next_alert(score.user_id, score.session_id, head, end, last) \
-            if decision.send else None
+        probability = head_probability(doc, head)
+        decision = decide(head, probability, score.prediction_id, at, last, policy)
+        alert = sent.get(head)
         heads[head] = {
             "probability": probability,
-            "propensity": decision.propensity,
-            "cooldown": last is not None and end - last["at"] < policy.cooldown_ms,
-            "alerted": decision.send,
-            "explored": decision.explored,
-            "alert_id": None if alert is None else alert["alert_id"],
+            "propensity": alert.propensity if alert else decision.propensity,
+            "cooldown": last is not None and at - last["at"] < policy.cooldown_ms,
+            "alerted": alert is not None,
+            "explored": alert.explored if alert else decision.explored,
+            "alert_id": None if alert is None else alert.alert_id,
         }
-        if alert is not None:
-            state["alert_last"][head] = alert
+    state["alert_last"] = after
     return heads
 
 

@@ -21,8 +21,8 @@ SCHEMA_DIR = Path(__file__).parent / "schemas"
 PUBLISHED: dict[str, tuple[type[BaseModel], str]] = {
     "shop_event.v1.json": (ShopEvent, "shop.events"),
     "dead_letter.v1.json": (DeadLetter, "shop.events.dlq"),
-    "intent_score.v1.json": (IntentScore, "intent.scores"),
-    "alert.v1.json": (Alert, "alerts.intent, alerts.churn"),
+    "intent_score.v2.json": (IntentScore, "intent.scores"),
+    "alert.v2.json": (Alert, "alerts.intent, alerts.churn"),
     "alert_response.v1.json": (AlertResponse, "alerts.responses"),
     "feedback_example.v1.json": (FeedbackExample, "feedback.examples"),
 }
