@@ -5,6 +5,8 @@ runs in the worker. A call splits its texts into requests of at most `max_batch`
 least as many requests as the served model has instances (`concurrency`), and sends them at
 once: on CPU two single-threaded instances scoring half a batch each beat one instance with two
 threads, whose threads wait on each other whenever the broker or the worker takes a core.
+With several Triton replicas (a headless Service's addresses, or `host1:port,host2:port`) the
+requests go round robin over them (`inference/replicas.py`), a failed one retried on the next.
 Any failure surfaces as one `ScoringError`; its `transient` flag tells the caller whether the
 server could not answer (unreachable, timed out, model not loaded: back off and retry) or
 answered about these texts (the model rejected the request, or its outputs have a wrong shape
@@ -24,7 +26,6 @@ from typing import Any, Self
 import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from .heads import (
@@ -34,6 +35,7 @@ from .heads import (
     Prediction,
     label_probabilities,
 )
+from .replicas import ReplicaSet
 from .repository import ENSEMBLE, INTENT_BERT
 
 OUTPUTS = ("STRENGTH", "INTENT_TYPE", "CHURN", "MODEL_VERSION")
@@ -90,6 +92,7 @@ class TritonScorer:
         timeout_s: float = 60.0,
         *,
         concurrency: int = 0,
+        refresh_s: float = 30.0,
         ssl: bool = False,
         root_certificates: bytes | None = None,
         private_key: bytes | None = None,
@@ -97,25 +100,30 @@ class TritonScorer:
     ) -> None:
         """TLS: PEM bytes (None: the system roots, no client certificate), as
         `Settings.triton_client_kwargs()` produces them from the settings. `concurrency`: the
-        fewest requests a call is split into; 0 asks the server for the served instances."""
+        fewest requests a call is split into; 0 asks the server for the served instances (on
+        every replica). `refresh_s`: seconds between resolutions of `url` to its replicas."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if concurrency < 0:
             raise ValueError(f"concurrency must be >= 0, got {concurrency}")
-        self.url = url  # host:port of Triton's gRPC endpoint
+        self.url = url  # host:port of Triton's gRPC endpoint(s), comma-separated for several
         self.model_name = model_name
         self.max_batch = max_batch
         self.timeout_s = timeout_s
+        self.refresh_s = refresh_s
         self.tls = TlsConfig(ssl, root_certificates, private_key, certificate_chain)
-        self._client: grpcaio.InferenceServerClient | None = None
+        self._client: ReplicaSet | None = None
         self._takes_features: bool | None = None  # read from the served model's metadata
         self._outputs: tuple[str, ...] | None = None  # OUTPUTS + the VALUE_OUTPUTS it declares
-        self._concurrency = concurrency or None  # None: read from the served config once
+        self._concurrency = concurrency  # 0: the served instances on every replica
+        self._instances: int | None = None  # per server: read from the served config once
 
-    def _connection(self) -> grpcaio.InferenceServerClient:
-        # Created lazily, inside the running event loop that grpc.aio binds it to.
+    def _connection(self) -> ReplicaSet:
+        # Created lazily, inside the running event loop that grpc.aio binds its channels to.
         if self._client is None:
-            self._client = grpcaio.InferenceServerClient(self.url, **self.tls.client_kwargs())
+            self._client = ReplicaSet(self.url, self.tls.client_kwargs(),
+                                      refresh_s=self.refresh_s)
+            self._client.connect()
         return self._client
 
     async def score(
@@ -160,8 +168,8 @@ class TritonScorer:
 
     async def _read_metadata(self) -> None:
         try:
-            metadata = await self._connection().get_model_metadata(
-                self.model_name, as_json=True, client_timeout=self.timeout_s)
+            metadata = await self._connection().call(lambda client: client.get_model_metadata(
+                self.model_name, as_json=True, client_timeout=self.timeout_s))
         except InferenceServerException as error:
             raise ScoringError(f"{self.model_name} at {self.url}: {error.message()}",
                                transient=True) from error
@@ -171,19 +179,22 @@ class TritonScorer:
 
     async def concurrency(self) -> int:
         """Requests a call is split into at least: as set, or the most instances any model of
-        the served pipeline has (asked once; 1 when the config names none)."""
-        if self._concurrency is None:
+        the served pipeline has (asked once; 1 when the config names none) times the replicas
+        (so every instance of every replica gets a share)."""
+        if self._concurrency:
+            return self._concurrency
+        if self._instances is None:
             config = await self._model_config(self.model_name)
             steps = [s["model_name"] for s in
                      config.get("ensemble_scheduling", {}).get("step", [])]
             configs = [await self._model_config(name) for name in steps] if steps else [config]
-            self._concurrency = max(instance_count(c) for c in configs)
-        return self._concurrency
+            self._instances = max(instance_count(c) for c in configs)
+        return self._instances * max(1, len(self._connection()))
 
     async def _model_config(self, name: str) -> dict[str, Any]:
         try:
-            answer = await self._connection().get_model_config(
-                name, as_json=True, client_timeout=self.timeout_s)
+            answer = await self._connection().call(lambda client: client.get_model_config(
+                name, as_json=True, client_timeout=self.timeout_s))
         except InferenceServerException as error:
             raise ScoringError(f"{name} at {self.url}: {error.message()}",
                                transient=True) from error
@@ -203,12 +214,12 @@ class TritonScorer:
             inputs.append(feature_input)
         outputs = await self.outputs()
         try:
-            result = await self._connection().infer(
+            result = await self._connection().call(lambda client: client.infer(
                 self.model_name,
                 inputs,
                 outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
                 client_timeout=self.timeout_s,
-            )
+            ))
         except InferenceServerException as error:
             status = error.status()
             raise ScoringError(
@@ -227,11 +238,8 @@ class TritonScorer:
     async def ready(self) -> bool:
         """Whether the server answers and the model is loaded."""
         try:
-            return bool(
-                await self._connection().is_model_ready(
-                    self.model_name, client_timeout=self.timeout_s
-                )
-            )
+            return bool(await self._connection().call(lambda client: client.is_model_ready(
+                self.model_name, client_timeout=self.timeout_s)))
         except InferenceServerException:
             return False
 

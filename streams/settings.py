@@ -109,7 +109,11 @@ class Settings(BaseSettings):
     # tens of ms, and a merge given up early costs coalescing under backlog.
     batch_catch_up_wait_s: float = Field(
         0.05, gt=0, description="under backlog, how long a merge waits for the next full batch")
+    # host:port, or host1:port,host2:port; a name resolving to several addresses (a headless
+    # Service) is several replicas, requests going round robin (inference/replicas.py).
     triton_url: str = "127.0.0.1:8001"
+    triton_refresh_s: float = Field(
+        30.0, ge=0, description="seconds between resolutions of TRITON_URL to replicas; 0: once")
     triton_model: str = "intent"
     score_max_batch: int = Field(32, ge=1, description="texts per Triton request")
     # Requests a micro-batch is split into at least, sent at once: on CPU, instances with a

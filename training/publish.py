@@ -131,7 +131,11 @@ def export_uci_repository(model: IntentBert, template: Path, out: Path) -> Path:
 
 
 def roll_out(triton_url: str) -> None:
-    """Explicit model control: (re)loading intent_bert picks up its newest version."""
+    """Explicit model control: (re)loading intent_bert picks up its newest version, on every
+    replica the URL names or resolves to."""
     import tritonclient.grpc as grpcclient  # the serve extra's; only a roll-out needs it
 
-    grpcclient.InferenceServerClient(triton_url).load_model(INTENT_BERT)
+    from inference.replicas import resolve
+
+    for endpoint in resolve(triton_url):
+        grpcclient.InferenceServerClient(endpoint.address).load_model(INTENT_BERT)

@@ -439,6 +439,7 @@ async def score_sessions(stream: StreamT) -> None:
         max_batch=settings.score_max_batch,
         timeout_s=settings.score_timeout_s,
         concurrency=settings.score_concurrency,
+        refresh_s=settings.triton_refresh_s,
         **settings.triton_client_kwargs(),
     )
     try:

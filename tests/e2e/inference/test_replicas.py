@@ -16,7 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import aio as grpcaio
 
-from inference.client import OUTPUTS, predictions_from_outputs
+from inference.client import OUTPUTS, TritonScorer, predictions_from_outputs
 from inference.heads import Prediction
 from inference.model.export import ensure_model
 from inference.replicas import ReplicaSet
@@ -96,6 +96,21 @@ def test_concurrent_requests_are_spread_over_both_servers(
     assert all(len(r) == len(TEXTS) for r in results)
     print(f"\n[replicas] 40 concurrent requests, executed per server: {counts}")
     assert counts == [20, 20]  # round robin, by each server's own statistics
+
+
+def test_the_scorer_splits_a_micro_batch_over_every_instance_of_both_servers(
+    two_servers: list[TritonServer],
+) -> None:
+    async def run() -> tuple[list[Prediction], int]:
+        url = ",".join(s.grpc_url for s in two_servers)
+        async with TritonScorer(url, max_batch=4, timeout_s=30) as scorer:
+            return await scorer.score(TEXTS * 8), await scorer.concurrency()
+
+    predictions, parts = asyncio.run(run())
+    assert len(predictions) == len(TEXTS) * 8
+    assert parts == 2 * 2  # two intent_bert instances on each of two servers
+    # 24 texts at most 4 a request: 6 requests, 3 to each server.
+    assert asyncio.run(settled_counts(two_servers, 6)) == [3, 3]
 
 
 def test_one_server_killed_mid_stream_fails_no_request(two_servers: list[TritonServer]) -> None:
