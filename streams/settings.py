@@ -1,4 +1,5 @@
-"""The one configuration object. Only this module reads the environment.
+"""The one configuration object. Only this module reads the environment (the model code that
+runs inside Triton, triton_models/ and what export copies beside it, reads its own).
 
 Every knob is an env var `INTENTSTREAM_<NAME>` (or a CLI option that overrides it). Broker
 differences live in `broker_profile`: `kafka` (production, Apache Kafka) or `embedded` (the
@@ -93,12 +94,10 @@ class Settings(BaseSettings):
     # --- micro-batching and scoring ----------------------------------------------------------
     batch_max_events: int = Field(1000, ge=1, description="events taken per micro-batch")
     # Short: while a batch is scored the next one gathers in the consumer's queue, so batches
-    # grow with load (coalescing) anyway. Faust's `take` waits this long after every batch,
-    # even with events queued, and at half load that wait is amplified: a longer cycle gathers
-    # more texts, which take longer to score (50 → 20 ms: half-load p99 ~1.3-2.0 → ~0.8-1.3 s).
-    # Not shorter: at 10 ms half-load p99 was lower, but the drain fell from 361 to 238
-    # events/s with 14 % more texts. The likely cause: refilling BATCH_MAX_EVENTS from Faust's
-    # queue takes longer than that, and a batch that times out unfilled is never merged.
+    # grow with load anyway, and Faust's `take` waits this long after every batch (a longer
+    # cycle gathers more texts, which take longer to score). Not shorter: refilling a full batch
+    # from Faust's queue takes longer, and a batch that times out unfilled is never merged.
+    # The runs behind 20 ms: docs/benchmarks.md.
     batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a micro-batch")
     # Under backlog a user's events should collapse into one score however deep the backlog:
     # full micro-batches are merged while they hold few users (texts stay bounded, see
@@ -122,8 +121,7 @@ class Settings(BaseSettings):
     score_concurrency: int = Field(
         0, ge=0, description="Triton requests per micro-batch at least; 0: served instances")
     score_timeout_s: float = Field(60.0, gt=0)
-    # Short: a retry is one cheap request, and a long cap leaves a recovered Triton idle (the
-    # Triton-down fault test saw up to 30 s of that with the old 30 s cap).
+    # Short: a retry is one cheap request, and a long cap leaves a recovered Triton idle.
     score_retry_max_s: float = Field(5.0, gt=0, description="cap of the retry backoff")
     score_max_attempts: int = Field(
         3, ge=1, description="tries of a text Triton rejects before it is dead-lettered"
