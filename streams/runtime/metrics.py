@@ -182,6 +182,14 @@ SKIPPED = Counter(
     "intentstream_input_skipped", "Valid input records not applied again, by kind: "
     "redelivered (at or below the user state's input position) or duplicate (a producer "
     "re-send of an event id already applied)", ["kind"], registry=WORKER_REGISTRY)
+TRITON_TEXTS = Counter(
+    "intentstream_triton_texts", "Texts sent to the Triton ensemble, by what triggered their "
+    "scoring (event, session_close, silence): each silence score is one full ensemble row "
+    "today (docs/silence.md)", ["trigger"], registry=WORKER_REGISTRY)
+TIMERS_FIRED = Counter(
+    "intentstream_timers_fired", "Event-time timers that did something, by kind: close (a "
+    "session closed by the clock), silence (a silence milestone chosen)", ["kind"],
+    registry=WORKER_REGISTRY)
 ALERTS = Counter(
     "intentstream_alerts", "Alerts produced, by head (intent, churn) and whether "
     "exploration sent it (explored=true: below threshold, sent to learn)",

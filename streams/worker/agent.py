@@ -28,7 +28,6 @@ from typing import Any
 import structlog
 from aiokafka.errors import KafkaError
 from faust.types import EventT, StreamT
-from prometheus_client import Counter
 
 from inference.client import ScoringError, TritonScorer
 from streams.core.alerts import Alert
@@ -72,19 +71,11 @@ log = structlog.get_logger("intentstream.worker")
 SESSION_POLICY = settings.session_policy()
 ALERT_POLICY = settings.alert_policy()
 PRIVACY = settings.privacy_policy()
-TRITON_TEXTS = Counter(
-    "intentstream_triton_texts", "Texts sent to the Triton ensemble, by what triggered their "
-    "scoring (event, session_close, silence): each silence score is one full ensemble row "
-    "today (docs/silence.md)", ["trigger"], registry=metrics.WORKER_REGISTRY)
-TIMERS_FIRED = Counter(
-    "intentstream_timers_fired", "Event-time timers that did something, by kind: close (a "
-    "session closed by the clock), silence (a silence milestone chosen)", ["kind"],
-    registry=metrics.WORKER_REGISTRY)
 SCORING_METRICS = ScoringMetrics(
     texts=metrics.BATCH_TEXTS.observe,
     triton_seconds=metrics.TRITON_SECONDS.observe,
     retry=metrics.TRITON_RETRIES.inc,
-    by_trigger=lambda trigger, n: TRITON_TEXTS.labels(trigger).inc(n),
+    by_trigger=lambda trigger, n: metrics.TRITON_TEXTS.labels(trigger).inc(n),
 )
 TIMERS = WorkerTimers(settings.clock_policy(), settings.timer_policy())
 TIMER_LOCK = asyncio.Lock()  # a batch and a timer run never interleave their state writes
@@ -341,8 +332,8 @@ async def fire_timers(
     write_owned(done, owner, anchor_of)
     for user, state in done.items():
         TIMERS.set(user, state)
-    TIMERS_FIRED.labels("close").inc(plan.closed)
-    TIMERS_FIRED.labels("silence").inc(plan.milestones)
+    metrics.TIMERS_FIRED.labels("close").inc(plan.closed)
+    metrics.TIMERS_FIRED.labels("silence").inc(plan.milestones)
     log.info("timers.fired", users=len(plan.states), closed=plan.closed,
              silence=plan.milestones, scored=len(scored.records),
              scoring_failed=len(scored.failed))
