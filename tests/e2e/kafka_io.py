@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -16,11 +17,13 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024  # lets poison tests produce ~1 MB values
 
 
 async def produce(
-    bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes]]
+    bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes]],
+    **producer_options: Any,
 ) -> list[RecordMetadata]:
-    """Produce in order; each record's partition and offset, in the same order."""
+    """Produce in order; each record's partition and offset, in the same order
+    (`producer_options`: aiokafka's, e.g. acks="all", enable_idempotence=True)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
-                                max_request_size=MAX_REQUEST_BYTES)
+                                max_request_size=MAX_REQUEST_BYTES, **producer_options)
     await producer.start()
     try:
         futures = [await producer.send(topic, value=value, key=key) for key, value in records]

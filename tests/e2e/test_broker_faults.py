@@ -14,7 +14,6 @@ committed vs end offsets.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import RecordMetadata
 
@@ -38,7 +36,7 @@ from tests.e2e.faults import (
     output_topics,
     tally,
 )
-from tests.e2e.kafka_io import committed_offsets, read_to_end, read_until, run
+from tests.e2e.kafka_io import committed_offsets, produce, read_to_end, read_until, run
 from tests.e2e.test_feedback import ENV as FEEDBACK_ENV
 from tests.e2e.test_feedback import agreement, settled_predictions, traffic, wait_for_examples
 from tests.e2e.test_scale_out import final_counts
@@ -88,15 +86,8 @@ async def create_topics(bootstrap: str, names: Sequence[str], replication: int) 
 async def produce_durably(bootstrap: str, topic: str,
                           records: Sequence[tuple[bytes | None, bytes]]) -> list[RecordMetadata]:
     """acks=all and idempotent: a send retried across a broker failure is written once."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=5,
-                                request_timeout_ms=60_000)
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, value=value, key=key) for key, value in records]
-        return list(await asyncio.gather(*futures))
-    finally:
-        await producer.stop()
+    return await produce(bootstrap, topic, records, acks="all", enable_idempotence=True,
+                         request_timeout_ms=60_000)
 
 
 async def coordinator_of(bootstrap: str, group: str) -> int:
