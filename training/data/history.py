@@ -273,13 +273,7 @@ def require_trainable(splits: dict[str, list[Example]], split: TimeSplit) -> Non
 def load(data_args: Any, settings: Settings, session_policy: SessionPolicy,
          label_policy: LabelPolicy, seed: int) -> HistoryData:
     """`--events FILE` or `--from/--to` → the three splits and the card's data section."""
-    if data_args.events:
-        messages, description = read_file(Path(data_args.events))
-        event_range, where = None, str(data_args.events)
-    else:
-        event_range = data_args.history_range()
-        messages, description = read_topic(settings, *event_range)
-        where = f"{settings.events_topic} from {iso(event_range[0])} to {iso(event_range[1])}"
+    messages, description, event_range, where = read_source(data_args, settings)
     validated = validate(messages, settings, event_range)
     require_valid(validated, where)
     histories = group_by_user(validated.events)
@@ -289,6 +283,34 @@ def load(data_args: Any, settings: Settings, session_policy: SessionPolicy,
                                                       max(newest, now_ms() - 1))
     split = split_time([e.ts for e in validated.events], data_args.test_share, observed,
                        label_policy.settles_after_ms)
+    splits, fit_before, how = windows_by_time_or_cut(data_args, histories, split,
+                                                     session_policy, label_policy, settings,
+                                                     seed)
+    splits["train"] = capped(splits["train"], data_args.max_windows,
+                             random.Random(f"total:{seed}"))
+    card = history_card(data_args, description, validated, histories, split, splits, how)
+    return HistoryData(splits, card, histories, fit_before)
+
+
+def read_source(data_args: Any, settings: Settings
+                ) -> tuple[list[RawMessage], dict[str, Any], tuple[int, int] | None, str]:
+    """The file or the topic's range: (messages, description, event range, where)."""
+    if data_args.events:
+        messages, description = read_file(Path(data_args.events))
+        return messages, description, None, str(data_args.events)
+    event_range = data_args.history_range()
+    messages, description = read_topic(settings, *event_range)
+    where = f"{settings.events_topic} from {iso(event_range[0])} to {iso(event_range[1])}"
+    return messages, description, event_range, where
+
+
+def windows_by_time_or_cut(
+    data_args: Any, histories: dict[str, list[dict[str, Any]]], split: TimeSplit,
+    session_policy: SessionPolicy, label_policy: LabelPolicy, settings: Settings, seed: int,
+) -> tuple[dict[str, list[Example]], int, dict[str, str] | None]:
+    """The time split's windows; where it cannot settle labels on both of its sides (or with
+    --split cut), one earlier cut's. (splits, the time the customer value is fitted before,
+    how the cut was chosen or None)."""
     timers = settings.timer_policy() if data_args.windows == "worker" else None
     caps = {"max_windows_per_user": data_args.history_windows_per_user(),
             "max_heldout_windows_per_user": data_args.heldout_windows_per_user}
@@ -296,11 +318,11 @@ def load(data_args: Any, settings: Settings, session_policy: SessionPolicy,
         histories, split, session_policy, label_policy, seed=seed,
         validation_share=data_args.validation_share, prefix_share=data_args.prefix_share,
         timers=timers, **caps)
-    fit_before, how = split.test_from, None
     try:
         if data_args.split == "cut":
             raise TooLittleHistory("--split cut")
         require_trainable(splits, split)
+        return splits, split.test_from, None
     except TooLittleHistory as error:  # labels cannot settle on both sides of one split time
         if data_args.split == "time":
             raise
@@ -309,11 +331,16 @@ def load(data_args: Any, settings: Settings, session_policy: SessionPolicy,
                             seed=seed, fractions=data_args.split_fractions(),
                             prefix_share=data_args.prefix_share, timers=timers, **caps)
         require_cut_trainable(splits, cut, error)
-        fit_before, how = cut + 1, {"why": str(error), "cut": iso(cut)}
-    splits["train"] = capped(splits["train"], data_args.max_windows,
-                             random.Random(f"total:{seed}"))
+        return splits, cut + 1, {"why": str(error), "cut": iso(cut)}
+
+
+def history_card(data_args: Any, description: dict[str, Any], validated: Validated,
+                 histories: dict[str, list[dict[str, Any]]], split: TimeSplit,
+                 splits: dict[str, list[Example]], how: dict[str, str] | None) -> dict[str, Any]:
+    """The model card's data section for a history."""
     first = min(e.ts for e in validated.events)
-    card = {
+    newest = max(e.ts for e in validated.events)
+    return {
         "source": f"the platform's own events ({description['type']}: "
                   f"{description.get('name') or description.get('topic')})",
         "history": {
@@ -344,7 +371,6 @@ def load(data_args: Any, settings: Settings, session_policy: SessionPolicy,
         "sim_days": (newest - first) / DAY_MS,  # the history's span, in the card's field
         "archetype_mix": "n/a (real history)",
     }
-    return HistoryData(splits, card, histories, fit_before)
 
 
 def cut_splits(

@@ -13,7 +13,7 @@ import copy
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -202,6 +202,51 @@ def evaluate_loss(
     return total / max(1, len(tokens))
 
 
+def optimizer_and_schedule(model: IntentBert, config: FitConfig, total: int) -> tuple[
+        torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no decay on biases and LayerNorm weights) with linear warm-up and decay."""
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+         "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
+         "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    return optimizer, get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total), total)
+
+
+@dataclass
+class BestWeights:
+    """Early stopping's memory: the best validation loss so far, its step and weights."""
+
+    patience: int
+    loss: float = math.inf
+    step: int = 0
+    state: dict[str, torch.Tensor] | None = None
+    waited: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def check(self, model: IntentBert, step: int, val_loss: float, **logged: float) -> bool:
+        """Record a validation check; True when patience ran out."""
+        self.history.append({"step": step, **logged, "val_loss": val_loss})
+        if val_loss < self.loss:
+            self.loss, self.step, self.waited = val_loss, step, 0
+            self.state = copy.deepcopy(model.state_dict())
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def restore(self, model: IntentBert) -> None:
+        if self.state is None:  # every check NaN (fresh heads have no starting weights to keep)
+            raise FloatingPointError(
+                f"no finite validation loss in {len(self.history)} checks (last: "
+                f"{self.history[-1]['val_loss']}); try a lower learning rate")
+        model.load_state_dict(self.state)
+        model.eval()
+
+
 def fit(
     model: IntentBert,
     train_tokens: Sequence[Sequence[int]],
@@ -223,30 +268,19 @@ def fit(
     lengths = [len(t) for t in train_tokens]
     total = total_steps(len(train_tokens), config)
     checks = set(check_steps(len(train_tokens), config))
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
-         "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-    schedule = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total), total
-    )
-    best_state: dict[str, torch.Tensor] | None = None
-    best_loss, best_step, waited, step = math.inf, 0, 0, 0
-    history: list[dict[str, float]] = []
+    optimizer, schedule = optimizer_and_schedule(model, config, total)
+    best = BestWeights(config.patience)
+
+    def validation_loss() -> float:
+        return evaluate_loss(model, val_tokens, val_targets, loss_fn, config.batch_size * 2,
+                             val_feats)
+
     if config.initial_check:
-        best_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn,
-                                  config.batch_size * 2, val_feats)
-        best_state = copy.deepcopy(model.state_dict())
-        history.append({"step": 0, "val_loss": best_loss})
+        best.check(model, 0, validation_loss())
     batches: list[list[int]] = []
     bar = progress_bar(enabled=config.progress, total=total, desc="fine-tuning", unit="step",
                        mininterval=2.0)
-    running = None
-    stopped_early = False
+    running, step, stopped_early = None, 0, False
     while step < total:
         if not batches:
             batches = length_grouped_batches(lengths, config.batch_size, rng)
@@ -262,26 +296,14 @@ def fit(
         step += 1
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
         bar.update(1)
-        bar.set_postfix(loss=f"{running:.3f}", best_val=f"{best_loss:.3f}")
-        if step in checks:
-            val_loss = evaluate_loss(model, val_tokens, val_targets, loss_fn,
-                                     config.batch_size * 2, val_feats)
-            history.append({"step": step, "train_loss": running, "val_loss": val_loss})
-            if val_loss < best_loss:
-                best_loss, best_step, waited = val_loss, step, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                waited += 1
-                if waited >= config.patience and step < total:
-                    stopped_early = True
-                    break
+        bar.set_postfix(loss=f"{running:.3f}", best_val=f"{best.loss:.3f}")
+        if step in checks and best.check(model, step, validation_loss(), train_loss=running) \
+                and step < total:
+            stopped_early = True
+            break
     bar.close()
-    if best_state is None:  # every check NaN (fresh heads have no starting weights to keep)
-        raise FloatingPointError(f"no finite validation loss in {len(history)} checks "
-                                 f"(last: {history[-1]['val_loss']}); try a lower learning rate")
-    model.load_state_dict(best_state)
-    model.eval()
-    return FitResult(step, best_step, best_loss, stopped_early, history)
+    best.restore(model)
+    return FitResult(step, best.step, best.loss, stopped_early, best.history)
 
 
 def predict(

@@ -38,7 +38,7 @@ interval over resampled test users.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -236,6 +236,19 @@ def fit_stack(*args: Any, **kwargs: Any) -> StackResult:
         return _fit_stack(*args, **kwargs)
 
 
+@dataclass
+class HeadFit:
+    """One stacked head: every fusion's out-of-fold loss, the one chosen, its classifier."""
+
+    selection: dict[str, float] = field(default_factory=dict)
+    chosen: str | None = None
+    head: Any = None  # the chosen fusion, refitted on the whole validation split
+    threshold: float | None = None
+    test: dict[str, np.ndarray] = field(default_factory=dict)  # fusion -> test probabilities
+    validation: dict[str, np.ndarray] = field(default_factory=dict)  # fusion -> out of fold
+    skipped: str | None = None
+
+
 def _fit_stack(
     labels: dict[str, tuple[str, ...]],
     features: dict[str, np.ndarray],
@@ -258,82 +271,22 @@ def _fit_stack(
     x_value = None if value is None else {
         s: np.hstack([x[s], np.asarray(value[s], dtype=np.float64)]) for s in x}
     y = {s: {h: np.asarray(v, dtype=np.int64) for h, v in targets[s].items()} for s in targets}
-    selection: dict[str, dict[str, float]] = {}
-    chosen: dict[str, str] = {}
-    heads: dict[str, Any] = {}
-    thresholds: dict[str, float | None] = {h: None for h in labels}
-    test_models: dict[str, Probs] = {"text_model": dict(text["test"])}
-    val_models: dict[str, Probs] = {"text_model": dict(text["validation"])}
-    skipped: dict[str, str] = {}
     # The features peer, fitted on the training split: measured as a peer below, and frozen
     # inside the fusions on it.
     bases = {head: features_model(features["train"], y["train"][head], seed)
              for head in labels if len(np.unique(y["train"][head])) >= 2}
-    for head in STACKED_HEADS:
-        k = len(labels[head])
-        y_val = y["validation"][head]
-        if not stack:
-            skipped[head] = "fusion 'tower': the network reads FEATURES itself, no stack"
-            continue
-        if len(np.unique(y_val)) < k or len(set(users["validation"])) < 2:
-            skipped[head] = "a label is missing from the validation split (or one user only)"
-            continue
-        kinds = [kind for kind in FUSIONS if kind not in ON_THE_PEER or head in bases]
-        schema_rows = features["validation"].shape[1] == len(FEATURE_NAMES)  # its columns
-        if head == "churn" and schema_rows:
-            kinds.append(RECENCY)
-        if head == "churn" and x_value is not None:
-            kinds += [kind + VALUE_SUFFIX for kind in VALUE_FUSIONS
-                      if kind != RECENCY or schema_rows]
-
-        def inputs(kind: str, split: str) -> np.ndarray:
-            return x_value[split] if kind.endswith(VALUE_SUFFIX) else x[split]  # type: ignore[index]
-
-        oof = {kind: out_of_fold(kind, inputs(kind, "validation"),
-                                 y_val, users["validation"], k, seed, bases.get(head), head)
-               for kind in kinds}
-        selection[head] = {kind: selection_loss(y_val, oof[kind]) for kind in kinds}
-        selection[head]["text_model"] = selection_loss(y_val, text["validation"][head])
-        best = min(selection[head], key=lambda kind: selection[head][kind])
-        if best == "text_model":
-            skipped[head] = "no fusion measured better than the network alone on validation"
-        else:
-            chosen[head] = best
-        for kind in kinds:
-            clf = fusion(kind, seed, bases.get(head), head).fit(
-                inputs(kind, "validation"), y_val)
-            test_models.setdefault(f"stack_{kind}", {})[head] = full_columns(
-                clf, inputs(kind, "test"), k)
-            val_models.setdefault(f"stack_{kind}", {})[head] = oof[kind]
-            if kind == chosen.get(head):
-                heads[head] = clf
-        if head in chosen:
-            thresholds[head] = _threshold(head, y_val, oof[chosen[head]])
-    # The served model: stacked heads where fitted, the network's elsewhere.
-    served_test = {h: test_models[f"stack_{chosen[h]}"][h] if h in chosen else text["test"][h]
-                   for h in labels}
-    served_val = {h: val_models[f"stack_{chosen[h]}"][h] if h in chosen
-                  else text["validation"][h] for h in labels}
-    test_models["served"], val_models["served"] = served_test, served_val
-
-    # Peers, fitted on the training split.
-    gb_test, gb_val = {}, {}
-    for head, base in bases.items():
-        gb_test[head] = full_columns(base, features_only(features["test"]), len(labels[head]))
-        gb_val[head] = full_columns(base, features_only(features["validation"]),
-                                    len(labels[head]))
-    test_models["features_gb"], val_models["features_gb"] = gb_test, gb_val
-    if len(np.unique(y["train"]["churn"])) == 2:
-        rf = fit_rf_baseline(features["train"], y["train"]["churn"], seed)
-        test_models["recency_frequency"] = {
-            "churn": rf.predict_proba(rf_matrix(features["test"]))}
-        val_models["recency_frequency"] = {
-            "churn": rf.predict_proba(rf_matrix(features["validation"]))}
-    for name, by_split in peers.items():
-        test_models[name], val_models[name] = dict(by_split["test"]), dict(by_split["validation"])
+    fits = {head: _fit_head(head, labels[head], x, x_value, y["validation"][head], text,
+                            users["validation"], bases.get(head), seed, stack,
+                            schema_rows=features["validation"].shape[1] == len(FEATURE_NAMES))
+            for head in STACKED_HEADS}
+    chosen = {head: fit.chosen for head, fit in fits.items() if fit.chosen}
+    heads: dict[str, Any] = {head: fits[head].head for head in chosen}
     if chosen.get("churn", "").endswith(VALUE_SUFFIX):
         heads["churn_reads_customer_value"] = True
-
+    thresholds: dict[str, float | None] = {h: None for h in labels}
+    thresholds.update({head: fits[head].threshold for head in chosen})
+    test_models, val_models = _served_and_peers(labels, features, text, y, peers, bases, fits,
+                                                seed)
     measured = measure(labels, test_models, val_models, y["validation"], y["test"], users["test"],
                        thresholds, seed)
     card = {
@@ -343,12 +296,81 @@ def _fit_stack(
                       "users": len(set(users["validation"]))},
         "selection": {"method": f"{CV_FOLDS}-fold cross-validation on the validation split, "
                                 "grouped by user, out-of-fold log-loss (lower is better)",
-                      "scores": selection,
+                      "scores": {h: f.selection for h, f in fits.items() if f.selection},
                       "chosen": chosen},
-        "skipped": skipped,
+        "skipped": {h: f.skipped for h, f in fits.items() if f.skipped},
         **measured,
     }
-    return StackResult(card, heads, thresholds, served_test)
+    return StackResult(card, heads, thresholds, test_models["served"])
+
+
+def _fit_head(head: str, head_labels: tuple[str, ...], x: dict[str, np.ndarray],
+              x_value: dict[str, np.ndarray] | None, y_val: np.ndarray, text: dict[str, Probs],
+              val_users: Sequence[str], base: Any, seed: int, stack: bool, *,
+              schema_rows: bool) -> HeadFit:
+    """Every fusion that applies to the head, by out-of-fold loss on validation against the
+    network alone; each refitted on the whole split and measured on test."""
+    k = len(head_labels)
+    if not stack:
+        return HeadFit(skipped="fusion 'tower': the network reads FEATURES itself, no stack")
+    if len(np.unique(y_val)) < k or len(set(val_users)) < 2:
+        return HeadFit(skipped="a label is missing from the validation split (or one user only)")
+    kinds = [kind for kind in FUSIONS if kind not in ON_THE_PEER or base is not None]
+    if head == "churn" and schema_rows:  # the recency fusion reads the schema's columns
+        kinds.append(RECENCY)
+    if head == "churn" and x_value is not None:
+        kinds += [kind + VALUE_SUFFIX for kind in VALUE_FUSIONS if kind != RECENCY or schema_rows]
+
+    def inputs(kind: str, split: str) -> np.ndarray:
+        return x_value[split] if kind.endswith(VALUE_SUFFIX) else x[split]  # type: ignore[index]
+
+    fit = HeadFit()
+    fit.validation = {kind: out_of_fold(kind, inputs(kind, "validation"), y_val, val_users, k,
+                                        seed, base, head) for kind in kinds}
+    fit.selection = {kind: selection_loss(y_val, fit.validation[kind]) for kind in kinds}
+    fit.selection["text_model"] = selection_loss(y_val, text["validation"][head])
+    best = min(fit.selection, key=lambda kind: fit.selection[kind])
+    if best == "text_model":
+        fit.skipped = "no fusion measured better than the network alone on validation"
+    else:
+        fit.chosen = best
+        fit.threshold = _threshold(head, y_val, fit.validation[best])
+    for kind in kinds:
+        clf = fusion(kind, seed, base, head).fit(inputs(kind, "validation"), y_val)
+        fit.test[kind] = full_columns(clf, inputs(kind, "test"), k)
+        if kind == fit.chosen:
+            fit.head = clf
+    return fit
+
+
+def _served_and_peers(labels: dict[str, tuple[str, ...]], features: dict[str, np.ndarray],
+                      text: dict[str, Probs], y: dict[str, dict[str, np.ndarray]],
+                      peers: dict[str, dict[str, Probs]], bases: dict[str, Any],
+                      fits: dict[str, HeadFit], seed: int,
+                      ) -> tuple[dict[str, Probs], dict[str, Probs]]:
+    """Test and validation probabilities of every model measured: the network, each fusion,
+    the served model (stacked heads where chosen, the network's elsewhere) and the peers
+    fitted on the training split."""
+    test_models: dict[str, Probs] = {"text_model": dict(text["test"])}
+    val_models: dict[str, Probs] = {"text_model": dict(text["validation"])}
+    for head, fit in fits.items():
+        for kind in fit.test:
+            test_models.setdefault(f"stack_{kind}", {})[head] = fit.test[kind]
+            val_models.setdefault(f"stack_{kind}", {})[head] = fit.validation[kind]
+    chosen = {head: fit.chosen for head, fit in fits.items() if fit.chosen}
+    rf = (fit_rf_baseline(features["train"], y["train"]["churn"], seed)
+          if len(np.unique(y["train"]["churn"])) == 2 else None)
+    for split, models in (("test", test_models), ("validation", val_models)):
+        models["served"] = {h: models[f"stack_{chosen[h]}"][h] if h in chosen
+                            else text[split][h] for h in labels}
+        models["features_gb"] = {head: full_columns(base, features_only(features[split]),
+                                                    len(labels[head]))
+                                 for head, base in bases.items()}
+        if rf is not None:
+            models["recency_frequency"] = {"churn": rf.predict_proba(rf_matrix(features[split]))}
+    for name, by_split in peers.items():
+        test_models[name], val_models[name] = dict(by_split["test"]), dict(by_split["validation"])
+    return test_models, val_models
 
 
 def auc_delta(y: np.ndarray, served: np.ndarray, peer: np.ndarray,
