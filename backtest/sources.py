@@ -8,14 +8,13 @@ engine runs the worker's code on them unchanged.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streams.core.raw_message import RawMessage
 from training.data import uci
-from training.data.event_files import csv_events, file_digest, file_message, jsonl_lines
+from training.data.event_files import file_digest, file_message, read_events
 
 # A CSV whose header has these columns is the UCI Online Shoppers data, not our events.
 UCI_COLUMNS = frozenset({"Revenue", "ProductRelated_Duration", "PageValues"})
@@ -43,19 +42,10 @@ class Source:
 def read_file(path: Path, limit_rows: int | None = None) -> Source:
     """A JSONL or CSV file of our events, or the UCI CSV (recognised by its header)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    description: dict[str, Any] = {"type": "file", "name": path.name, "sha256": file_digest(path)}
-    if path.suffix.lower() == ".csv":
-        header = _csv_header(path)
-        if set(header) >= UCI_COLUMNS:
-            return _uci_source(path, description, limit_rows)
-        docs: Iterator[dict[str, Any] | bytes] = csv_events(path)
-        description["format"] = "csv"
-    else:
-        docs = jsonl_lines(path)
-        description["format"] = "jsonl"
-    messages = [file_message(doc, path.name, n) for n, doc in enumerate(docs)]
+    if path.is_file() and path.suffix.lower() == ".csv" and set(_csv_header(path)) >= UCI_COLUMNS:
+        return _uci_source(path, {"type": "file", "name": path.name,
+                                  "sha256": file_digest(path)}, limit_rows)
+    messages, description = read_events(path)
     if limit_rows is not None:
         messages = messages[:limit_rows]
         description["limit_rows"] = limit_rows

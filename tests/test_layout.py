@@ -6,7 +6,9 @@
 - `inference/` never imports `streams/` (the worker depends on the client, not the reverse);
 - `streams/` never imports `training/`, `backtest/` or `bench/`, except the command-line
   dispatcher `streams/cli.py` (which does so lazily, by name, when a command runs);
-- `training/` imports neither `backtest/` nor `bench/`, and `training/data/` imports no torch;
+- `training/` imports neither `backtest/` nor `bench/`; its rooms go one way, data ← evaluate
+  ← fit ← the root: `training/data/` imports no torch and no other room, `training/evaluate/`
+  no torch and not `fit/`, and neither they nor `fit/` import a root module;
 - nothing imports the entry scripts `training.train` and `training.retrain` but `training.cli`
   (torchtune's rule for its recipes: a helper another module needs lives in the library);
 - `inference/model/onnx.py` does not import `inference/model/export.py` (what both need lives
@@ -42,6 +44,9 @@ class Rule:
 
 TRANSPORT_AND_TORCH = ("faust", "aiokafka", "prometheus_client", "tritonclient", "torch")
 FAUST_SHELL_AND_APPS = ("streams.runtime", "streams.worker", "streams.sidecar")
+TRAINING_ROOT = ("training.cli", "training.arguments", "training.train", "training.retrain",
+                 "training.publish", "training.card", "training.served", "training.order_log",
+                 "training.demo_model")
 RULES = (
     Rule("streams/core is pure", "streams.core", (*TRANSPORT_AND_TORCH, *FAUST_SHELL_AND_APPS)),
     Rule("inference never imports streams", "inference", ("streams",)),
@@ -53,6 +58,12 @@ RULES = (
     ),
     Rule("training never imports backtest or bench", "training", ("backtest", "bench")),
     Rule("training/data is torch-free", "training.data", ("torch",)),
+    # The rooms' order: data ← evaluate ← fit ← the root (entry scripts, publish, card).
+    Rule("training/data imports no other room", "training.data",
+         ("training.fit", "training.evaluate", *TRAINING_ROOT)),
+    Rule("training/evaluate is numpy and scikit-learn", "training.evaluate",
+         ("torch", "training.fit", *TRAINING_ROOT)),
+    Rule("training/fit imports no root module", "training.fit", TRAINING_ROOT),
     Rule("onnx export does not import the version export", "inference.model.onnx",
          ("inference.model.export",)),
 )
@@ -304,6 +315,13 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
             id="training-imports-backtest-lazily",
         ),
         pytest.param(
+            {"training/evaluate/__init__.py": "",
+             "training/evaluate/gate.py": "from training.fit.loop import predict\n"},
+            "training/evaluate is numpy and scikit-learn: training.evaluate.gate -> "
+            "training.fit.loop",
+            id="evaluate-imports-fit",
+        ),
+        pytest.param(
             {"training/data/uci.py": "import torch\n"},
             "training/data is torch-free: training.data.uci -> torch",
             id="training-data-imports-torch",
@@ -322,10 +340,10 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
             id="onnx-imports-export",
         ),
         pytest.param(
-            {"training/data/history.py": "\n\ndef gate():\n    from training import publish\n",
-             "training/publish.py": "from training.data import windows\n",
+            {"training/data/history.py": "\n\ndef read():\n    from training.data import uci\n",
+             "training/data/uci.py": "from training.data import windows\n",
              "training/data/windows.py": "from training.data.history import split\n"},
-            "import cycle: training.data.history <-> training.data.windows <-> training.publish",
+            "import cycle: training.data.history <-> training.data.uci <-> training.data.windows",
             id="a-cycle-hidden-by-an-import-inside-a-function",
         ),
     ],

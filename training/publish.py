@@ -24,7 +24,7 @@ from inference.model.quality import HeldOut, QualityError
 from inference.model.stacking import remove_stale_heads, write_heads
 from inference.repository import INTENT_BERT, INTENT_BERT_ONNX, REPOSITORY_TEMPLATE
 from streams.core.features import FEATURE_SCHEMA_VERSION, N_FEATURES
-from training.evaluate import served
+from training import served
 from training.evaluate.gate import (
     DEFAULT_AUC_MARGIN,
     DEFAULT_MAX_AUC_DROP,
@@ -33,8 +33,8 @@ from training.evaluate.gate import (
     ranking_gate,
 )
 from training.evaluate.metrics import columns, head_metrics
-from training.evaluate.served import ServedVersion
 from training.fit.loop import Targets, predict
+from training.served import ServedVersion
 
 
 def network_macro_f1s(model: IntentBert, tokens: list[list[int]], targets: Targets,

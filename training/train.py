@@ -56,7 +56,6 @@ from training.data.windows import (
 )
 from training.evaluate.metrics import HEADLINE_METRIC, columns, compare, compute_metrics
 from training.evaluate.metrics import validation_score as baseline_score
-from training.evaluate.served import ServedVersion, candidate_value
 from training.fit import served_value
 from training.fit.baseline import TfidfBaseline, fit_baseline
 from training.fit.loop import (
@@ -78,6 +77,7 @@ from training.publish import (
     held_out_sample,
     publish_version,
 )
+from training.served import ServedVersion, candidate_value
 
 UCI_BATCH_SIZE = 32  # short texts: bigger batches cost little
 METRIC_LABEL = "macro-F1 on held-out users"

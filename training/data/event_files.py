@@ -87,3 +87,19 @@ def file_message(doc: dict[str, Any] | bytes, name: str, n: int) -> RawMessage:
     key = user.encode() if isinstance(user, str) else None
     return RawMessage(key=key, value=value, topic=f"file:{name}", partition=0, offset=n,
                       timestamp_ms=None)
+
+
+def read_events(path: Path) -> tuple[list[RawMessage], dict[str, Any]]:
+    """A JSONL or CSV file of events as messages, and its description (stable across runs: no
+    directory, the content's digest). FileNotFoundError when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    description: dict[str, Any] = {"type": "file", "name": path.name, "sha256": file_digest(path)}
+    if path.suffix.lower() == ".csv":
+        docs: Iterator[dict[str, Any] | bytes] = csv_events(path)
+        description["format"] = "csv"
+    else:
+        docs = jsonl_lines(path)
+        description["format"] = "jsonl"
+    return [file_message(doc, path.name, n) for n, doc in enumerate(docs)], description

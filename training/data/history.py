@@ -93,21 +93,6 @@ class HistoryData:
 # --- reading --------------------------------------------------------------------------------------
 
 
-def read_file(path: Path) -> tuple[list[RawMessage], dict[str, Any]]:
-    """A JSONL or CSV file of events as messages keyed by their user, as replay reads it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix.lower() == ".csv":
-        docs: Iterable[dict[str, Any] | bytes] = event_files.csv_events(path)
-        kind = "csv"
-    else:
-        docs, kind = event_files.jsonl_lines(path), "jsonl"
-    messages = [event_files.file_message(doc, path.name, n) for n, doc in enumerate(docs)]
-    return messages, {"type": "file", "format": kind, "name": path.name,
-                      "sha256": event_files.file_digest(path)}
-
-
 def read_topic(settings: Settings, from_ms: int, to_ms: int,
                idle_s: float = 1.0) -> tuple[list[RawMessage], dict[str, Any]]:
     """The events topic's records stamped in [from_ms - skew, to_ms + skew), the skew being
@@ -296,7 +281,7 @@ def read_source(data_args: Any, settings: Settings
                 ) -> tuple[list[RawMessage], dict[str, Any], tuple[int, int] | None, str]:
     """The file or the topic's range: (messages, description, event range, where)."""
     if data_args.events:
-        messages, description = read_file(Path(data_args.events))
+        messages, description = event_files.read_events(Path(data_args.events))
         return messages, description, None, str(data_args.events)
     event_range = data_args.history_range()
     messages, description = read_topic(settings, *event_range)

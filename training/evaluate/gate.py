@@ -4,7 +4,7 @@ Two rules, on the same shape (a mean gain over a margin, no head dropping past a
 
 - `gate` (`intentstream retrain`, on feedback): macro-F1 of each head at the networks' 0.5.
 - `ranking_gate` (`intentstream train --events`, the platform's own history): ROC-AUC of the
-  *served* ensembles (network + stacker step, training/evaluate/served.py) per head that has
+  *served* ensembles (network + stacker step, training/served.py) per head that has
   labels on the history's latest settled part, each difference with a 95% interval over
   resampled users, log-loss beside it. A ranking metric, because the served heads are read
   as scores (alert thresholds are chosen on them), not at a fixed threshold.

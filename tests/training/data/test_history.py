@@ -19,6 +19,7 @@ from streams.settings import Settings
 from tests.training.conftest import WORKER_POLICY
 from training.arguments import parse_args
 from training.data import history
+from training.data.event_files import read_events
 from training.data.simulator import UserHistory
 
 START = 1_790_000_000_000  # 2026-09-21
@@ -65,7 +66,7 @@ def test_jsonl_and_csv_read_the_same_events_and_group_them_by_user(tmp_path: Pat
     docs = small_events()
     read = {}
     for name, write in (("events.jsonl", write_jsonl), ("events.csv", write_csv)):
-        messages, description = history.read_file(write(tmp_path / name, docs))
+        messages, description = read_events(write(tmp_path / name, docs))
         validated = history.validate(messages, settings())
         assert validated.records == 4 and not validated.dropped
         read[description["format"]] = history.group_by_user(validated.events)
@@ -86,7 +87,7 @@ def test_invalid_records_are_dropped_and_counted_by_reason(tmp_path: Path) -> No
         {**docs[2], "item": {"id": "sku9"}},  # same id, other content
     ]
     path = write_jsonl(tmp_path / "events.jsonl", docs + bad, extra=(b"{not json", b"[1]", b""))
-    validated = history.validate(history.read_file(path)[0], settings())
+    validated = history.validate(read_events(path)[0], settings())
     assert len(validated.events) == 4
     assert validated.dropped == {"bad_timestamp": 1, "unknown_type": 1, "missing_field": 1,
                                  "duplicate": 1, "conflicting_duplicate": 1, "not_json": 1,
@@ -95,7 +96,7 @@ def test_invalid_records_are_dropped_and_counted_by_reason(tmp_path: Path) -> No
 
 def test_event_time_bounds_come_from_the_settings(tmp_path: Path) -> None:
     old = [{**d, "ts": d["ts"] - 30 * 365 * DAY_MS} for d in small_events()]  # 1996
-    messages = history.read_file(write_jsonl(tmp_path / "old.jsonl", old))[0]
+    messages = read_events(write_jsonl(tmp_path / "old.jsonl", old))[0]
     assert history.validate(messages, settings()).dropped == {"bad_timestamp": 4}
     wider = Settings(min_event_time="1990-01-01")
     assert len(history.validate(messages, wider).events) == 4
@@ -170,7 +171,7 @@ def test_the_split_is_by_time_and_training_never_sees_the_future(
         for d in docs if d["ts"] >= split_at]
     path = write_jsonl(tmp_path / "other.jsonl", other_future)
     data_args = parse_args(["--events", str(path), "--churn-days", "3"])[0]
-    messages = history.read_file(path)[0]
+    messages = read_events(path)[0]
     grouped = history.group_by_user(history.validate(messages, settings()).events)
     same_split = history.TimeSplit(split_at, max(d["ts"] for d in other_future), settle)
     again = history.history_splits(
@@ -253,8 +254,8 @@ def test_the_gate_exports_only_what_beats_the_live_version(tmp_path: Path) -> No
     from inference.model.intent_bert import IntentBert
     from inference.model.tokenizer import load_tokenizer
     from training.data.windows import targets_of
-    from training.evaluate.served import ServedVersion
     from training.publish import gate_against_live
+    from training.served import ServedVersion
 
     data = load(write_jsonl(tmp_path / "sim.jsonl", order_table(30)), "--churn-days", "14")
     rows = data.splits["test"]

@@ -19,9 +19,9 @@ from inference.model.stacking import write_heads
 from inference.model.tokenizer import load_tokenizer
 from streams.core.features import N_FEATURES
 from training.evaluate.gate import head_comparison, ranking_gate
-from training.evaluate.served import ServedVersion
 from training.fit.stacking import N_TEXT_COLUMNS
 from training.publish import gate_against_live
+from training.served import ServedVersion
 
 ROWS = 240
 

@@ -20,9 +20,9 @@ from streams.core.features import FEATURE_NAMES, N_FEATURES
 from streams.core.sessions import absorb, empty_state
 from training.data.order_log import OrderLogConfig, simulate_orders
 from training.data.windows import validated
-from training.evaluate.served import candidate_value
 from training.fit import served_value
 from training.fit.served_value import fit_value_model, orders_of, rfm_from_row, value_matrix
+from training.served import candidate_value
 
 from ..conftest import TEMPLATE_REPO, WORKER_POLICY
 

@@ -2,14 +2,14 @@
 
 The check the issue's goal names: train only on the calibration period (`intentstream train
 --events calibration.jsonl`), then score every customer as of the calibration end with the
-served version (network + stacker step, training/evaluate/served.py) from their last session
+served version (network + stacker step, training/served.py) from their last session
 with FEATURES as of that time (what a silence score at that moment carries); churn = no
 purchase in the following `--label-days`. Peers in the same run, on the same customers: BG/NBD
 P(alive) fitted on the whole calibration period (as lifetimes would be), the same fit's expected
 orders in the label period, and days since the last order. Each ROC-AUC with a 95% interval
 over resampled customers, and each margin too.
 
-    python -m training.evaluate.order_log --events orders.jsonl --calibration-end 2024-10-01 \\
+    python -m training.order_log --events orders.jsonl --calibration-end 2024-10-01 \\
         --repo runs/x/triton_models [--version N] [--label-days 274]
 """
 
@@ -30,12 +30,13 @@ from streams.core.timeunits import DAY_MS, iso
 from streams.settings import get_settings
 from training.arguments import _event_time
 from training.data import history as own_history
+from training.data.event_files import read_events
 from training.data.simulator import UserHistory
 from training.data.windows import Example
 from training.evaluate.metrics import interval, ranked_roc_auc, user_resamples
-from training.evaluate.served import ServedVersion, live_version
 from training.fit.customer_value import fit_customer_value, rfm_arrays
 from training.fit.served_value import orders_of
+from training.served import ServedVersion, live_version
 
 BOOTSTRAP_ROUNDS = 300
 
@@ -103,7 +104,7 @@ def compare(y: np.ndarray, by_model: dict[str, np.ndarray], users: Sequence[str]
 def run(events_path: Path, end_ms: int, repo: Path, version: int | None,
         label_days: float, seed: int = 0) -> dict[str, Any]:
     settings = get_settings()
-    messages, _ = own_history.read_file(events_path)
+    messages, _ = read_events(events_path)
     validated = own_history.validate(messages, settings)
     own_history.require_valid(validated, str(events_path))
     histories = own_history.group_by_user(validated.events)
@@ -123,7 +124,7 @@ def run(events_path: Path, end_ms: int, repo: Path, version: int | None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate.order_log",
+    parser = argparse.ArgumentParser(prog="python -m training.order_log",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=Path, required=True, help="the whole order log")
     parser.add_argument("--calibration-end", required=True, help="ISO-8601 or epoch ms")
