@@ -327,9 +327,12 @@ class ReplicaSet:
         replica.failures += 1
         replica.marked_down_at = now
         replica.down_until = now + backoff(replica.failures, self.backoff_s, self.max_backoff_s)
-        log.warning("triton replica %s down for %.1f s after %d failure(s): %s",
-                    replica.endpoint.address, replica.down_until - now, replica.failures,
-                    error.status())
+        # A warning where another replica takes over; with one replica the caller's own error
+        # (ScoringError, retried with backoff) already says it, once.
+        level = logging.WARNING if len(self._replicas) > 1 else logging.INFO
+        log.log(level, "triton replica %s down for %.1f s after %d failure(s): %s",
+                replica.endpoint.address, replica.down_until - now, replica.failures,
+                error.status())
 
     def _mark_up(self, replica: Replica) -> None:
         if replica.failures:
