@@ -34,7 +34,16 @@ TopicPartition = tuple[str, int]
 
 def tail_position(committed: int | None, next_offset: int | None) -> int:
     """Where a partition's processed input provably ends: the lower of Faust's commit and the
-    agent's own next offset (whichever is known; neither: nothing processed, so the start)."""
+    agent's own next offset (neither known: nothing processed, so the start).
+
+    Processed input with no commit at all is one record short of its end: Faust commits only
+    what it acked itself, so a partition whose input was all processed in an earlier
+    assignment, then read and dropped unacked by this one, is never committed (seen on Apache
+    Kafka: a worker took over a killed one's partition, every event was scored, and the group
+    offset stayed unset). Sending Faust back to the last processed record makes it deliver that
+    one again (skipped downstream as redelivered), ack it, and commit the end."""
+    if committed is None and next_offset:
+        return next_offset - 1
     position = lower_known(committed, next_offset)
     return 0 if position is None else position
 

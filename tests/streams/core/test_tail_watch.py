@@ -45,7 +45,8 @@ def test_reaching_the_end_restarts_the_idle_clock_and_reset_forgets():
 def test_tail_position_is_the_lower_known_of_commit_and_own_progress():
     assert tail_position(200, 215) == 200  # processed past the commit: the commit bounds it
     assert tail_position(221, 215) == 215  # the commit passed input never processed
-    assert tail_position(None, 215) == 215
+    assert tail_position(None, 215) == 214  # processed, never committed: redeliver the last
+    assert tail_position(None, 0) == 0
     assert tail_position(None, None) == 0  # nothing processed: from the start
 
 
