@@ -11,7 +11,8 @@
 - `catching_up`: micro-batches that grow under backlog, so coalescing keeps pace with it;
 - `run_acked_batches`: the at-least-once batch loop, which also counts what it takes;
 - `redeliver_dropped_tails`: send Faust back over input it dropped at a partition's end;
-- `report_lag`: consumer lag per assigned input partition, for the metrics.
+- `report_lag`: consumer lag per assigned input partition, for the metrics; a stall (input
+  waiting, no batch completing) is logged once with Faust's consumer state (`report_stall`).
 """
 
 from __future__ import annotations
@@ -409,3 +410,49 @@ async def report_lag(
     lags = consumer_lag(highwaters, next_offset,
                         {(tp.topic, tp.partition): offset for tp, offset in starts.items()})
     metrics.set_lag(highwaters, lags)
+    report_stall(app, metrics, lags, next_offset)
+
+
+STALL_REPORT_S = 30.0  # input waiting this long with no batch completed is logged, once
+_STALLS_REPORTED: set[int] = set()  # id(metrics) of agents whose current stall was logged
+
+
+def report_stall(
+    app: AppT, metrics: AgentMetrics, lags: Mapping[tuple[str, int], int],
+    next_offset: Callable[[str, int], int | None],
+) -> None:
+    """Log, once per stall, what Faust's consumer holds while input waits and no batch
+    completes (the /health stall, seen from inside): a stalled worker otherwise says nothing
+    at Faust's warn level, so its state is the only clue to which wait it is in."""
+    progress = metrics.progress
+    since = time.monotonic() - (progress.last_batch or progress.started)
+    behind = {tp: n for tp, n in lags.items() if n > 0}
+    if not behind or since < STALL_REPORT_S:
+        _STALLS_REPORTED.discard(id(metrics))
+        return
+    if id(metrics) in _STALLS_REPORTED:
+        return
+    _STALLS_REPORTED.add(id(metrics))
+    log.warning("input.stalled", since_batch_s=round(since), **consumer_state(app, behind,
+                                                                             next_offset))
+
+
+def consumer_state(app: AppT, behind: Mapping[tuple[str, int], int],
+                   next_offset: Callable[[str, int], int | None]) -> dict[str, Any]:
+    """Faust's view of the partitions behind (private attributes, read defensively)."""
+    consumer = app.consumer
+    paused = getattr(consumer, "_paused_partitions", set())
+    read = getattr(consumer, "_read_offset", {})
+    acked = getattr(consumer, "_acked", {})
+    recovery = getattr(app.tables, "recovery", None)
+    return {
+        "rebalancing": app.rebalancing, "in_recovery": app.in_recovery,
+        "flow_active": getattr(app.flow_control, "is_active", lambda: None)(),
+        "unacked": len(getattr(consumer, "_unacked_messages", ())),
+        "recovery_remaining": getattr(recovery, "active_remaining_total", lambda: None)(),
+        "partitions": {
+            f"{t}[{p}]": {"lag": n, "next": next_offset(t, p), "paused": TP(t, p) in paused,
+                          "committed": committed_offset(consumer, TP(t, p)),
+                          "read": read.get(TP(t, p)), "acked_held": len(acked.get(TP(t, p), ()))}
+            for (t, p), n in sorted(behind.items())},
+    }

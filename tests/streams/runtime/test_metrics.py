@@ -15,6 +15,7 @@ import structlog
 from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from inference.client import ScoringError
 from inference.heads import Prediction
@@ -156,6 +157,44 @@ def test_report_lag_reads_assigned_input_partitions_only():
     consumer.started = False
     asyncio.run(report_lag(FakeApp(consumer), {"ev"}, lambda t, p: None, agent))
     assert sample(registry, "intentstream_consumer_lag", topic="ev", partition="0") == 40
+
+
+class StalledApp(FakeApp):
+    """A consumer mid-recovery: partition 1 paused, nothing acked, nothing committed."""
+
+    rebalancing = False
+    in_recovery = True
+
+    def __init__(self, consumer: FakeConsumer) -> None:
+        super().__init__(consumer)
+        consumer._paused_partitions = {TP("ev", 1)}
+        consumer._committed_offset = {TP("ev", 0): 60}
+        self.tables = None
+        self.flow_control = None
+
+
+def test_a_stall_is_logged_once_with_the_consumers_state_and_again_after_recovering():
+    agent = AgentMetrics.create(CollectorRegistry())
+    app = StalledApp(FakeConsumer({TP("ev", 0): 100, TP("ev", 1): 30}, starts={TP("ev", 1): 10}))
+    progress = {("ev", 0): 60}
+
+    def report() -> list[dict]:
+        with capture_logs() as logs:
+            asyncio.run(report_lag(app, {"ev"}, lambda t, p: progress.get((t, p)), agent))
+        return [e for e in logs if e["event"] == "input.stalled"]
+
+    assert report() == []  # just started: not a stall yet
+    agent.progress.started -= 120
+    [stalled] = report()
+    assert stalled["in_recovery"] is True and stalled["since_batch_s"] >= 120
+    assert stalled["partitions"]["ev[0]"] == {"lag": 40, "next": 60, "paused": False,
+                                              "committed": 60, "read": None, "acked_held": 0}
+    assert stalled["partitions"]["ev[1]"]["paused"] is True
+    assert report() == []  # once per stall
+    agent.count_batch(["ev"], seconds=0.1)  # a batch completes: the stall is over
+    assert report() == []
+    agent.progress.last_batch -= 120
+    assert len(report()) == 1  # a new stall is logged again
 
 
 # --- what the worker's batch steps count and log ---------------------------------------------
