@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     scores_topic: str = "intent.scores"
     alerts_intent_topic: str = "alerts.intent"
     alerts_churn_topic: str = "alerts.churn"
+    # Compacted: the latest score per user, for consumers who build their own view
+    # (streams/worker/lookup.py writes it).
+    latest_topic: str = "intent.latest"
     # The outputs have their own producer (streams/runtime/outputs.py): a micro-batch's scores
     # leave in a few requests, whatever limit the broker profile puts on Faust's producer.
     output_batch_bytes: int = Field(
@@ -185,6 +188,11 @@ class Settings(BaseSettings):
     stall_s: float = Field(
         120.0, gt=0, description="unhealthy: lag > 0 and no batch completed for this long"
     )
+    # --- per-user lookups (GET /users/{id} on METRICS_PORT, streams/worker/lookup.py) ---------
+    lookup_host: str = Field(
+        "127.0.0.1", description="host the other workers reach this worker's METRICS_PORT on "
+        "to forward a lookup (in Kubernetes: the pod's name in the headless Service)")
+    lookup_timeout_s: float = Field(5.0, gt=0, description="a lookup's answer or forward")
 
     # --- local state ---------------------------------------------------------------------------
     data_dir: Path = Path("var")
