@@ -40,7 +40,14 @@ def owned_topics(settings: Settings) -> list[str]:
         settings.scores_topic,
         settings.alerts_intent_topic,
         settings.alerts_churn_topic,
+        settings.latest_topic,
     ]
+
+
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """Broker configs a topic is created with: `intent.latest` keeps one record per user (the
+    latest score), so it is compacted; the others keep the broker's retention."""
+    return {"cleanup.policy": "compact"} if name == settings.latest_topic else {}
 
 
 class TopicPartitionsMismatch(SystemExit):
@@ -101,7 +108,8 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> l
         missing = [n for n in wanted if n not in existing]
         if not missing:
             return []
-        new = [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
+        new = [NewTopic(n, settings.partitions, settings.replication_factor,
+                        topic_configs=topic_configs(settings, n)) for n in missing]
         with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
             await admin.create_topics(new)
         return missing
