@@ -11,6 +11,12 @@ consumer lag is above 0 and no micro-batch has completed for `STALL_S` — input
 nothing moves it (a stalled partition, Triton or the broker down, a hung agent). Both are
 known here already: `AgentMetrics.count_batch` runs once per completed batch and `set_lag`
 at every lag refresh, so the check needs no hook of its own.
+
+Readiness (`/ready`): healthy, and whatever the app registered with `set_readiness` says
+(the worker: no rebalance under way, tables recovered; streams/worker/lookup.py). Liveness
+keeps /health: a worker rebuilding its tables is not ready, but must not be restarted for it.
+Other paths on the same port are registered by the app (`add_route`: the worker's
+`/users/{id}`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -279,7 +286,43 @@ def health(progress: Progress, now: float, stall_s: float) -> Health:
     return Health(True, "caught up: lag 0", lag, since)
 
 
+Readiness = Callable[[], tuple[bool, str]]  # (ready, one line why)
+RETRY_AFTER_S = 5  # what a 503 from /ready (or a lookup) asks the caller to wait
+
+
+def readiness(state: Health, app_ready: tuple[bool, str] | None) -> tuple[bool, str]:
+    """Ready to serve: healthy, and ready by the app's own check (when it registered one)."""
+    if not state.healthy:
+        return False, state.reason
+    if app_ready is not None and not app_ready[0]:
+        return app_ready
+    return True, state.reason if app_ready is None else f"{app_ready[1]}; {state.reason}"
+
+
 # --- HTTP --------------------------------------------------------------------------------------
+Response = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
+Route = Callable[[dict[str, Any]], Response]  # a WSGI environ -> its response
+_ROUTES: dict[int, dict[str, Route]] = {}  # id(registry) -> path prefix -> handler
+_READINESS: dict[int, Readiness] = {}  # id(registry) -> the app's readiness check
+
+
+def add_route(registry: CollectorRegistry, prefix: str, handler: Route) -> None:
+    """Serve paths starting with `prefix` on `registry`'s port by `handler` (in the HTTP
+    server's thread: a handler that needs the app's event loop must hand the work over)."""
+    _ROUTES.setdefault(id(registry), {})[prefix] = handler
+
+
+def set_readiness(registry: CollectorRegistry, check: Readiness) -> None:
+    """What /ready asks besides health (called in the HTTP server's thread)."""
+    _READINESS[id(registry)] = check
+
+
+def json_response(code: int, doc: Any, retry_after_s: int | None = None) -> Response:
+    headers = [("Content-Type", "application/json")]
+    if retry_after_s is not None:
+        headers.append(("Retry-After", str(retry_after_s)))
+    return f"{code} {HTTPStatus(code).phrase}", headers, json.dumps(doc).encode()
+
 class MetricsPortError(RuntimeError):
     """The metrics port cannot be bound (taken, or privileged): a configuration error."""
 
@@ -290,20 +333,35 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def metrics_app(registry: CollectorRegistry, stall_s: float) -> Callable:
-    """WSGI: /health answers 200 or 503 with a JSON reason; any other path the metrics."""
+    """WSGI: /health and /ready answer 200 or 503 with a JSON reason; registered routes
+    (`add_route`) their own answer; any other path the metrics."""
     metrics = make_wsgi_app(registry)
     agent = _AGENTS.get(id(registry))
 
-    def app(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
-        if environ.get("PATH_INFO") != "/health":
-            return metrics(environ, start_response)
+    def probe(path: str) -> Response:
         if agent is None:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"no health check for this registry\n"]
+            return "404 Not Found", [("Content-Type", "text/plain")], \
+                b"no health check for this registry\n"
         state = health(agent.progress, time.monotonic(), stall_s)
-        start_response("200 OK" if state.healthy else "503 Service Unavailable",
-                       [("Content-Type", "application/json")])
-        return [json.dumps(state.as_dict()).encode()]
+        if path == "/health":
+            return json_response(200 if state.healthy else 503, state.as_dict())
+        check = _READINESS.get(id(registry))
+        ready, reason = readiness(state, None if check is None else check())
+        return json_response(200 if ready else 503, {"ready": ready, "reason": reason},
+                             None if ready else RETRY_AFTER_S)
+
+    def app(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path in ("/health", "/ready"):
+            status, headers, body = probe(path)
+        else:
+            route = next((handler for prefix, handler in _ROUTES.get(id(registry), {}).items()
+                          if path.startswith(prefix)), None)
+            if route is None:
+                return metrics(environ, start_response)
+            status, headers, body = route(environ)
+        start_response(status, headers)
+        return [body]
     return app
 
 
