@@ -1,7 +1,12 @@
 """Async scorer for the stream workers: texts in, per-text head probabilities out.
 
-It talks gRPC to the `intent` ensemble (tokenizer → intent_bert), so no tokenizer or torch
-runs in the worker. A call splits its texts into requests of at most `max_batch`, and into at
+It talks gRPC to the `intent` ensemble (tokenizer → intent_bert → stacker), so no tokenizer or
+torch runs in the worker. Where the ensemble declares the network's own outputs (TEXT_STRENGTH,
+TEXT_INTENT_TYPE, TEXT_CHURN), each prediction carries them (`ScoredText.network`), so a caller
+can keep them and later re-score the same text with new FEATURES through the ensemble's last
+step alone (`score_stacked`: the `stacker` model, no tokenizer, no network).
+
+A call splits its texts into requests of at most `max_batch`, and into at
 least as many requests as the served model has instances (`concurrency`), and sends them at
 once: on CPU two single-threaded instances scoring half a batch each beat one instance with two
 threads, whose threads wait on each other whenever the broker or the worker takes a core.
@@ -18,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -36,12 +42,15 @@ from .heads import (
     label_probabilities,
 )
 from .replicas import ReplicaSet
-from .repository import ENSEMBLE, INTENT_BERT
+from .repository import ENSEMBLE, INTENT_BERT, STACKER
 
 OUTPUTS = ("STRENGTH", "INTENT_TYPE", "CHURN", "MODEL_VERSION")
 # Optional: requested only where the served model declares them (an older ensemble does not);
 # a row without a customer value model, FEATURES or an order answers -1 there.
 VALUE_OUTPUTS = ("P_ALIVE", "EXPECTED_ORDERS", "EXPECTED_VALUE")
+# Optional too: the network's probabilities as the stacker got them, where the ensemble
+# exposes them (the stacker's TEXT_* inputs; MODEL_VERSION is the network's version).
+NETWORK_OUTPUTS = ("TEXT_STRENGTH", "TEXT_INTENT_TYPE", "TEXT_CHURN")
 
 
 # gRPC status codes that say the server could not answer now, not that the input is bad. An
@@ -81,6 +90,28 @@ class TlsConfig:
         )}
 
 
+@dataclass(frozen=True, slots=True)
+class NetworkOutputs:
+    """What the text network gave for one text: the stacker's TEXT_* inputs, exactly (float32
+    values, which a float and JSON keep exactly), and the intent_bert version."""
+
+    strength: tuple[float, ...]
+    intent_type: tuple[float, ...]
+    churn: float
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredText(Prediction):
+    """A Prediction with the network outputs it was stacked from (None: not exposed)."""
+
+    network: NetworkOutputs | None = None
+
+
+def _no_request(model: str) -> None:
+    return None
+
+
 class TritonScorer:
     """Scores texts through a Triton server's ensemble; create and use it on one event loop."""
 
@@ -117,6 +148,11 @@ class TritonScorer:
         self._outputs: tuple[str, ...] | None = None  # OUTPUTS + the VALUE_OUTPUTS it declares
         self._concurrency = concurrency  # 0: the served instances on every replica
         self._instances: int | None = None  # per server: read from the served config once
+        self.stacker_name = STACKER
+        self._stacker_outputs: tuple[str, ...] | None = None
+        self._network_version: tuple[float, int | None] = (float("-inf"), None)  # (read, v)
+        # Called with the model's name once per inference request sent (metrics).
+        self.on_request: Callable[[str], None] = _no_request
 
     def _connection(self) -> ReplicaSet:
         # Created lazily, inside the running event loop that grpc.aio binds its channels to.
@@ -175,7 +211,107 @@ class TritonScorer:
                                transient=True) from error
         self._takes_features = any(i["name"] == "FEATURES" for i in metadata["inputs"])
         declared = {o["name"] for o in metadata.get("outputs", [])}
-        self._outputs = OUTPUTS + tuple(name for name in VALUE_OUTPUTS if name in declared)
+        self._outputs = OUTPUTS + tuple(name for name in VALUE_OUTPUTS + NETWORK_OUTPUTS
+                                        if name in declared)
+
+    async def exposes_network(self) -> bool:
+        """Whether the served ensemble gives the network's own outputs (so they can be kept)."""
+        return set(NETWORK_OUTPUTS) <= set(await self.outputs())
+
+    async def network_version(self) -> int | None:
+        """The intent_bert version served now (the newest ready one; asked at most every
+        `refresh_s`): kept network outputs of another version are not reused."""
+        read_at, version = self._network_version
+        if time.monotonic() - read_at < self.refresh_s:
+            return version
+        try:
+            metadata = await self._connection().call(lambda client: client.get_model_metadata(
+                INTENT_BERT, as_json=True, client_timeout=self.timeout_s))
+        except InferenceServerException as error:
+            raise ScoringError(f"{INTENT_BERT} at {self.url}: {error.message()}",
+                               transient=True) from error
+        versions = [int(v) for v in metadata.get("versions", [])]
+        version = max(versions) if versions else None
+        self._network_version = (time.monotonic(), version)
+        return version
+
+    async def score_stacked(
+        self, network: Sequence[NetworkOutputs], features: Sequence[Sequence[float]]
+    ) -> list[Prediction]:
+        """The ensemble's answer for texts whose network outputs are already known: the
+        `stacker` model alone, with those outputs and a FEATURES row each. One request per
+        chunk (at most `max_batch` rows, spread over the replicas), the same ScoringError
+        semantics as `score`."""
+        if not network:
+            return []
+        if len(features) != len(network):
+            raise ValueError(f"{len(features)} feature rows for {len(network)} rows")
+        parts = max(1, len(self._connection()))
+        chunks = length_chunks([1] * len(network), self.max_batch, parts)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._stack_chunk(
+                    [network[i] for i in chunk], [features[i] for i in chunk]))
+                    for chunk in chunks]
+        except* ScoringError as failures:
+            raise failures.exceptions[0] from None
+        predictions: list[Prediction | None] = [None] * len(network)
+        order = (i for chunk in chunks for i in chunk)
+        for i, prediction in zip(order, (p for task in tasks for p in task.result()),
+                                 strict=True):
+            predictions[i] = prediction
+        return predictions  # type: ignore[return-value]  # every slot was filled
+
+    async def _stack_chunk(self, network: Sequence[NetworkOutputs],
+                           features: Sequence[Sequence[float]]) -> list[Prediction]:
+        columns = {
+            "FEATURES": np.asarray(features, dtype=np.float32),
+            "TEXT_STRENGTH": np.asarray([n.strength for n in network], dtype=np.float32),
+            "TEXT_INTENT_TYPE": np.asarray([n.intent_type for n in network], dtype=np.float32),
+            "TEXT_CHURN": np.asarray([[n.churn] for n in network], dtype=np.float32),
+            "TEXT_MODEL_VERSION": np.asarray([[n.version] for n in network], dtype=np.int64),
+        }
+        inputs = []
+        for name, array in columns.items():
+            tensor = grpcclient.InferInput(name, list(array.shape),
+                                           "INT64" if array.dtype == np.int64 else "FP32")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        outputs = await self._stacker_declared()
+        arrays = await self._infer(self.stacker_name, inputs, outputs)
+        return list(predictions_from_outputs(arrays, len(network)))
+
+    async def _stacker_declared(self) -> tuple[str, ...]:
+        if self._stacker_outputs is None:
+            try:
+                metadata = await self._connection().call(
+                    lambda client: client.get_model_metadata(
+                        self.stacker_name, as_json=True, client_timeout=self.timeout_s))
+            except InferenceServerException as error:
+                raise ScoringError(f"{self.stacker_name} at {self.url}: {error.message()}",
+                                   transient=True) from error
+            declared = {o["name"] for o in metadata.get("outputs", [])}
+            self._stacker_outputs = OUTPUTS + tuple(n for n in VALUE_OUTPUTS if n in declared)
+        return self._stacker_outputs
+
+    async def _infer(self, model: str, inputs: list[Any],
+                     outputs: Sequence[str]) -> dict[str, np.ndarray | None]:
+        """One inference request; a failure as ScoringError (transient: the server's)."""
+        self.on_request(model)
+        try:
+            result = await self._connection().call(lambda client: client.infer(
+                model,
+                inputs,
+                outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
+                client_timeout=self.timeout_s,
+            ))
+        except InferenceServerException as error:
+            status = error.status()
+            raise ScoringError(
+                f"{model} at {self.url}: {status}: {error.message()}",
+                transient=status is None or status in TRANSIENT_STATUSES,
+            ) from error
+        return {name: result.as_numpy(name) for name in outputs}
 
     async def concurrency(self) -> int:
         """Requests a call is split into at least: as set, or the most instances any model of
@@ -202,7 +338,7 @@ class TritonScorer:
 
     async def _score_chunk(
         self, texts: Sequence[str], features: Sequence[Sequence[float]] | None
-    ) -> list[Prediction]:
+    ) -> list[ScoredText]:
         column = np.array([[text.encode("utf-8")] for text in texts], dtype=np.object_)
         text_input = grpcclient.InferInput("TEXT", list(column.shape), "BYTES")
         text_input.set_data_from_numpy(column)
@@ -213,22 +349,8 @@ class TritonScorer:
             feature_input.set_data_from_numpy(rows)
             inputs.append(feature_input)
         outputs = await self.outputs()
-        try:
-            result = await self._connection().call(lambda client: client.infer(
-                self.model_name,
-                inputs,
-                outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
-                client_timeout=self.timeout_s,
-            ))
-        except InferenceServerException as error:
-            status = error.status()
-            raise ScoringError(
-                f"{self.model_name} at {self.url}: {status}: {error.message()}",
-                transient=status is None or status in TRANSIENT_STATUSES,
-            ) from error
-        return predictions_from_outputs(
-            {name: result.as_numpy(name) for name in outputs}, len(texts)
-        )
+        arrays = await self._infer(self.model_name, inputs, outputs)
+        return predictions_from_outputs(arrays, len(texts))
 
     async def served_max_batch(self) -> int:
         """The ensemble's `max_batch_size` as Triton serves it; ScoringError if unreachable."""
@@ -297,9 +419,11 @@ def instance_count(config: dict[str, Any]) -> int:
                       for g in groups))
 
 
-def predictions_from_outputs(outputs: dict[str, np.ndarray | None], rows: int) -> list[Prediction]:
+def predictions_from_outputs(outputs: dict[str, np.ndarray | None],
+                             rows: int) -> list[ScoredText]:
     """Turn the ensemble's output arrays into Predictions; ScoringError if any is malformed.
-    The customer value outputs are optional: absent, or -1 in a row, give that row None."""
+    The customer value outputs are optional: absent, or -1 in a row, give that row None; so
+    are the network's (NETWORK_OUTPUTS): absent, `network` is None."""
     expected = {
         "STRENGTH": (rows, len(STRENGTH_LABELS)),
         "INTENT_TYPE": (rows, len(INTENT_TYPE_LABELS)),
@@ -319,17 +443,38 @@ def predictions_from_outputs(outputs: dict[str, np.ndarray | None], rows: int) -
     strength, intent_type = arrays["STRENGTH"], arrays["INTENT_TYPE"]
     churn, versions = arrays["CHURN"], arrays["MODEL_VERSION"]
     values = customer_values(outputs, rows)
+    network = network_outputs(outputs, versions)
     return [
-        Prediction(
+        ScoredText(
             strength=label_probabilities(STRENGTH_LABELS, strength[row]),
             intent_type=label_probabilities(INTENT_TYPE_LABELS, intent_type[row]),
             churn=float(churn[row, 0]),
             model_name=INTENT_BERT,
             model_version=int(versions[row, 0]),
             customer_value=values[row],
+            network=network[row],
         )
         for row in range(rows)
     ]
+
+
+def network_outputs(outputs: dict[str, np.ndarray | None],
+                    versions: np.ndarray) -> list[NetworkOutputs | None]:
+    """Per row, the network's own outputs where the ensemble gave them (else None)."""
+    rows = len(versions)
+    arrays = [outputs.get(name) for name in NETWORK_OUTPUTS]
+    if any(a is None for a in arrays):
+        return [None] * rows
+    shapes = ((rows, len(STRENGTH_LABELS)), (rows, len(INTENT_TYPE_LABELS)), (rows, 1))
+    for name, array, shape in zip(NETWORK_OUTPUTS, arrays, shapes, strict=True):
+        if array.shape != shape or not np.isfinite(array).all():  # type: ignore[union-attr]
+            raise ScoringError(f"output {name}: expected {shape} finite values, got "
+                               f"{array.shape}", transient=False)  # type: ignore[union-attr]
+    strength, intent_type, churn = arrays
+    return [NetworkOutputs(tuple(float(x) for x in strength[row]),  # type: ignore[index]
+                           tuple(float(x) for x in intent_type[row]),  # type: ignore[index]
+                           float(churn[row, 0]), int(versions[row, 0]))  # type: ignore[index]
+            for row in range(rows)]
 
 
 def customer_values(outputs: dict[str, np.ndarray | None],

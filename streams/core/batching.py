@@ -17,6 +17,7 @@ from streams.core.raw_message import RawMessage
 from streams.core.records import DeadLetter, DeadLetterSource, Trigger, dead_letter
 from streams.core.sessions import (
     Admission,
+    KeptNetwork,
     Outcome,
     Session,
     SessionPolicy,
@@ -25,6 +26,7 @@ from streams.core.sessions import (
     admit,
     empty_state,
     session_features,
+    text_digest,
 )
 
 
@@ -38,6 +40,9 @@ class ToScore:
     trigger: Trigger = "event"
     as_of: int | None = None
     silence_days: float | None = None  # the milestone, for a silence scoring
+    # the network's outputs kept with the session (a silence scoring of `last_closed`): the
+    # scorer reuses them when the text and the served version still match (`can_reuse`)
+    kept: KeptNetwork | None = None
 
 
 @dataclass
@@ -129,12 +134,31 @@ def scoring_items(state: UserState, with_current: bool) -> list[ToScore]:
     if milestone is not None and last is not None:
         features = feature_vector(last, state.get("profile"), as_of=milestone["as_of"])
         items.append(ToScore(last, True, features, "silence", milestone["as_of"],
-                             milestone["days"]))
+                             milestone["days"], last.get("network")))
     current = state["current"]
     if with_current and current is not None:
         items.append(ToScore(current, False, session_features(state, current), "event",
                              current["end"]))
     return items
+
+
+def can_reuse(item: ToScore, text: str, served_version: int | None) -> bool:
+    """Whether a scoring may skip the text network: a silence re-score whose kept network
+    outputs were computed from this very text by the intent_bert version served now. Then
+    only the stacker runs (new FEATURES, kept TEXT_* inputs); anything else runs it all."""
+    kept = item.kept
+    return (item.trigger == "silence" and kept is not None and served_version is not None
+            and kept["version"] == served_version and kept["digest"] == text_digest(text))
+
+
+def keep_network(state: UserState, session: Session, kept: KeptNetwork) -> None:
+    """Keep the network's outputs for `session`'s text with the state's last closed session,
+    in place, when that is the session scored (same id, events and last event): what a later
+    silence re-score of it reuses. Other sessions keep nothing (bounded: one per user)."""
+    last = state.get("last_closed")
+    if last is not None and all(last[k] == session[k]  # type: ignore[literal-required]
+                                for k in ("session_id", "n_events", "last_event_id")):
+        state["last_closed"] = {**last, "network": kept}
 
 
 def delivered(state: UserState) -> UserState:

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 # What caused a scoring: an event of the user, the session's close, a silence milestone.
 Trigger = Literal["event", "session_close", "silence"]
-SCORE_SCHEMA_VERSION = 2  # 2: trigger, as_of, silence_days, customer value (all optional)
+# 2: trigger, as_of, silence_days, customer value, network (all optional)
+SCORE_SCHEMA_VERSION = 2
 DLQ_SCHEMA_VERSION = 1
 RAW_PREVIEW_CHARS = 1000
 # A dead letter must fit in one Kafka message (1 MB by default) next to its envelope: raw
@@ -106,6 +107,11 @@ class IntentScore(BaseModel):
         None, description="expected purchases in the next period (when served)")
     expected_value: float | None = Field(
         None, description="expected value of those purchases (when served)")
+    network: bool | None = Field(
+        None, description="whether the text network ran for this score: false for a silence "
+                          "re-score of an unchanged text, where the network's outputs kept "
+                          "with the session went to the stacker alone (absent in older "
+                          "records)")
     latency_ms: float = Field(description="Triton round trip of the batch this score was in")
     scored_at: int = Field(description="wall clock, epoch ms (not part of replay determinism)")
 
@@ -182,9 +188,11 @@ def intent_score(
     trigger: Trigger = "event",
     as_of: int | None = None,
     silence_days: float | None = None,
+    network: bool | None = None,
 ) -> IntentScore:
     """One score record. `trigger`, `as_of` (default: the session's end) and `silence_days`
-    are what `batching.ToScore` says about the scoring."""
+    are what `batching.ToScore` says about the scoring; `network`, whether the text network
+    ran for it (False: the stacker alone, on the outputs kept for the same text)."""
     as_of = session["end"] if as_of is None else as_of
     return IntentScore(
         prediction_id=prediction_id(session, prediction.model_version, trigger, as_of),
@@ -208,6 +216,7 @@ def intent_score(
         intent_type=HeadScore(label=prediction.intent_type_label, probs=prediction.intent_type),
         churn=prediction.churn,
         **customer_value(prediction),
+        network=network,
         latency_ms=round(latency_ms, 3),
         scored_at=now_ms,
     )

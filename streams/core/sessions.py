@@ -65,6 +65,20 @@ class Session(TypedDict):
     stats: NotRequired[SessionStats]  # behaviour aggregates over every event absorbed
     # FEATURES frozen when a later session closed it (the profile as of its end)
     features: NotRequired[list[float]]
+    # The network's outputs for this session's text, kept on `last_closed` once its final
+    # score ran the network: a silence re-score of the same text runs the stacker alone.
+    network: NotRequired[KeptNetwork]
+
+
+class KeptNetwork(TypedDict):
+    """The text network's outputs for one rendered text (~10 floats, < 200 bytes as JSON):
+    the stacker's TEXT_* inputs exactly as the ensemble computed them."""
+
+    version: int  # the intent_bert version that produced them
+    digest: str  # `text_digest` of the rendered text they were computed from
+    strength: list[float]
+    intent_type: list[float]
+    churn: float
 
 
 class UserState(TypedDict):
@@ -258,6 +272,11 @@ def render_event(doc: dict[str, Any]) -> str:
     page = _clean(doc.get("page", "page"), 40)
     dwell = f" {round(doc['duration_s'])}s" if doc.get("duration_s") is not None else ""
     return f"{kind}: {page} page{dwell}"
+
+
+def text_digest(text: str) -> str:
+    """A short digest of a rendered text: equal digests, the same network input."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def render(session: Session, max_chars: int) -> str:

@@ -9,6 +9,12 @@ retried with capped backoff for as long as it takes; an answer about the texts t
 model rejected a request, or returned a wrong shape or non-finite numbers) is narrowed down by
 splitting the batch, and a text that still fails after `max_attempts` tries is reported as
 failed (the worker dead-letters its session as `scoring_failed`) so its partition goes on.
+
+A silence re-score of a text whose network outputs are kept with the session, by the served
+intent_bert version, runs only the ensemble's last step (`TritonScorer.score_stacked`: the
+kept TEXT_* outputs and the as-of FEATURES); every other scoring runs the whole ensemble, and
+the network outputs it returns come back with its record (`ScoredPlan.network`) to be kept.
+Both paths retry and narrow down the same way; the record says which ran (`network`).
 """
 
 from __future__ import annotations
@@ -16,18 +22,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 
-from inference.client import ScoringError, TritonScorer
+from inference.client import NetworkOutputs, ScoringError, TritonScorer
 from inference.heads import Prediction
 from streams.core.alerts import Alert, AlertPolicy, AlertState, alerts_for
-from streams.core.batching import BatchPlan, ToScore
+from streams.core.batching import BatchPlan, ToScore, can_reuse
 from streams.core.records import IntentScore, intent_score
-from streams.core.sessions import render
+from streams.core.sessions import KeptNetwork, render, text_digest
 
 log = structlog.get_logger("intentstream.scoring")
 
@@ -47,6 +53,8 @@ class ScoringMetrics:
     # (trigger, texts): texts sent to Triton's full ensemble per scoring trigger, so the
     # Triton calls a silence score costs can be read off (docs/silence.md)
     by_trigger: Callable[[str, int], None] = _ignore
+    # (trigger, rows): scorings that ran the stacker alone on kept network outputs
+    stacker_only: Callable[[str, int], None] = _ignore
 
 
 NO_METRICS = ScoringMetrics()
@@ -59,6 +67,13 @@ class ScoredPlan:
     records: list[IntentScore]
     scored: list[ToScore]  # the plan items `records` are for, same order
     failed: list[tuple[ToScore, str]]  # (item, the last error) after max_attempts tries
+    # per record: the network outputs its network run gave, to keep with the session (None:
+    # the network did not run, or the ensemble does not expose them)
+    network: list[KeptNetwork | None] = field(default_factory=list)
+
+
+# Scores the rows at the given indices, in order (a Triton call), or raises ScoringError.
+RowCall = Callable[[list[int]], Awaitable[Sequence[Prediction]]]
 
 
 async def score_isolating(
@@ -71,15 +86,49 @@ async def score_isolating(
     features: Sequence[Sequence[float]] | None = None,
 ) -> tuple[list[Prediction | None], dict[int, str]]:
     """Predictions for `texts` (None where given up) and the errors of those given up on."""
-    results: list[Prediction | None] = [None] * len(texts)
-    attempts = [0] * len(texts)
+
+    async def call(indices: list[int]) -> Sequence[Prediction]:
+        return await scorer.score([texts[i] for i in indices],
+                                  None if features is None else [features[i] for i in indices])
+
+    return await isolate_rows(call, len(texts), retry_max_s, max_attempts, observe,
+                              first_delay_s)
+
+
+async def stack_isolating(
+    scorer: TritonScorer,
+    network: Sequence[NetworkOutputs],
+    features: Sequence[Sequence[float]],
+    retry_max_s: float,
+    max_attempts: int = 3,
+    observe: ScoringMetrics = NO_METRICS,
+    first_delay_s: float = 0.5,
+) -> tuple[list[Prediction | None], dict[int, str]]:
+    """`score_isolating` for rows whose network outputs are kept: the stacker alone."""
+
+    async def call(indices: list[int]) -> Sequence[Prediction]:
+        return await scorer.score_stacked([network[i] for i in indices],
+                                          [features[i] for i in indices])
+
+    return await isolate_rows(call, len(network), retry_max_s, max_attempts, observe,
+                              first_delay_s)
+
+
+async def isolate_rows(
+    call: RowCall, n: int, retry_max_s: float, max_attempts: int = 3,
+    observe: ScoringMetrics = NO_METRICS, first_delay_s: float = 0.5,
+) -> tuple[list[Prediction | None], dict[int, str]]:
+    """Predictions for rows 0..n-1 (None where given up) and the errors of those given up on:
+    an outage retried with capped backoff, a rejected row isolated and tried `max_attempts`."""
+    results: list[Prediction | None] = [None] * n
+    attempts = [0] * n
     given_up: dict[int, str] = {}
-    todo = list(range(len(texts)))
+    todo = list(range(n))
     delay = first_delay_s
     outages = 0  # calls the server could not answer, in a row
     while todo:
         try:
-            failed = await _score_narrowing(scorer, texts, features, todo, results, observe)
+            failed = await _score_narrowing(call, todo, results, observe)
         except ScoringError as exc:  # transient: the server, not the texts
             observe.retry()
             outages += 1
@@ -109,16 +158,14 @@ async def score_isolating(
 
 
 async def _score_narrowing(
-    scorer: TritonScorer, texts: Sequence[str], features: Sequence[Sequence[float]] | None,
-    indices: list[int], results: list[Prediction | None], observe: ScoringMetrics,
+    call: RowCall, indices: list[int], results: list[Prediction | None],
+    observe: ScoringMetrics,
 ) -> dict[int, str]:
-    """Score `indices` into `results`; halve a batch the model rejects, down to single texts.
-    Returns the single texts that failed; a transient error propagates."""
+    """Score `indices` into `results`; halve a batch the model rejects, down to single rows.
+    Returns the single rows that failed; a transient error propagates."""
     started = time.perf_counter()
     try:
-        predictions = await scorer.score(
-            [texts[i] for i in indices],
-            None if features is None else [features[i] for i in indices])
+        predictions = await call(indices)
     except ScoringError as exc:
         if exc.transient:
             raise
@@ -126,9 +173,8 @@ async def _score_narrowing(
             return {indices[0]: str(exc)}
         middle = len(indices) // 2
         halves = (indices[:middle], indices[middle:])
-        failed = await _score_narrowing(scorer, texts, features, halves[0], results, observe)
-        return failed | await _score_narrowing(scorer, texts, features, halves[1], results,
-                                               observe)
+        failed = await _score_narrowing(call, halves[0], results, observe)
+        return failed | await _score_narrowing(call, halves[1], results, observe)
     observe.triton_seconds(time.perf_counter() - started)
     for i, prediction in zip(indices, predictions, strict=True):
         results[i] = prediction
@@ -152,28 +198,78 @@ async def score_plan(
     max_attempts: int = 3,
     observe: ScoringMetrics = NO_METRICS,
 ) -> ScoredPlan:
-    """One score record per session the plan marked that the model could score, in plan order."""
+    """One score record per session the plan marked that the model could score, in plan
+    order: the whole ensemble for each, except silence re-scores that `can_reuse` kept
+    network outputs (the stacker alone). Both kinds are sent at once: one Triton round."""
     if not plan.to_score:
         return ScoredPlan([], [], [])
-    texts = [render(item.session, max_chars) for item in plan.to_score]
-    observe.texts(len(texts))
-    for trigger, n in Counter(item.trigger for item in plan.to_score).items():
+    items = plan.to_score
+    texts = [render(item.session, max_chars) for item in items]
+    reuse = await _reusable(scorer, items, texts)
+    full = [i for i in range(len(items)) if i not in reuse]
+    if full:
+        observe.texts(len(full))
+    for trigger, n in Counter(items[i].trigger for i in full).items():
         observe.by_trigger(trigger, n)
+    for trigger, n in Counter(items[i].trigger for i in reuse).items():
+        observe.stacker_only(trigger, n)
     started = time.perf_counter()
-    predictions, errors = await score_isolating(
-        scorer, texts, retry_max_s, max_attempts, observe,
-        features=[item.features for item in plan.to_score])
+    ensemble, stacked = await asyncio.gather(
+        score_isolating(scorer, [texts[i] for i in full], retry_max_s, max_attempts, observe,
+                        features=[items[i].features for i in full]),
+        stack_isolating(scorer, [_network_of(items[i].kept) for i in reuse],  # type: ignore[arg-type]
+                        [items[i].features for i in reuse], retry_max_s, max_attempts,
+                        observe))
     latency_ms = (time.perf_counter() - started) * 1000
+    predictions: list[Prediction | None] = [None] * len(items)
+    errors: dict[int, str] = {}
+    for indices, (results, failed) in ((full, ensemble), (reuse, stacked)):
+        for k, i in enumerate(indices):
+            predictions[i] = results[k]
+            if k in failed:
+                errors[i] = failed[k]
     now_ms = int(clock() * 1000)
-    records, scored = [], []
-    for item, text, prediction in zip(plan.to_score, texts, predictions, strict=True):
-        if prediction is not None:
-            records.append(intent_score(item.session, item.closed, text, prediction,
+    out = ScoredPlan([], [], [])
+    for i, (item, text, prediction) in enumerate(zip(items, texts, predictions, strict=True)):
+        if prediction is None:
+            continue
+        ran = i not in reuse
+        out.records.append(intent_score(item.session, item.closed, text, prediction,
                                         latency_ms, now_ms, item.features, item.trigger,
-                                        item.as_of, item.silence_days))
-            scored.append(item)
-    failed = [(plan.to_score[i], error) for i, error in sorted(errors.items())]
-    return ScoredPlan(records, scored, failed)
+                                        item.as_of, item.silence_days, network=ran))
+        out.scored.append(item)
+        out.network.append(_kept(prediction, text) if ran else None)
+    out.failed.extend((items[i], error) for i, error in sorted(errors.items()))
+    return out
+
+
+async def _reusable(scorer: TritonScorer, items: Sequence[ToScore],
+                    texts: Sequence[str]) -> list[int]:
+    """Indices of the items whose kept network outputs may stand in for the network."""
+    if not any(item.kept is not None for item in items):
+        return []  # no Triton question asked: most batches
+    try:
+        served = await scorer.network_version()
+    except ScoringError as exc:  # unknown now: run the network, as before kept outputs
+        log.warning("triton.network_version_unknown", error=str(exc)[:300])
+        return []
+    return [i for i, (item, text) in enumerate(zip(items, texts, strict=True))
+            if can_reuse(item, text, served)]
+
+
+def _network_of(kept: KeptNetwork) -> NetworkOutputs:
+    return NetworkOutputs(tuple(kept["strength"]), tuple(kept["intent_type"]), kept["churn"],
+                          kept["version"])
+
+
+def _kept(prediction: Prediction, text: str) -> KeptNetwork | None:
+    """What to keep of a network run: its outputs and the text's digest (None: not exposed)."""
+    network: NetworkOutputs | None = getattr(prediction, "network", None)
+    if network is None:
+        return None
+    return {"version": network.version, "digest": text_digest(text),
+            "strength": list(network.strength), "intent_type": list(network.intent_type),
+            "churn": network.churn}
 
 
 NOT_READ_BY_ALERTS = {"text", "features"}  # the bulk of a record: not dumped per score
