@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # faust is the serving extra's; settings work without it (tra
 BrokerProfile = Literal["kafka", "embedded"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+TableStore = Literal["memory://", "rocksdb://"]
 
 # Why each embedded adjustment exists: docs/broker.md.
 EMBEDDED_BROKER_OVERRIDES: dict[str, Any] = {
@@ -196,6 +197,20 @@ class Settings(BaseSettings):
 
     # --- local state ---------------------------------------------------------------------------
     data_dir: Path = Path("var")
+    # A process keeps its tables in DATA_DIR/<app id>[/WORKER_ID]. RocksDB locks its directory:
+    # two processes of one app on one host need different WORKER_IDs (or DATA_DIRs).
+    worker_id: str = Field("", pattern=r"^[A-Za-z0-9._-]*$",
+                           description="this process's sub-directory of the app's data dir")
+    # memory: every start, and every partition a rebalance moves, replays the table's whole
+    # changelog. rocksdb: tables on disk with the changelog offset they hold, so a restarted
+    # process replays only the tail (docs/benchmarks.md, "State store").
+    table_store: TableStore = Field("rocksdb://", description="memory:// or rocksdb://")
+    table_standby_replicas: int = Field(
+        1, ge=0, description="other workers keeping a warm copy of each table partition")
+    # Each partition of each table is its own RocksDB database; Faust's defaults (a 2 GiB block
+    # cache and 3 x 64 MB write buffers each) would let memory grow with the state.
+    rocksdb_block_cache_mb: int = Field(16, ge=1, description="block cache per table partition")
+    rocksdb_write_buffer_mb: int = Field(8, ge=1, description="write buffer per table partition")
     log_level: str = "info"
 
     @model_validator(mode="after")
@@ -333,15 +348,29 @@ class Settings(BaseSettings):
             "certificate_chain": read(self.triton_ssl_cert_chain),
         }
 
+    def app_data_dir(self, app_id: str) -> Path:
+        """Where this process of `app_id` keeps its tables (Faust's datadir)."""
+        return self.data_dir / app_id / self.worker_id if self.worker_id else self.data_dir / app_id
+
+    def table_options(self) -> dict[str, Any]:
+        """Options for each table's store: RocksDB's memory caps (none for memory://)."""
+        if self.table_store != "rocksdb://":
+            return {}
+        mb = 1024 * 1024
+        return {"block_cache_size": self.rocksdb_block_cache_mb * mb,
+                "write_buffer_size": self.rocksdb_write_buffer_mb * mb,
+                "max_write_buffer_number": 2}
+
     def faust_settings(self) -> dict[str, Any]:
         """Keyword arguments for `IntentstreamFaustApp` (streams/runtime/faust_base.py),
         derived from these settings and the profile."""
         conf: dict[str, Any] = {
             "broker": self.broker_url,
-            "store": "memory://",  # tables are rebuilt from their compacted changelog topics
+            "store": self.table_store,
+            "table_standby_replicas": self.table_standby_replicas,
             "topic_partitions": self.partitions,
             "topic_replication_factor": self.replication_factor,
-            "datadir": str(self.data_dir / self.app_id),
+            "datadir": str(self.app_data_dir(self.app_id)),
             "processing_guarantee": "at_least_once",
             "consumer_auto_offset_reset": "earliest",
             "broker_session_timeout": self.broker_session_timeout_s,

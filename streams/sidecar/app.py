@@ -78,7 +78,7 @@ def sidecar_topics(settings: Settings) -> list[str]:
 class FeedbackApp(IntentstreamFaustApp):
     def __init__(self, settings: Settings) -> None:
         conf = settings.faust_settings()
-        conf["datadir"] = str(settings.data_dir / settings.feedback_app_id)
+        conf["datadir"] = str(settings.app_data_dir(settings.feedback_app_id))
         super().__init__(settings.feedback_app_id, **conf)
         self.settings = settings
         # Derived from the user table (which users are due when); rebuilt after every
@@ -94,7 +94,7 @@ class FeedbackApp(IntentstreamFaustApp):
             log.info("metrics.serving", port=self.settings.feedback_metrics_port)
         # The inputs must exist with the tables' partition count before the consumer subscribes.
         await ensure_topics(self.settings, names=sidecar_topics(self.settings))
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.conf.datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the leaf
         await super().on_first_start()
 
 
@@ -119,13 +119,15 @@ inputs = raw_topic(app, TOPICS.events, TOPICS.scores, TOPICS.responses,
 examples_topic = raw_topic(app, settings.feedback_topic, partitions=settings.partitions)
 
 _JSON = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
-# user_id -> UserFeedback (streams.core.feedback); in memory, rebuilt from its compacted changelog.
+# user_id -> UserFeedback (streams.core.feedback); in TABLE_STORE, backed by its changelog.
 users_table = app.Table("feedback_users", default=None, partitions=settings.partitions,
-                        schema=_JSON, help="per-user pending predictions and recent events")
+                        schema=_JSON, options=settings.table_options(),
+                        help="per-user pending predictions and recent events")
 # str(partition) -> {"max_ts": max event time seen there (the event-time clock),
 #                     "next": {topic: offset after the last message processed there}}
 progress_table = app.Table("feedback_progress", default=None, partitions=settings.partitions,
-                           schema=_JSON, help="per-partition max event time and input offsets")
+                           schema=_JSON, options=settings.table_options(),
+                           help="per-partition max event time and input offsets")
 
 
 @app.on_partitions_assigned.connect

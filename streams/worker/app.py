@@ -30,7 +30,7 @@ class IntentStreamApp(IntentstreamFaustApp):
         # consumer subscribes (a broker's auto-create would choose its own count).
         await ensure_topics(self.settings)
         await self.declare_changelogs()
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the leaf
+        self.conf.datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the leaf
         await super().on_first_start()
 
     async def declare_changelogs(self) -> None:
@@ -63,12 +63,14 @@ alert_topics = {
 
 
 def _json_table(name: str, help: str) -> faust.types.TableT:
-    """In memory, rebuilt from its compacted changelog; co-partitioned with the source."""
+    """In TABLE_STORE (memory or RocksDB), backed by its compacted changelog; co-partitioned
+    with the source."""
     return app.Table(
         name,
         default=None,
         partitions=settings.partitions,
         schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
+        options=settings.table_options(),
         help=help,
     )
 

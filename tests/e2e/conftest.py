@@ -1,7 +1,7 @@
 """The real stack for end-to-end tests: one Apache Kafka node (the guarantee suite), one Tansu
 broker (the embedded default's smoke set: `embedded_broker`, `either_broker`) and one
-tritonserver per session, fresh topics, app id and data dir per test, workers as subprocesses
-stopped by PID."""
+tritonserver per session, fresh topics and app id per test, a data dir per worker and sidecar
+process, workers as subprocesses stopped by PID."""
 
 from __future__ import annotations
 
@@ -105,15 +105,23 @@ class Stack:
         env.update(overrides)
         return env
 
+    def data_dir(self, process: str) -> Path:
+        """A process's own data dir: RocksDB locks it, so no two processes share one."""
+        return self.workdir / "data" / process
+
     def start_worker(self, **overrides: str) -> WorkerProcess:
+        """A worker with a data dir of its own, unless INTENTSTREAM_DATA_DIR names one (a
+        restart on an earlier worker's state)."""
         n = len(self.workers)
-        worker = WorkerProcess(self.env(**overrides), self.workdir / f"worker-{n}.log").start()
+        env = self.env(**{"INTENTSTREAM_DATA_DIR": str(self.data_dir(f"worker-{n}")), **overrides})
+        worker = WorkerProcess(env, self.workdir / f"worker-{n}.log").start()
         self.workers.append(worker)
         return worker
 
     def start_sidecar(self, **overrides: str) -> SidecarProcess:
         n = len(self.sidecars)
-        sidecar = SidecarProcess(self.env(**overrides), self.workdir / f"sidecar-{n}.log")
+        env = self.env(**{"INTENTSTREAM_DATA_DIR": str(self.data_dir(f"sidecar-{n}")), **overrides})
+        sidecar = SidecarProcess(env, self.workdir / f"sidecar-{n}.log")
         self.sidecars.append(sidecar.start())
         return sidecar
 
