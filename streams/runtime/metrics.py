@@ -193,6 +193,15 @@ TRITON_TEXTS = Counter(
     "intentstream_triton_texts", "Texts sent to the Triton ensemble, by what triggered their "
     "scoring (event, session_close, silence): each silence score is one full ensemble row "
     "today (docs/silence.md)", ["trigger"], registry=WORKER_REGISTRY)
+TRITON_REQUESTS = Counter(
+    "intentstream_triton_requests", "Inference requests sent to Triton, by model: intent (the "
+    "whole ensemble: tokenizer, network, stacker) or stacker (its last step alone, for a "
+    "silence re-score of an unchanged text on the network outputs kept with the session)",
+    ["model"], registry=WORKER_REGISTRY)
+STACKER_ONLY = Counter(
+    "intentstream_stacker_only_scores", "Scores that did not run the text network (the "
+    "stacker alone on kept network outputs), by trigger (silence)", ["trigger"],
+    registry=WORKER_REGISTRY)
 TIMERS_FIRED = Counter(
     "intentstream_timers_fired", "Event-time timers that did something, by kind: close (a "
     "session closed by the clock), silence (a silence milestone chosen)", ["kind"],

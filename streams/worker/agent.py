@@ -10,10 +10,15 @@ is noticed by offset and re-read (streams/core/offsets.py).
 
 Timers (docs/silence.md): each input partition has an event-time clock, saved in the progress
 table; each user's next timer (session close, silence milestone) is derived from the user's
-state. A batch fires its own partitions' due timers before it is acked; `fire_timers` runs
-every TIMER_TICK_S for quiet partitions. Both take `TIMER_LOCK`, so a timer's state writes
-never interleave with a batch's. Timer work has no input to ack: it is idempotent from state
-(the fired state is written and flushed before its outputs, and marked delivered after).
+state. A batch chooses its own partitions' due timers (users the batch itself touched wait for
+the next round: their timer is set again from their new state) and scores them with its own
+sessions in one Triton round, before it is acked; `fire_timers` runs every TIMER_TICK_S for
+quiet partitions. Both take `TIMER_LOCK`, so a timer's state writes never interleave with a
+batch's. Timer work has no input to ack: it is idempotent from state. The fired states are
+written, and flushed to the changelog, before the round is scored and any output exists; they
+are marked delivered (closed sessions leave, the milestone counts as scored, the network's
+outputs for a final score are kept) only after the scores and alerts are on their topics. A
+crash anywhere in between re-scores exactly the same things (same ids).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -31,7 +37,7 @@ from faust.types import EventT, StreamT
 
 from inference.client import ScoringError, TritonScorer
 from streams.core.alerts import Alert
-from streams.core.batching import BatchPlan, ToScore, delivered, plan_batch
+from streams.core.batching import BatchPlan, ToScore, delivered, keep_network, plan_batch
 from streams.core.raw_message import RawMessage
 from streams.core.records import DeadLetter, DeadLetterSource, IntentScore, encode, scoring_failed
 from streams.core.sessions import UserState, render
@@ -76,6 +82,7 @@ SCORING_METRICS = ScoringMetrics(
     triton_seconds=metrics.TRITON_SECONDS.observe,
     retry=metrics.TRITON_RETRIES.inc,
     by_trigger=lambda trigger, n: metrics.TRITON_TEXTS.labels(trigger).inc(n),
+    stacker_only=lambda trigger, n: metrics.STACKER_ONLY.labels(trigger).inc(n),
 )
 TIMERS = WorkerTimers(settings.clock_policy(), settings.timer_policy())
 TIMER_LOCK = asyncio.Lock()  # a batch and a timer run never interleave their state writes
@@ -109,16 +116,6 @@ def write_states(
             state = delivered(state)
         with as_current(anchors[messages[plan.last_message[user_id]].partition]):
             sessions_table[user_id] = state
-
-
-async def raise_alerts(
-    plan: BatchPlan, messages: Sequence[RawMessage], anchors: dict[int, EventT],
-    scored: ScoredPlan,
-) -> list[Alert]:
-    """Alerts for a batch's scores; alert state is saved only after delivery."""
-    return await raise_alerts_at(
-        lambda user: input_partition(plan, messages, user),
-        lambda partition: anchors[partition], scored)
 
 
 async def raise_alerts_at(
@@ -226,27 +223,44 @@ async def _process_batch(
     plan = plan_batch(messages, sessions_table.get, SESSION_POLICY, settings.max_event_bytes,
                       PRIVACY)
     await send_dead_letters(plan.dead_letters)
-    write_states(plan, messages, anchors)
-    scored = await score_plan(
-        scorer, plan, SESSION_POLICY.max_chars, settings.score_retry_max_s,
-        max_attempts=settings.score_max_attempts, observe=SCORING_METRICS,
-    )
-    if scored.failed:  # a closed one leaves `pending` below: dead-lettered is done
-        await send_dead_letters(unscored_letters(plan, messages, scored.failed))
-    if scored.records:
-        await send_scores(plan, messages, scored.records)
-        await raise_alerts(plan, messages, anchors, scored)
-    # Closed sessions leave the table only once their final score is on the topic.
-    write_states(plan, messages, anchors, only_pending=True)
-    for user, state in plan.states.items():
-        TIMERS.set(user, delivered(state))
-    # The clock moves with the batch's event times; its partitions' due timers fire now,
-    # before the batch is acked (their outputs are as acked as the batch's own).
+    # The clock moves with the batch's event times; its partitions' due timers are chosen now
+    # and scored with the batch's own sessions, before the batch is acked (their outputs are
+    # as acked as the batch's own).
     wall_ms = int(time.time() * 1000)
     partitions = sorted({m.partition for m in messages})
     for partition in partitions:
         TIMERS.observe(partition, plan.newest_ts.get(partition), wall_ms)
-    await fire_timers(scorer, partitions, lambda p: anchors.get(p) or _anchor(p))
+
+    def anchor_of(partition: int) -> Any:
+        return anchors.get(partition) or _anchor(partition)
+
+    fired = choose_timers(partitions, skip=plan.states)
+    write_states(plan, messages, anchors)
+    await write_fired(fired, anchor_of)
+    scored = await score_plan(
+        scorer, BatchPlan(to_score=plan.to_score + fired.plan.to_score),
+        SESSION_POLICY.max_chars, settings.score_retry_max_s,
+        max_attempts=settings.score_max_attempts, observe=SCORING_METRICS,
+    )
+
+    def partition_of(user: str) -> int:
+        owner = fired.owner.get(user)
+        return input_partition(plan, messages, user) if owner is None else owner
+
+    failed_batch = [f for f in scored.failed if f[0].session["user_id"] not in fired.owner]
+    failed_timers = [f for f in scored.failed if f[0].session["user_id"] in fired.owner]
+    if scored.failed:  # a closed one leaves `pending` below: dead-lettered is done
+        await send_dead_letters(unscored_letters(plan, messages, failed_batch)
+                                + timer_unscored_letters(fired.plan.states, failed_timers))
+    if scored.records:
+        await send_scores_at(partition_of, scored.records)
+        await raise_alerts_at(partition_of, anchor_of, scored)
+    keep_outputs(scored, plan.states | fired.plan.states)
+    # Closed sessions leave the table only once their final score is on the topic.
+    write_states(plan, messages, anchors, only_pending=True)
+    for user, state in plan.states.items():
+        TIMERS.set(user, delivered(state))
+    finish_timers(fired, anchor_of, scored, failed_timers)
     save_progress(progress_table, messages, events, extra=_with_clock)
     for partition in partitions:
         TIMERS.saved(partition)
@@ -255,8 +269,18 @@ async def _process_batch(
             metrics.SKIPPED.labels(kind).inc(n)
     log.info("batch.done", valid=plan.n_valid, dead_letters=len(plan.dead_letters),
              redelivered=plan.n_redelivered, duplicates=plan.n_duplicates,
-             scored=len(scored.records), scoring_failed=len(scored.failed))
+             scored=len(scored.records) - len(fired.users_scored(scored)),
+             scoring_failed=len(failed_batch))
     return plan
+
+
+def keep_outputs(scored: ScoredPlan, states: Mapping[str, UserState]) -> None:
+    """Keep each final score's network outputs with its user's last closed session, in the
+    state about to be marked delivered (in place): what later silence re-scores reuse."""
+    for item, kept in zip(scored.scored, scored.network, strict=True):
+        state = states.get(item.session["user_id"])
+        if kept is not None and state is not None and item.trigger == "session_close":
+            keep_network(state, item.session, kept)
 
 
 # --- timers -------------------------------------------------------------------------------------
@@ -291,53 +315,86 @@ async def _timers_stale_after_assignment(sender: object, assigned: object, **_: 
     TIMERS.stale = True
 
 
-async def fire_timers(
-    scorer: TritonScorer, partitions: Collection[int], anchor_of: Callable[[int], Any],
-) -> TimerPlan:
-    """Fire the due timers of `partitions` at their watermarks: close sessions, choose silence
-    milestones, score them, deliver scores and alerts, then mark the states delivered.
+@dataclass
+class FiredTimers:
+    """Timers chosen at their partitions' watermarks: the states they changed, what to score,
+    and each fired user's partition."""
 
-    Idempotent from state: the fired states are written, and flushed, before any output, so
-    a crash anywhere after re-scores exactly what was chosen (same ids); the states are
-    marked delivered only after the outputs are on their topics."""
-    plan, owner = TimerPlan(), {}
+    plan: TimerPlan = field(default_factory=TimerPlan)
+    owner: dict[str, int] = field(default_factory=dict)
+
+    def users_scored(self, scored: ScoredPlan) -> list[IntentScore]:
+        return [r for r in scored.records if r.user_id in self.owner]
+
+
+def choose_timers(partitions: Collection[int], skip: Collection[str] = ()) -> FiredTimers:
+    """Pop and apply the due timers of `partitions` at their watermarks. Users in `skip` (a
+    batch's own, whose states it is about to write) are left for the next round: the batch
+    sets their timers again from their new states."""
+    fired = FiredTimers()
     for partition in partitions:
-        due = TIMERS.pop_due(partition)
+        due = [user for user in TIMERS.pop_due(partition) if user not in skip]
         mark = TIMERS.watermark(partition)
         if not due or mark is None:
             continue
-        fired = plan_timers(due, sessions_table.get, mark, TIMERS.policy)
+        chosen = plan_timers(due, sessions_table.get, mark, TIMERS.policy)
         for user in due:
-            owner[user] = partition
-            if user not in fired.states:  # stale: re-armed from the state as it stands
+            fired.owner[user] = partition
+            if user not in chosen.states:  # stale: re-armed from the state as it stands
                 TIMERS.set(user, sessions_table.get(user))
-        plan.states.update(fired.states)
-        plan.to_score.extend(fired.to_score)
-        plan.closed += fired.closed
-        plan.milestones += fired.milestones
-    if not plan.states:
-        return plan
-    write_owned(plan.states, owner, anchor_of)
-    await app.producer.flush()  # the choice is in the changelog before its outputs exist
+        fired.plan.states.update(chosen.states)
+        fired.plan.to_score.extend(chosen.to_score)
+        fired.plan.closed += chosen.closed
+        fired.plan.milestones += chosen.milestones
+    fired.owner = {user: p for user, p in fired.owner.items() if user in fired.plan.states}
+    return fired
+
+
+async def write_fired(fired: FiredTimers, anchor_of: Callable[[int], Any]) -> None:
+    """The timers' choice goes to the changelog, flushed, before any of its outputs exist."""
+    if fired.plan.states:
+        write_owned(fired.plan.states, fired.owner, anchor_of)
+        await app.producer.flush()
+
+
+def finish_timers(fired: FiredTimers, anchor_of: Callable[[int], Any], scored: ScoredPlan,
+                  failed: Sequence[tuple[ToScore, str]]) -> None:
+    """Once the timers' scores and alerts are delivered: their states marked delivered."""
+    if not fired.plan.states:
+        return
+    done = {user: delivered(state) for user, state in fired.plan.states.items()}
+    write_owned(done, fired.owner, anchor_of)
+    for user, state in done.items():
+        TIMERS.set(user, state)
+    metrics.TIMERS_FIRED.labels("close").inc(fired.plan.closed)
+    metrics.TIMERS_FIRED.labels("silence").inc(fired.plan.milestones)
+    log.info("timers.fired", users=len(fired.plan.states), closed=fired.plan.closed,
+             silence=fired.plan.milestones, scored=len(fired.users_scored(scored)),
+             scoring_failed=len(failed))
+
+
+async def fire_timers(
+    scorer: TritonScorer, partitions: Collection[int], anchor_of: Callable[[int], Any],
+) -> TimerPlan:
+    """Fire the due timers of quiet `partitions` at their watermarks (a batch fires its own
+    with its sessions): close sessions, choose silence milestones, score them, deliver
+    scores and alerts, then mark the states delivered (idempotent from state, as a batch)."""
+    fired = choose_timers(partitions)
+    if not fired.plan.states:
+        return fired.plan
+    await write_fired(fired, anchor_of)
     scored = await score_plan(
-        scorer, plan, SESSION_POLICY.max_chars, settings.score_retry_max_s,
+        scorer, fired.plan, SESSION_POLICY.max_chars, settings.score_retry_max_s,
         max_attempts=settings.score_max_attempts, observe=SCORING_METRICS,
     )
     if scored.failed:
-        await send_dead_letters(timer_unscored_letters(plan.states, scored.failed))
+        await send_dead_letters(timer_unscored_letters(fired.plan.states, scored.failed))
     if scored.records:
-        await send_scores_at(owner.__getitem__, scored.records)
-        await raise_alerts_at(owner.__getitem__, anchor_of, scored)
-    done = {user: delivered(state) for user, state in plan.states.items()}
-    write_owned(done, owner, anchor_of)
-    for user, state in done.items():
-        TIMERS.set(user, state)
-    metrics.TIMERS_FIRED.labels("close").inc(plan.closed)
-    metrics.TIMERS_FIRED.labels("silence").inc(plan.milestones)
-    log.info("timers.fired", users=len(plan.states), closed=plan.closed,
-             silence=plan.milestones, scored=len(scored.records),
-             scoring_failed=len(scored.failed))
-    return plan
+        await send_scores_at(fired.owner.__getitem__, scored.records)
+        await raise_alerts_at(fired.owner.__getitem__, anchor_of, scored)
+    keep_outputs(scored, fired.plan.states)
+    finish_timers(fired, anchor_of, scored, scored.failed)
+    return fired.plan
 
 
 def write_owned(states: Mapping[str, UserState], owner: Mapping[str, int],
@@ -433,6 +490,7 @@ async def score_sessions(stream: StreamT) -> None:
         refresh_s=settings.triton_refresh_s,
         **settings.triton_client_kwargs(),
     )
+    scorer.on_request = lambda model: metrics.TRITON_REQUESTS.labels(model).inc()
     try:
         try:
             await outputs.start()
