@@ -8,7 +8,7 @@ Three kinds of command:
   returning the exit status;
 - the feedback sidecar, a second Faust app with its own worker (docs/feedback.md);
 - commands of the scoring worker's Faust app: `worker`, ours registered on it
-  (create-topics, watch, health: streams/worker/commands.py) and Faust's own (agents, ...).
+  (create-topics, watch, health, user: streams/worker/commands.py) and Faust's own (agents, ...).
 
 This is the one module of `streams/` that may import training/, backtest/ and bench/.
 """
@@ -59,6 +59,8 @@ GROUPS: tuple[tuple[str, tuple[Command, ...]], ...] = (
         Command("create-topics", "create the source, output and DLQ topics (idempotent)", FAUST),
         Command("health", "exit 0 if the worker (or sidecar) on this host is healthy, 1 if not",
                 FAUST),
+        Command("user", "print what the workers hold about one user: latest scores, open "
+                "session, profile (GET /users/{id})", FAUST),
     )),
     ("faust (Faust's own, on the worker app)", (
         Command("agents", "list agents", FAUST),
@@ -136,8 +138,8 @@ def configure_from_settings() -> None:
 
 def run_worker_app(args: list[str]) -> None:
     """A command of the scoring worker's Faust app (Faust parses the rest)."""
-    # Importing registers the agents and our commands on the app.
-    from streams.worker import agent, commands  # noqa: F401
+    # Importing registers the agents, the lookup endpoint and our commands on the app.
+    from streams.worker import agent, commands, lookup  # noqa: F401
     from streams.worker.app import app
 
     if args[:1] == ["worker"] and not any(a.startswith(("--with-web", "--web")) for a in args):

@@ -1,4 +1,4 @@
-"""Operator commands on the Faust app: `create-topics`, `watch`, `health`.
+"""Operator commands on the Faust app: `create-topics`, `watch`, `health`, `user`.
 
 Every Kafka client here takes the worker's security settings (`Settings.kafka_client_kwargs`),
 so a command works against the same SASL/TLS cluster the worker does."""
@@ -6,13 +6,17 @@ so a command works against the same SASL/TLS cluster the worker does."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from faust.cli import option
+from faust.cli import argument, option
 
 from streams.runtime.demo_summary import format_score
 from streams.runtime.metrics import probe_health
@@ -94,3 +98,47 @@ async def health(self, feedback: bool, host: str, timeout: float) -> None:
     print(f"{'healthy' if ok else 'unhealthy'}: {line}", flush=True)
     if not ok:
         sys.exit(1)
+
+
+def ask_user(base_url: str, user_id: str, timeout_s: float) -> tuple[int, str]:
+    """`GET {base_url}/users/{user_id}`: (exit status, what to print). 0 and the JSON answer;
+    1 and one line for an unknown user, a worker that cannot answer now, or no answer."""
+    url = f"{base_url.rstrip('/')}/users/{urllib.parse.quote(user_id, safe='')}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return 0, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return 1, _refusal(exc, user_id)
+    except (OSError, ValueError) as exc:
+        return 1, f"intentstream user: cannot reach {url}: {getattr(exc, 'reason', exc)}"
+
+
+def _refusal(exc: urllib.error.HTTPError, user_id: str) -> str:
+    try:
+        reason = json.loads(exc.read()).get("reason", "")
+    except ValueError:
+        reason = ""
+    if exc.code == 404:
+        return f"intentstream user: unknown user {user_id!r} (404)"
+    if exc.code == 503:
+        retry = exc.headers.get("Retry-After")
+        return (f"intentstream user: unavailable now (503): {reason or 'no reason given'}"
+                + (f"; retry after {retry} s" if retry else ""))
+    return f"intentstream user: {exc.url} answered {exc.code} {exc.reason}"
+
+
+@app.command(
+    argument("user_id"),
+    option("--url", default=None,
+           help="a worker's HTTP port (any worker: it forwards to the owner); default: "
+                "http://127.0.0.1:INTENTSTREAM_METRICS_PORT"),
+    option("--timeout", type=float, default=10.0, help="seconds to wait for the answer"),
+)
+async def user(self, user_id: str, url: str | None, timeout: float) -> None:
+    """Print what the workers hold about one user (GET /users/{id}): latest scores, open
+    session, profile, customer value. Exit 1 with one line if unknown or unavailable."""
+    base = url or f"http://127.0.0.1:{settings.metrics_port}"
+    status, text = await asyncio.to_thread(ask_user, base, user_id, timeout)
+    print(text, file=sys.stdout if status == 0 else sys.stderr, flush=True)
+    if status:
+        sys.exit(status)

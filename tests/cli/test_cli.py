@@ -24,7 +24,7 @@ EXPECTED_GROUPS = {
     "run": ["worker", "feedback"],
     "model": ["train", "retrain"],
     "analyse": ["replay", "backtest", "bench", "watch"],
-    "operate": ["create-topics", "health"],
+    "operate": ["create-topics", "health", "user"],
 }
 
 
