@@ -21,7 +21,6 @@ class FakeWorker(BaseHTTPRequestHandler):
     """Answers as a worker's /users/{id} does, by the id asked for."""
 
     def do_GET(self) -> None:  # http.server's name for it
-
         answers = {
             "/users/u%2F1": (200, VIEW, {}),
             "/users/u-404": (404, {"error": "unknown user"}, {}),
