@@ -37,7 +37,7 @@ from faust.types import EventT, StreamT
 
 from inference.client import ScoringError, TritonScorer
 from streams.core.alerts import Alert
-from streams.core.batching import BatchPlan, ToScore, delivered, keep_network, plan_batch
+from streams.core.batching import BatchPlan, ToScore, delivered, plan_batch
 from streams.core.raw_message import RawMessage
 from streams.core.records import DeadLetter, DeadLetterSource, IntentScore, encode, scoring_failed
 from streams.core.sessions import UserState, render
@@ -69,7 +69,13 @@ from streams.worker.app import (
     sessions_table,
     settings,
 )
-from streams.worker.scoring import ScoredPlan, ScoringMetrics, decide_alerts, score_plan
+from streams.worker.scoring import (
+    ScoredPlan,
+    ScoringMetrics,
+    decide_alerts,
+    keep_outputs,
+    score_plan,
+)
 from streams.worker.timers import PartitionAnchor, WorkerTimers, user_partition
 
 log = structlog.get_logger("intentstream.worker")
@@ -272,15 +278,6 @@ async def _process_batch(
              scored=len(scored.records) - len(fired.users_scored(scored)),
              scoring_failed=len(failed_batch))
     return plan
-
-
-def keep_outputs(scored: ScoredPlan, states: Mapping[str, UserState]) -> None:
-    """Keep each final score's network outputs with its user's last closed session, in the
-    state about to be marked delivered (in place): what later silence re-scores reuse."""
-    for item, kept in zip(scored.scored, scored.network, strict=True):
-        state = states.get(item.session["user_id"])
-        if kept is not None and state is not None and item.trigger == "session_close":
-            keep_network(state, item.session, kept)
 
 
 # --- timers -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,9 +31,9 @@ import structlog
 from inference.client import NetworkOutputs, ScoringError, TritonScorer
 from inference.heads import Prediction
 from streams.core.alerts import Alert, AlertPolicy, AlertState, alerts_for
-from streams.core.batching import BatchPlan, ToScore, can_reuse
+from streams.core.batching import BatchPlan, ToScore, can_reuse, keep_network
 from streams.core.records import IntentScore, intent_score
-from streams.core.sessions import KeptNetwork, render, text_digest
+from streams.core.sessions import KeptNetwork, UserState, render, text_digest
 
 log = structlog.get_logger("intentstream.scoring")
 
@@ -270,6 +270,17 @@ def _kept(prediction: Prediction, text: str) -> KeptNetwork | None:
     return {"version": network.version, "digest": text_digest(text),
             "strength": list(network.strength), "intent_type": list(network.intent_type),
             "churn": network.churn}
+
+
+def keep_outputs(scored: ScoredPlan, states: Mapping[str, UserState]) -> None:
+    """Keep the network outputs of a closed session's scores (its final score, or a silence
+    re-score that had to run the network: a new version since) with its user's last closed
+    session, in the state about to be marked delivered (in place): what later silence
+    re-scores reuse."""
+    for item, kept in zip(scored.scored, scored.network, strict=True):
+        state = states.get(item.session["user_id"])
+        if kept is not None and state is not None and item.closed:
+            keep_network(state, item.session, kept)
 
 
 NOT_READ_BY_ALERTS = {"text", "features"}  # the bulk of a record: not dumped per score
