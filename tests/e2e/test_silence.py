@@ -1,6 +1,8 @@
 """Silence speaks, on the real broker and tritonserver: sessions closed by the clock while their
 users stay silent, silence milestone scores, one churn alert within the cooldown, an abandoned
-cart alerted once, and timers that survive a SIGKILL of the worker (issue #24).
+cart alerted once, and timers that survive a SIGKILL of the worker (issue #24). Silence re-scores
+of an unchanged text do not run the network: they come with `network: false`, one Triton
+request to the stacker alone per score for a lone silent user, and no ensemble text.
 
 The clock is moved by event time: a "pacer" user on each partition sends an event per step,
 each step a later event time, so the watermark of every partition passes the next timer.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import orjson
@@ -20,8 +23,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 
+from inference.repository import REPOSITORY_TEMPLATE
+from inference.tritonserver import TritonServer, free_port, tiny_triton_server
 from tests.e2e.faults import PARTITIONS, input_ends, wait_committed
+from tests.e2e.inference.network_outputs import template_exposing_network
 from tests.e2e.kafka_io import committed_offsets, read_to_end, read_until, run
+from tests.e2e.test_metrics import value, wait_for
 from tests.e2e.traffic import T0
 
 if TYPE_CHECKING:
@@ -31,6 +38,17 @@ if TYPE_CHECKING:
     from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory) -> Iterator[TritonServer]:
+    """This module's tritonserver: its `intent` ensemble returns the network's outputs, so the
+    worker keeps them (tests/e2e/inference/network_outputs.py: until the committed ensemble
+    declares them)."""
+    work = tmp_path_factory.mktemp("triton_silence")
+    template = template_exposing_network(REPOSITORY_TEMPLATE, work / "template")
+    with tiny_triton_server(work, template=template) as server:
+        yield server
 
 MIN = 60_000
 # Milestones 72, 86.4 and 100.8 minutes after the last activity; cooldown one hour: the first
@@ -214,6 +232,10 @@ def test_silent_users_get_closes_milestones_one_churn_alert_and_survive_a_sigkil
         mine = [a for a in carts if a["user_id"] == f"cart-{p}"]
         assert len({a["alert_id"] for a in mine}) == 1 and "Speedcross 6" in mine[0]["reason"]
         assert not [a for a in carts if a["user_id"] == f"quiet-{p}"]  # a click fills no cart
+    # The network ran for every open and final score, never for a silence re-score: the
+    # final score's network outputs, kept in the state (restored after the SIGKILL), served.
+    assert {(s["trigger"], s["network"]) for s in scores} == {
+        ("event", True), ("session_close", True), ("silence", False)}
     n_silence = sum(s["trigger"] == "silence" for s in scores)
     print(f"\n[silence] {len(scores)} score records ({len({s['prediction_id'] for s in scores})}"
           f" ids), {n_silence} silence records, {len(alerts)} alert records "
@@ -222,9 +244,12 @@ def test_silent_users_get_closes_milestones_one_churn_alert_and_survive_a_sigkil
 
 def test_a_quiet_shop_closes_sessions_and_reaches_milestones_by_wall_time(stack: Stack) -> None:
     """No more events at all: the idle bound lets the clock run at wall speed."""
+    port = free_port()
     env = {**SILENCE, "INTENTSTREAM_WATERMARK_IDLE_S": "2",
            "INTENTSTREAM_WATERMARK_LATENESS_S": "1", "INTENTSTREAM_SESSION_GAP_S": "3",
-           "INTENTSTREAM_SILENCE_MILESTONE_DAYS": "[0.0001]"}  # 8.64 s after the last event
+           # 8.64 s and 17.28 s after the last event
+           "INTENTSTREAM_SILENCE_MILESTONE_DAYS": "[0.0001, 0.0002]",
+           "INTENTSTREAM_METRICS_PORT": str(port)}
     worker = stack.start_worker(**env)
     wait_ready(stack, worker)
     now = int(time.time() * 1000)
@@ -234,9 +259,21 @@ def test_a_quiet_shop_closes_sessions_and_reaches_milestones_by_wall_time(stack:
     started = time.monotonic()
     seen = run(read_until(
         stack.bootstrap, [stack.topics["scores"]],
-        lambda got: any(b'"silence"' in r.value for r in got[stack.topics["scores"]]),
-        timeout_s=90, alive=lambda: worker.alive))
+        lambda got: sum(b'"silence"' in r.value for r in got[stack.topics["scores"]]) >= 2,
+        timeout_s=120, alive=lambda: worker.alive))
     waited = time.monotonic() - started
-    triggers = [s["trigger"] for s in scores_of(seen[stack.topics["scores"]])]
-    assert "session_close" in triggers and triggers[-1] == "silence", triggers
-    print(f"\n[silence] quiet shop: close and milestone after {waited:.1f} s of wall time")
+    scores = scores_of(seen[stack.topics["scores"]])
+    triggers = [s["trigger"] for s in scores]
+    assert "session_close" in triggers and triggers[-2:] == ["silence", "silence"], triggers
+    assert [s["network"] for s in scores if s["trigger"] == "silence"] == [False, False]
+    # Counted by the worker: one stacker request per silence score, no ensemble text for one.
+    samples = wait_for(port, lambda got: value(
+        got, "intentstream_stacker_only_scores_total", trigger="silence") >= 2, 30,
+        lambda: worker.alive)
+    silence = value(samples, "intentstream_stacker_only_scores_total", trigger="silence")
+    stacker = value(samples, "intentstream_triton_requests_total", model="stacker")
+    assert silence == stacker == 2, (silence, stacker)
+    assert value(samples, "intentstream_triton_texts_total", trigger="silence") == 0
+    assert value(samples, "intentstream_triton_requests_total", model="intent") >= 2
+    print(f"\n[silence] quiet shop: close and two milestones after {waited:.1f} s of wall "
+          f"time; Triton calls per silence score: {stacker / silence:.2f} (stacker alone)")
