@@ -118,17 +118,19 @@ class EmbeddedBroker:
 
 
 class IntentstreamProcess:
-    """`intentstream <command…> -l warn` as a subprocess with its own env and log file."""
+    """`intentstream <command…> -l warn` (or `log_level`) as a subprocess with its own env and
+    log file."""
 
     command: tuple[str, ...] = ()
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, log_level: str = "warn") -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.log_level = log_level
         self.process: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
-        return [str(INTENTSTREAM), *self.command, "-l", "warn"]
+        return [str(INTENTSTREAM), *self.command, "-l", self.log_level]
 
     def start(self) -> IntentstreamProcess:
         with self.log_path.open("ab") as log:

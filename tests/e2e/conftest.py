@@ -109,12 +109,12 @@ class Stack:
         """A process's own data dir: RocksDB locks it, so no two processes share one."""
         return self.workdir / "data" / process
 
-    def start_worker(self, **overrides: str) -> WorkerProcess:
+    def start_worker(self, log_level: str = "warn", **overrides: str) -> WorkerProcess:
         """A worker with a data dir of its own, unless INTENTSTREAM_DATA_DIR names one (a
         restart on an earlier worker's state)."""
         n = len(self.workers)
         env = self.env(**{"INTENTSTREAM_DATA_DIR": str(self.data_dir(f"worker-{n}")), **overrides})
-        worker = WorkerProcess(env, self.workdir / f"worker-{n}.log").start()
+        worker = WorkerProcess(env, self.workdir / f"worker-{n}.log", log_level).start()
         self.workers.append(worker)
         return worker
 
