@@ -7,6 +7,7 @@ bench hands it to the producer to the moment the bench reads a score that covers
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import sys
 import time
@@ -259,3 +260,20 @@ def scrape(url: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+_SAMPLE = re.compile(r'^(?P<name>[a-z_]+)\{(?P<label>[a-z_]+)="(?P<value>[^"]*)"\}$')
+
+
+def scoring_cost(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The `Figures` fields on timer scores' cost from a scrape of the worker's metrics
+    (bench.measure.scrape), by label: the drain's worker starts at zero."""
+    wanted = {"intentstream_triton_texts_total": "network_texts_by_trigger",
+              "intentstream_stacker_only_scores_total": "stacker_only_by_trigger",
+              "intentstream_triton_requests_total": "triton_requests_by_model"}
+    out: dict[str, dict[str, float]] = {name: {} for name in wanted.values()}
+    for sample, value in metrics.items():
+        found = _SAMPLE.match(sample)
+        if found and found["name"] in wanted:
+            out[wanted[found["name"]]][found["value"]] = value
+    return out

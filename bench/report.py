@@ -5,7 +5,7 @@ figures (`Figures`, also written as JSON with --json) as a report on stdout.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from inference.model.runtimes import TORCH
@@ -53,6 +53,12 @@ class Figures:
     # coalescing under backlog, by backlog multiple ("1", "2", …)
     backlog_events_per_text: dict[str, float]
     backlog_events_per_session: dict[str, float]  # the ceiling: one score per session at least
+    # what timer scores cost in the drain, from the worker's metrics (`scoring_cost`; empty
+    # where not measured): texts the network ran, scores the stacker alone gave, by trigger;
+    # Triton requests by model (intent: the ensemble, stacker: its last step alone)
+    network_texts_by_trigger: dict[str, float] = field(default_factory=dict)
+    stacker_only_by_trigger: dict[str, float] = field(default_factory=dict)
+    triton_requests_by_model: dict[str, float] = field(default_factory=dict)
 
     @property
     def pipeline_over_model(self) -> float:
@@ -79,6 +85,17 @@ class Figures:
     @property
     def events_per_text(self) -> float:
         return self.worker_events_per_s / self.pipeline_scores_per_s
+
+    @property
+    def triton_calls_per_silence_score(self) -> float | None:
+        """Triton calls a silence score cost: an ensemble row each where the network ran,
+        and the stacker requests for those that reused kept outputs (batched: a request
+        carries every silence score of a round); None without silence scores."""
+        network = self.network_texts_by_trigger.get("silence", 0.0)
+        alone = self.stacker_only_by_trigger.get("silence", 0.0)
+        if not network + alone:
+            return None
+        return (network + self.triton_requests_by_model.get("stacker", 0.0)) / (network + alone)
 
     @property
     def batching_gain(self) -> float:
@@ -130,6 +147,7 @@ def report(figures: Figures) -> None:
         *naive_lines(figures),
         bare_faust_line(figures),
         latency_line(figures),
+        *silence_lines(figures),
     ]
     print("\n".join(lines))
 
@@ -193,6 +211,26 @@ def latency_line(figures: Figures) -> str:
             f"vs the {figures.paced_batch}-text batches half load formed "
             f"({figures.paced_batch_latency_s * 1000:.0f} ms) "
             f"-> {figures.p99_over_batch_at_load:.2f}")
+
+
+def silence_lines(figures: Figures) -> list[str]:
+    """What timer scores cost in the drain: Triton calls per silence score, and the texts
+    the network ran per trigger (none where the worker's metrics were not read)."""
+    network = figures.network_texts_by_trigger
+    if not network and not figures.stacker_only_by_trigger:
+        return []
+    alone = figures.stacker_only_by_trigger
+    calls = figures.triton_calls_per_silence_score
+    texts = ", ".join(f"{trigger} {network.get(trigger, 0):.0f}"
+                      for trigger in ("event", "session_close", "silence"))
+    silence = network.get("silence", 0) + alone.get("silence", 0)
+    return [
+        "    Triton calls per silence score: "
+        + ("-" if calls is None else f"{calls:.2f}")
+        + f" ({silence:.0f} silence scores, {alone.get('silence', 0):.0f} by the stacker alone "
+        f"in {figures.triton_requests_by_model.get('stacker', 0):.0f} requests)",
+        f"    texts the network ran per trigger: {texts}",
+    ]
 
 
 def say(message: str) -> None:

@@ -17,19 +17,20 @@ from pathlib import Path
 
 from google.protobuf import text_encoding, text_format
 from google.protobuf.message import Message
-from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
+from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInstanceGroup
 
 from bench.measure import BenchError, fastest, runtime_speeds
 from bench.report import say
 from bench.workload import held_out_sessions
 from inference import repository
+from inference.client import NETWORK_OUTPUTS
 from inference.model.export import ensure_model
 from inference.model.intent_bert import IntentBert
 from inference.model.onnx import write_onnx_files
 from inference.model.quality import AUTO
 from inference.model.quality import BATCH as QUALITY_BATCH
 from inference.model.runtimes import RUNTIMES, available_runtimes, served_runtime
-from inference.repository import INTENT_BERT, REPOSITORY_TEMPLATE, copy_repository
+from inference.repository import ENSEMBLE, INTENT_BERT, REPOSITORY_TEMPLATE, copy_repository
 from inference.tritonserver import TritonServer
 
 FASTEST = "fastest"  # --runtime: the fastest in process, whatever the bar says
@@ -74,6 +75,7 @@ def served_repository(workdir: Path, *, repository: Path | None, model: str,
         if runtime == FASTEST:
             runtime = fastest_in_process(repo / INTENT_BERT / str(version) / "artifacts", version)
         force_runtime(repo, version, runtime)
+    expose_network_outputs(repo)
     yield repo
 
 
@@ -82,6 +84,7 @@ def tiny_server(workdir: Path) -> Iterator[TritonServer]:
     """A tritonserver on the tiny model (~1 ms a batch): the pipeline without the model's cost."""
     repo = copy_repository(REPOSITORY_TEMPLATE, workdir / "triton_tiny")
     ensure_model(repo, tiny=True)
+    expose_network_outputs(repo)
     with TritonServer(repo, log_path=workdir / "tritonserver-tiny.log") as server:
         yield server
 
@@ -113,6 +116,29 @@ def force_runtime(repo: Path, version: int, name: str) -> None:
         # One instance owns the GPU (two would also build one TensorRT engine cache at once);
         # the worker asks how many there are and then sends one request per chunk.
         one_instance_instead_of_two(config, name, where=path)
+    write_config(path, config)
+
+
+# The ensemble's tensors the network hands the stacker -> their names as ensemble outputs.
+NETWORK_TENSORS = {"text_strength": ("TEXT_STRENGTH", 3),
+                   "text_intent_type": ("TEXT_INTENT_TYPE", 6), "text_churn": ("TEXT_CHURN", 1)}
+
+
+def expose_network_outputs(repo: Path) -> None:
+    """The bench's ensemble also returns the network's outputs, so the worker keeps them and
+    a silence re-score of an unchanged text runs the stacker alone (docs/silence.md). A no-op
+    once the committed ensemble declares them; a given --repository is served as it is."""
+    path = repo / ENSEMBLE / "config.pbtxt"
+    config = read_config(path)
+    if set(NETWORK_OUTPUTS) <= {o.name for o in config.output}:
+        return
+    for step in config.ensemble_scheduling.step:
+        for mapping in (step.input_map, step.output_map):
+            for key, tensor in mapping.items():
+                if tensor in NETWORK_TENSORS:
+                    mapping[key] = NETWORK_TENSORS[tensor][0]
+    for name, width in NETWORK_TENSORS.values():
+        config.output.add(name=name, data_type=DataType.TYPE_FP32, dims=[width])
     write_config(path, config)
 
 
