@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv and argv[0] == "state":  # `intentstream bench state`: bench/state.py
+        from bench.state import main as state_main
+
+        return state_main(argv[1:])
     args = _parser().parse_args(argv)
     scales = backlog_scales(args.backlog_scales)
     if min(args.events, args.users, args.naive_events, args.paced_runs) < 1 \
