@@ -64,6 +64,42 @@ def test_malformed_outputs_raise_scoring_error(name: str, bad: np.ndarray | None
         predictions_from_outputs(outputs, 4)
 
 
+def _with_network(rows: int) -> dict[str, np.ndarray]:
+    strength = np.tile(np.array([0.3, 0.3, 0.4], np.float32), (rows, 1))
+    return {**_outputs(rows), "TEXT_STRENGTH": strength,
+            "TEXT_INTENT_TYPE": np.full((rows, 6), 1 / 6, np.float32),
+            "TEXT_CHURN": np.full((rows, 1), 0.125, np.float32)}
+
+
+def test_the_network_outputs_come_with_each_row_where_the_ensemble_gives_them() -> None:
+    (first, *_) = predictions_from_outputs(_with_network(3), 3)
+    network = first.network
+    assert network is not None and network.version == 3 and network.churn == 0.125
+    # exactly the float32 values, as the stacker got them (kept, they are sent back as such)
+    assert tuple(np.array(network.strength, np.float32).tolist()) == network.strength == (
+        np.float32(0.3).item(), np.float32(0.3).item(), np.float32(0.4).item())
+    assert first.strength == pytest.approx({"strong": 0.1, "medium": 0.7, "weak": 0.2})
+    assert all(p.network is None for p in predictions_from_outputs(_outputs(3), 3))
+
+
+def test_misshapen_network_outputs_are_an_answer_about_the_texts() -> None:
+    outputs = _with_network(3)
+    outputs["TEXT_INTENT_TYPE"] = np.zeros((3, 5), np.float32)
+    with pytest.raises(ScoringError, match="TEXT_INTENT_TYPE") as error:
+        predictions_from_outputs(outputs, 3)
+    assert not error.value.transient
+
+
+def test_nothing_to_stack_no_request() -> None:
+    async def stack_nothing() -> list[Prediction]:
+        async with TritonScorer(f"127.0.0.1:{free_port()}") as scorer:
+            result = await scorer.score_stacked([], [])
+            assert scorer._client is None  # never connected
+            return result
+
+    assert asyncio.run(stack_nothing()) == []
+
+
 def test_no_texts_no_request() -> None:
     async def score_nothing() -> list[Prediction]:
         async with TritonScorer(f"127.0.0.1:{free_port()}") as scorer:
