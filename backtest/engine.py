@@ -28,6 +28,12 @@ of partitions, offsets, arrival order, the source (Kafka or file) or the wall cl
   batcher on, or another client on the same server, could still share a batch with ours; the
   embedded server (the default) has neither.
 - **Wall clock**: `scored_at` is pinned to 0 and `latency_ms` is never reported.
+- **Timers** (docs/silence.md): one event-time clock over the whole replay (the newest event
+  time so far, less `WATERMARK_LATENESS_S`: the live rule, without partitions or the wall-time
+  idle advance), and the live worker's timer functions (`silence.plan_timers`) fire after
+  each tick, so sessions close on time and silent users get their milestone scores as live.
+  At the end of the range (`score_until`, when given) the clock reaches its end. The UCI
+  replay runs without timers: its rows are finished sessions, scored once each.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from itertools import groupby
 from inference.client import ScoringError, TritonScorer
 from inference.heads import Prediction
 from streams.core.alerts import Alert, AlertPolicy, AlertState
-from streams.core.batching import BatchPlan, plan_batch
+from streams.core.batching import BatchPlan, delivered, plan_batch
+from streams.core.clock import ClockPolicy, PartitionClock, TimerIndex
 from streams.core.events import Rejection, ShopEvent, parse_event
 from streams.core.feedback import FeedbackPolicy
 from streams.core.labelling import LabelPolicy
@@ -48,7 +55,8 @@ from streams.core.privacy import DEFAULT_PRIVACY, PrivacyPolicy
 from streams.core.raw_message import RawMessage
 from streams.core.records import IntentScore
 from streams.core.sessions import SessionPolicy, UserState
-from streams.worker.scoring import decide_alerts, score_plan
+from streams.core.silence import TimerPolicy, due_at, plan_timers
+from streams.worker.scoring import decide_alerts, keep_outputs, score_plan
 
 from .labels import Labeller, Labelling, Outcomes
 
@@ -74,6 +82,8 @@ class EngineConfig:
     label_until: int | None = None  # events up to here (exclusive) feed labels; None: until
     label: bool = True  # False: scores and alerts only (the UCI replay has its own labels)
     privacy: PrivacyPolicy = DEFAULT_PRIVACY  # as live: texts are scored scrubbed
+    timers: TimerPolicy | None = None  # None: sessions close only on the user's next event
+    watermark_lateness_ms: int = 0  # the worker's WATERMARK_LATENESS_S (its clock, not labels')
 
 
 class OrderedScorer(TritonScorer):
@@ -200,6 +210,9 @@ class Engine:
         self.on_events = on_events
         self.sessions: dict[str, UserState] = {}
         self.alert_states: dict[str, AlertState] = {}
+        self.timers = TimerIndex()  # one partition (0): replay has no partitions
+        self.clock = PartitionClock()
+        self.clock_policy = ClockPolicy(lateness_ms=config.watermark_lateness_ms)
         self.run = Run()
         self.labeller = Labeller(FeedbackPolicy(
             label=config.labels, alert=config.alerts, lateness_ms=config.lateness_ms,
@@ -219,10 +232,16 @@ class Engine:
             assert not plan.to_score  # nothing in it parses, so no user state is touched
         pending = _Round()
         for tick in ordered.ticks:
-            pending.add(tick, self._plan([msg for msg, _ in tick]))
+            plan = self._plan([msg for msg, _ in tick])
+            self._fire_timers(plan, max(event.ts for _, event in tick))
+            pending.add(tick, plan)
             if pending.texts >= ROUND_TEXTS:
                 await self._score_round(pending)
                 pending = _Round()
+        if self.config.score_until is not None:  # the clock reaches the range's end
+            plan = BatchPlan()
+            self._fire_timers(plan, self.config.score_until - 1)
+            pending.add([], plan)
         await self._score_round(pending)
         for tick in ordered.label_ticks:
             if self.labeller:
@@ -241,6 +260,29 @@ class Engine:
             self.sessions[user_id] = {**state, "pending": []}
         return plan
 
+    def _fire_timers(self, plan: BatchPlan, newest_ms: int) -> None:
+        """After a tick: re-arm the timers of the users it touched, move the clock to its
+        newest event time, and add what the timers due by then ask to score to `plan` (as the
+        worker scores a batch's fired timers with the batch). Fired states are stored as
+        delivered: the round scores them."""
+        policy = self.config.timers
+        if policy is None:
+            return
+        for user in plan.states:
+            self.timers.set(user, 0, due_at(self.sessions[user], policy))
+        self.clock = self.clock.observe(newest_ms, None, self.clock_policy)
+        mark = self.clock.watermark_ms
+        if mark is None:
+            return
+        due = self.timers.pop_due(0, mark)
+        fired = plan_timers(due, self.sessions.get, mark, policy)
+        for user in due:
+            if user in fired.states:
+                self.sessions[user] = delivered(fired.states[user])
+            self.timers.set(user, 0, due_at(self.sessions[user], policy))
+        plan.to_score.extend(fired.to_score)
+        self.run.counts.update(timer_closes=fired.closed, silence_milestones=fired.milestones)
+
     async def _score_round(self, pending: _Round) -> None:
         """Score a round's sessions in one `score_plan` call, then alerts and labels per tick
         in order, exactly as if each tick had been scored alone."""
@@ -250,6 +292,7 @@ class Engine:
         scored = await score_plan(self.scorer, combined, self.config.session.max_chars,
                                   self.config.retry_max_s, clock=no_clock)
         self.run.dead_letters.update("scoring_failed" for _ in scored.failed)
+        keep_outputs(scored, self.sessions)  # for later silence re-scores, as the worker does
         by_item = {id(item): record for item, record in zip(scored.scored, scored.records,
                                                              strict=True)}
         for tick, plan in pending.ticks:

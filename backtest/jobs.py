@@ -67,7 +67,10 @@ class Job:
 
 
 def engine_config(settings: Settings, tick_s: float | None, *, start: int | None,
-                  end: int | None, label_until: int | None, label: bool) -> EngineConfig:
+                  end: int | None, label_until: int | None, label: bool,
+                  timers: bool = True) -> EngineConfig:
+    """`timers`: the worker's event-time timers (sessions closed on time, silence
+    milestones); off for the UCI rows, which are finished sessions scored once each."""
     return EngineConfig(
         session=settings.session_policy(),
         alerts=settings.alert_policy(),
@@ -80,6 +83,8 @@ def engine_config(settings: Settings, tick_s: float | None, *, start: int | None
         score_until=end,
         label_until=label_until,
         label=label,
+        timers=settings.timer_policy() if timers else None,
+        watermark_lateness_ms=int(settings.watermark_lateness_s * 1000),
     )
 
 
@@ -343,7 +348,7 @@ def run_replay(args: argparse.Namespace) -> int:
     source = read_file(args.file, args.limit_rows)
     uci = source.uci is not None
     config = engine_config(settings, _tick_s(args, settings, uci), start=args.start,
-                           end=args.end, label_until=None, label=not uci)
+                           end=args.end, label_until=None, label=not uci, timers=not uci)
     require_something_to_score(source, config, str(args.file))  # before any model work
     require_pyarrow()
     ensure_a_model(args)

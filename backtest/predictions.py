@@ -5,7 +5,9 @@ A row is flat, the same columns in both files (`COLUMNS`): the prediction id (th
 feedback sidecar and alerts use), user, session, run role, the window (start, end, event
 count), the model version, the feature schema version and every feature by name
 (`feature_<name>`, `streams.core.features.FEATURE_NAMES`), the probabilities of every head
-(`p_strength_<label>`, `p_intent_type_<label>`, `p_churn`), whether the live policy alerted, and
+(`p_strength_<label>`, `p_intent_type_<label>`, `p_churn`), what triggered it (`trigger`, `as_of`,
+`silence_days`; `network`: whether the text network ran), the customer value (`p_alive`,
+`expected_orders`, `expected_value`), whether the live policy alerted, and
 the labels once resolved (`backtest.labels`; for the UCI data, `Revenue` and the split part);
 an unknown value is null. Rows are in score order, one per prediction id, so two runs over the
 same input write byte-identical `predictions.jsonl` (the Parquet file's bytes also name the
@@ -44,6 +46,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("window_end", "int"),
     ("window_n_events", "int"),
     ("last_event_id", "str"),
+    ("trigger", "str"),  # event | session_close | silence
+    ("as_of", "int"),  # the event time FEATURES are taken as of
+    ("silence_days", "float"),
+    ("network", "bool"),  # whether the text network ran (false: kept outputs, stacker only)
     ("model_name", "str"),
     ("model_version", "int"),
     ("feature_schema_version", "int"),
@@ -51,6 +57,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     *((f"p_strength_{label}", "float") for label in STRENGTH_LABELS),
     *((f"p_intent_type_{label}", "float") for label in INTENT_TYPE_LABELS),
     ("p_churn", "float"),
+    ("p_alive", "float"),
+    ("expected_orders", "float"),
+    ("expected_value", "float"),
     *((f"alerted_{head}", "bool") for head in ALERT_HEADS),
     ("label_strength", "str"),
     ("label_intent_type", "str"),
@@ -109,7 +118,9 @@ def _score_columns(record: IntentScore, role: str) -> dict[str, Any]:
         "session_id": record.session_id, "closed": record.closed,
         "window_start": record.window.start, "window_end": record.window.end,
         "window_n_events": record.window.n_events, "last_event_id": record.window.last_event_id,
-        "model_name": record.model.name, "model_version": record.model.version,
+        "trigger": record.trigger, "as_of": record.as_of, "silence_days": record.silence_days,
+        "network": record.network, "model_name": record.model.name,
+        "model_version": record.model.version,
         "feature_schema_version": None,
     }
     values: Sequence[float | None] = [None] * len(FEATURE_NAMES)
@@ -129,6 +140,8 @@ def _score_columns(record: IntentScore, role: str) -> dict[str, Any]:
     row.update({f"p_intent_type_{label}": record.intent_type.probs.get(label)
                 for label in INTENT_TYPE_LABELS})
     row["p_churn"] = record.churn
+    row.update(p_alive=record.p_alive, expected_orders=record.expected_orders,
+               expected_value=record.expected_value)
     return row
 
 
