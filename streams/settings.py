@@ -157,9 +157,11 @@ class Settings(BaseSettings):
         "lag) before its event-time clock runs at wall speed, so a quiet shop still closes "
         "sessions and reaches silence milestones; unset (null): only events move the clock")
     silence_milestone_days: tuple[float, ...] = Field(
-        (1, 3, 7, 14, 30, 60, 90), description="days after a user's last activity at which "
-        "the user's last session is scored again, FEATURES as of the milestone (JSON list, "
-        "increasing; fractions allowed); a clock that jumps past several scores the latest")
+        (1, 3, 7, 14, 30, 60, 90, 120, 180, 270, 365), description="days after a user's last "
+        "activity at which the user's last session is scored again, FEATURES as of the "
+        "milestone (JSON list, increasing; fractions allowed); a clock that jumps past several "
+        "scores the latest. Past 90 days too: a churn score ranks customers silent for months "
+        "by how long, as 'days since the last order' does")
     timer_tick_s: float = Field(
         1.0, gt=0, description="how often the worker advances idle partitions' clocks and "
         "fires due timers between batches (each batch fires its own partitions' timers too)")
