@@ -41,7 +41,7 @@ from aiokafka.partitioner import murmur2
 
 from bench.measure import BenchError, read_until
 from bench.report import say
-from bench.serving import tiny_server
+from inference.tritonserver import tiny_triton_server
 from streams.core.batching import plan_batch
 from streams.core.raw_message import RawMessage
 from streams.core.sessions import UserState
@@ -215,7 +215,8 @@ def report_lines(rows: Sequence[Row], at: int = 1_000_000) -> Iterator[str]:
 
 def run(workdir: Path, users: list[int], stores: list[str], partitions: int) -> list[Row]:
     rows = []
-    with KafkaBroker(workdir / "kafka") as broker, tiny_server(workdir) as triton:
+    with KafkaBroker(workdir / "kafka") as broker, \
+            tiny_triton_server(workdir / "triton") as triton:
         for store in stores:
             for n in users:
                 rows.append(measure(workdir, broker, triton.grpc_url, store, n, partitions))

@@ -200,7 +200,8 @@ class Settings(BaseSettings):
     # --- local state ---------------------------------------------------------------------------
     data_dir: Path = Path("var")
     # A process keeps its tables in DATA_DIR/<app id>[/WORKER_ID]. RocksDB locks its directory:
-    # two processes of one app on one host need different WORKER_IDs (or DATA_DIRs).
+    # without a WORKER_ID a RocksDB worker takes the first free slot-N there (a lock held for
+    # its life: streams/worker/app.py); a sidecar beside another needs its own WORKER_ID.
     worker_id: str = Field("", pattern=r"^[A-Za-z0-9._-]*$",
                            description="this process's sub-directory of the app's data dir")
     # memory: every start, and every partition a rebalance moves, replays the table's whole

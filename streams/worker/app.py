@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+from pathlib import Path
+from typing import TextIO
+
 import faust
 import structlog
 
@@ -19,6 +23,7 @@ class IntentStreamApp(IntentstreamFaustApp):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.app_id, **settings.faust_settings())
         self.settings = settings
+        self.slot_lock: TextIO | None = None  # held while this worker uses its data dir
 
     async def on_first_start(self) -> None:
         # Only a worker starts the app (commands don't), once per process. First, so a taken
@@ -30,8 +35,17 @@ class IntentStreamApp(IntentstreamFaustApp):
         # consumer subscribes (a broker's auto-create would choose its own count).
         await ensure_topics(self.settings)
         await self.declare_changelogs()
-        self.conf.datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the leaf
+        self.take_data_dir()
         await super().on_first_start()
+
+    def take_data_dir(self) -> None:
+        """RocksDB locks its directory. Without a WORKER_ID this worker takes the first
+        `slot-N` under the app's data dir that no live process holds, so replicas sharing one
+        volume, or two workers on one host, each reopen a directory of their own across
+        restarts. Here, once a worker starts: commands (`intentstream health`) take none."""
+        if self.settings.table_store == "rocksdb://" and not self.settings.worker_id:
+            self.conf.datadir, self.slot_lock = claim_slot(self.conf.datadir)
+        self.conf.datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the leaf
 
     async def declare_changelogs(self) -> None:
         """Create the tables' changelog topics (Faust's own declaration: compacted, the
@@ -42,6 +56,22 @@ class IntentStreamApp(IntentstreamFaustApp):
         6 e2e starts on a busy machine. Declaring is idempotent (it exists: nothing to do)."""
         for table in self.tables.values():
             await table.changelog_topic.maybe_declare()
+
+
+def claim_slot(base: Path, limit: int = 256) -> tuple[Path, TextIO]:
+    """`base/slot-N` for the lowest N whose lock file this process could lock, and that open
+    file: the exclusive flock lasts while it stays open, and the kernel drops it when the
+    process dies, SIGKILL included, so a slot is never taken by two live processes."""
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(limit):
+        lock = (base / f"slot-{n}.lock").open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return base / f"slot-{n}", lock
+    raise RuntimeError(f"all {limit} slots under {base} are held by live processes")
 
 
 settings = get_settings()

@@ -134,7 +134,7 @@ def test_restart_on_rocksdb_replays_only_the_tail_and_keeps_the_state(stack):
 
     # What the store holds, and what the changelog holds beyond it.
     changelog = f"{stack.name}-sessions-changelog"
-    applied = persisted_offsets(data_dir / stack.name / "v1" / "tables", "sessions")
+    applied = persisted_offsets(data_dir / stack.name / "slot-0" / "v1" / "tables", "sessions")
     records = run(read_to_end(stack.bootstrap, [changelog], PARTITIONS))[changelog]
     ends = {p: 1 + max((r.offset for r in records if r.partition == p), default=-1)
             for p in range(PARTITIONS)}
