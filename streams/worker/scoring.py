@@ -206,7 +206,8 @@ async def score_plan(
     items = plan.to_score
     texts = [render(item.session, max_chars) for item in items]
     reuse = await _reusable(scorer, items, texts)
-    full = [i for i in range(len(items)) if i not in reuse]
+    reused = set(reuse)
+    full = [i for i in range(len(items)) if i not in reused]
     if full:
         observe.texts(len(full))
     for trigger, n in Counter(items[i].trigger for i in full).items():
@@ -217,7 +218,7 @@ async def score_plan(
     ensemble, stacked = await asyncio.gather(
         score_isolating(scorer, [texts[i] for i in full], retry_max_s, max_attempts, observe,
                         features=[items[i].features for i in full]),
-        stack_isolating(scorer, [_network_of(items[i].kept) for i in reuse],  # type: ignore[arg-type]
+        stack_isolating(scorer, [_network_of(items[i]) for i in reuse],
                         [items[i].features for i in reuse], retry_max_s, max_attempts,
                         observe))
     latency_ms = (time.perf_counter() - started) * 1000
@@ -233,7 +234,7 @@ async def score_plan(
     for i, (item, text, prediction) in enumerate(zip(items, texts, predictions, strict=True)):
         if prediction is None:
             continue
-        ran = i not in reuse
+        ran = i not in reused
         out.records.append(intent_score(item.session, item.closed, text, prediction,
                                         latency_ms, now_ms, item.features, item.trigger,
                                         item.as_of, item.silence_days, network=ran))
@@ -257,7 +258,10 @@ async def _reusable(scorer: TritonScorer, items: Sequence[ToScore],
             if can_reuse(item, text, served)]
 
 
-def _network_of(kept: KeptNetwork) -> NetworkOutputs:
+def _network_of(item: ToScore) -> NetworkOutputs:
+    """The kept network outputs of an item `can_reuse` chose, as the stacker takes them."""
+    kept = item.kept
+    assert kept is not None  # can_reuse chose it
     return NetworkOutputs(tuple(kept["strength"]), tuple(kept["intent_type"]), kept["churn"],
                           kept["version"])
 
