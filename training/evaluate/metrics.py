@@ -241,3 +241,17 @@ def compare(
             "headline_delta_ci95": interval,
         }
     return out
+
+
+def alert_precision_recall(users: Sequence[str], scores: np.ndarray, threshold: float,
+                           positives: set[str], population: set[str]) -> dict[str, Any]:
+    """Users alerted (any of their scores at or above `threshold`) against the users who truly
+    are `positives`, among `population`: precision over the alerted, recall over the positives
+    (None where there is no one to divide by), with the counts."""
+    alerted = {u for u, s in zip(users, scores, strict=True) if s >= threshold} & population
+    truth = positives & population
+    hits = len(alerted & truth)
+    return {"threshold": threshold, "users": len(population), "positives": len(truth),
+            "alerted": len(alerted), "true_alerts": hits,
+            "precision": hits / len(alerted) if alerted else None,
+            "recall": hits / len(truth) if truth else None}

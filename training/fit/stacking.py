@@ -69,7 +69,7 @@ FUSIONS = ("hgb", "hgb_shallow", "logistic", "blend", "pool")
 # stacker's three value columns (p_alive, expected orders, expected value), kept only where
 # it measures better on validation (`churn_reads_customer_value` in the exported heads).
 VALUE_SUFFIX = "+value"
-VALUE_FUSIONS = ("hgb", "hgb_shallow", "logistic", "recency")
+VALUE_FUSIONS = ("hgb", "hgb_shallow", "logistic", "recency", "bgnbd")
 # Churn only: a logistic regression over a few monotone columns (recency, frequency, age,
 # silence; asinh-compressed) and the network's P(churn): where the windows to fit on are
 # younger than the ones it serves (a short history), a few weights extrapolate where trees
@@ -78,6 +78,15 @@ RECENCY = "recency"
 RECENCY_COLUMNS = ("profile_days_since_last_order", "profile_orders", "profile_sessions",
                    "profile_days_since_first_seen", "profile_mean_days_between_orders",
                    "silence_days")
+# Churn only, with the value columns: a logistic regression over BG/NBD's own answers alone
+# (log P(alive), log(1 - P(alive)), log expected orders in the horizon, ordered or not). Those
+# columns mean the same at any customer age, where raw recency and age do not: a 180-day horizon
+# on 9 months of orders labels windows as of day 94 at the latest and is asked at day 274.
+BGNBD = "bgnbd"
+# Churn is served at as-of times later than every labelled window (a history's newest windows
+# wait for their labels), so its fusions are chosen forward: fitted on validation windows as of
+# before the median as-of time, scored on other users' windows at or after it.
+FORWARD_HEADS = ("churn",)
 # Churn peers from the customer value stage (training/fit/served_value.peer_scores).
 VALUE_PEERS = ("bgnbd_p_alive", "days_since_last_order")
 ON_THE_PEER = ("blend", "pool")  # fusions that read the features peer (fitted on training rows)
@@ -134,6 +143,8 @@ def fusion(kind: str, seed: int, base: Any = None, head: str = "strength",
     """`new_fusion` for a kind that may read the value columns (VALUE_SUFFIX) or be the
     recency fusion, whose columns depend on whether it does."""
     plain = kind.removesuffix(VALUE_SUFFIX)
+    if plain == BGNBD:
+        return bgnbd_logistic(seed, n_features)
     if plain == RECENCY:
         return recency_logistic(seed, n_features, with_value=kind.endswith(VALUE_SUFFIX))
     return new_fusion(plain, seed, base, head)
@@ -151,6 +162,29 @@ def recency_logistic(seed: int, n_features: int, *, with_value: bool) -> Pipelin
         ColumnTransformer([("recency", "passthrough", columns)]),
         FunctionTransformer(np.arcsinh), StandardScaler(),
         LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
+
+
+def bgnbd_logistic(seed: int, n_features: int) -> Pipeline:
+    """The BG/NBD fusion over the stacker's x with the value columns after it ([FEATURES, text
+    (10), p_alive, expected orders, expected value]): log P(alive), log(1 - P(alive)) and log
+    expected orders (a logit of P(no order in the horizon) is close to a sum of them), and the
+    sign of P(alive) (-1: no order yet, whose clipped logs are one constant). numpy ufuncs
+    only, so the stacker's stub unpickles it with scikit-learn alone."""
+    alive = n_features + N_TEXT_COLUMNS
+    orders = alive + 1
+
+    def clip(low: float, high: float | None = None) -> FunctionTransformer:
+        return FunctionTransformer(np.clip, kw_args={"a_min": low, "a_max": high})
+
+    columns = ColumnTransformer([
+        ("log_alive", make_pipeline(clip(1e-6, 1.0), FunctionTransformer(np.log)), [alive]),
+        ("log_dead", make_pipeline(clip(0.0, 1 - 1e-6), FunctionTransformer(np.negative),
+                                   FunctionTransformer(np.log1p)), [alive]),
+        ("log_orders", make_pipeline(clip(1e-6), FunctionTransformer(np.log)), [orders]),
+        ("customer", FunctionTransformer(np.sign), [alive]),
+    ])
+    return make_pipeline(columns, StandardScaler(),
+                         LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
 
 
 def pooled_logistic(base: Any, head: str, seed: int) -> Pipeline:
@@ -195,6 +229,36 @@ def out_of_fold(kind: str, x: np.ndarray, y: np.ndarray, groups: Sequence[str], 
         clf = fusion(kind, seed, base, head).fit(x[fit_rows], y[fit_rows])
         out[held_rows] = full_columns(clf, x[held_rows], k)
     return out
+
+
+def forward_out_of_fold(kind: str, x: np.ndarray, y: np.ndarray, groups: Sequence[str],
+                        as_of: np.ndarray, k: int, seed: int, base: Any = None,
+                        head: str = "strength") -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows, their probabilities): every window as of the median as-of time or later, from a
+    fusion fitted on other users' windows as of before it (grouped folds, as `out_of_fold`).
+    None where no window is as of before the median (nothing earlier to fit on)."""
+    middle = float(np.median(as_of))
+    early = as_of < middle
+    if not early.any():
+        return None
+    folds = min(CV_FOLDS, len(set(groups)))
+    rows, probs = [], []
+    for fit_rows, held_rows in GroupKFold(n_splits=folds).split(x, y, groups):
+        fit_rows, held_rows = fit_rows[early[fit_rows]], held_rows[~early[held_rows]]
+        if len(held_rows) == 0:
+            continue
+        out = np.zeros((len(held_rows), k))
+        seen = np.unique(y[fit_rows])
+        if len(seen) < 2:  # one label (or none) before the median: it predicts that label
+            out[:, seen] = 1.0
+        else:
+            clf = fusion(kind, seed, base, head).fit(x[fit_rows], y[fit_rows])
+            out = full_columns(clf, x[held_rows], k)
+        rows.append(held_rows)
+        probs.append(out)
+    if not rows:
+        return None
+    return np.concatenate(rows), np.vstack(probs)
 
 
 @dataclass
@@ -247,6 +311,7 @@ class HeadFit:
     test: dict[str, np.ndarray] = field(default_factory=dict)  # fusion -> test probabilities
     validation: dict[str, np.ndarray] = field(default_factory=dict)  # fusion -> out of fold
     skipped: str | None = None
+    forward: dict[str, Any] = field(default_factory=dict)  # rows scored forward, if chosen so
 
 
 def _fit_stack(
@@ -259,6 +324,7 @@ def _fit_stack(
     seed: int,
     stack: bool = True,
     value: dict[str, np.ndarray] | None = None,
+    as_of: np.ndarray | None = None,
 ) -> StackResult:
     """Fit, choose and measure the stacked heads. Every mapping is keyed by split name
     ("train", "validation", "test") where it is per split; `text` holds the network's
@@ -266,7 +332,9 @@ def _fit_stack(
     [n, 2] everywhere. `stack=False` (fusion "tower": the network reads FEATURES itself) fits
     no stack: the network is served as it is and measured against the same peers. `value`:
     the customer value columns per split ("validation", "test"), where the version has a
-    customer value model: churn fusions may read them too (VALUE_FUSIONS)."""
+    customer value model: churn fusions may read them too (VALUE_FUSIONS). `as_of`: the
+    validation windows' as-of times, where the scores served come after them (a history):
+    churn's fusion is then chosen forward (FORWARD_HEADS)."""
     x = {s: stack_inputs(features[s], text[s]) for s in ("validation", "test")}
     x_value = None if value is None else {
         s: np.hstack([x[s], np.asarray(value[s], dtype=np.float64)]) for s in x}
@@ -277,7 +345,8 @@ def _fit_stack(
              for head in labels if len(np.unique(y["train"][head])) >= 2}
     fits = {head: _fit_head(head, labels[head], x, x_value, y["validation"][head], text,
                             users["validation"], bases.get(head), seed, stack,
-                            schema_rows=features["validation"].shape[1] == len(FEATURE_NAMES))
+                            schema_rows=features["validation"].shape[1] == len(FEATURE_NAMES),
+                            as_of=as_of if head in FORWARD_HEADS else None)
             for head in STACKED_HEADS}
     chosen = {head: fit.chosen for head, fit in fits.items() if fit.chosen}
     heads: dict[str, Any] = {head: fits[head].head for head in chosen}
@@ -295,7 +364,11 @@ def _fit_stack(
         "fitted_on": {"split": "validation", "rows": len(x["validation"]),
                       "users": len(set(users["validation"]))},
         "selection": {"method": f"{CV_FOLDS}-fold cross-validation on the validation split, "
-                                "grouped by user, out-of-fold log-loss (lower is better)",
+                                "grouped by user, out-of-fold log-loss (lower is better)" + (
+                                    "; churn forward: fitted on windows as of before the "
+                                    "median as-of time, scored on the later ones"
+                                    if as_of is not None else ""),
+                      "forward": {h: f.forward for h, f in fits.items() if f.forward},
                       "scores": {h: f.selection for h, f in fits.items() if f.selection},
                       "chosen": chosen},
         "skipped": {h: f.skipped for h, f in fits.items() if f.skipped},
@@ -307,9 +380,10 @@ def _fit_stack(
 def _fit_head(head: str, head_labels: tuple[str, ...], x: dict[str, np.ndarray],
               x_value: dict[str, np.ndarray] | None, y_val: np.ndarray, text: dict[str, Probs],
               val_users: Sequence[str], base: Any, seed: int, stack: bool, *,
-              schema_rows: bool) -> HeadFit:
+              schema_rows: bool, as_of: np.ndarray | None = None) -> HeadFit:
     """Every fusion that applies to the head, by out-of-fold loss on validation against the
-    network alone; each refitted on the whole split and measured on test."""
+    network alone (forward where `as_of` is given: `forward_out_of_fold`); each refitted on
+    the whole split and measured on test."""
     k = len(head_labels)
     if not stack:
         return HeadFit(skipped="fusion 'tower': the network reads FEATURES itself, no stack")
@@ -329,6 +403,11 @@ def _fit_head(head: str, head_labels: tuple[str, ...], x: dict[str, np.ndarray],
                                         seed, base, head) for kind in kinds}
     fit.selection = {kind: selection_loss(y_val, fit.validation[kind]) for kind in kinds}
     fit.selection["text_model"] = selection_loss(y_val, text["validation"][head])
+    if as_of is not None:
+        forward = _forward_selection(kinds, inputs, y_val, val_users, np.asarray(as_of), k,
+                                     seed, base, head, text["validation"][head])
+        if forward is not None:
+            fit.selection, fit.forward = forward
     best = min(fit.selection, key=lambda kind: fit.selection[kind])
     if best == "text_model":
         fit.skipped = "no fusion measured better than the network alone on validation"
@@ -341,6 +420,27 @@ def _fit_head(head: str, head_labels: tuple[str, ...], x: dict[str, np.ndarray],
         if kind == fit.chosen:
             fit.head = clf
     return fit
+
+
+def _forward_selection(kinds: Sequence[str], inputs: Any, y_val: np.ndarray,
+                       val_users: Sequence[str], as_of: np.ndarray, k: int, seed: int,
+                       base: Any, head: str, text_probs: np.ndarray,
+                       ) -> tuple[dict[str, float], dict[str, Any]] | None:
+    """Each fusion's forward log-loss (and the network's on the same rows), with what was
+    scored; None where a fusion has nothing earlier to fit on."""
+    losses: dict[str, float] = {}
+    rows = None
+    for kind in kinds:
+        scored = forward_out_of_fold(kind, inputs(kind, "validation"), y_val, val_users, as_of,
+                                     k, seed, base, head)
+        if scored is None:
+            return None
+        rows, probs = scored
+        losses[kind] = selection_loss(y_val[rows], probs)
+    if rows is None:
+        return None
+    losses["text_model"] = selection_loss(y_val[rows], text_probs[rows])
+    return losses, {"rows": len(rows), "as_of_from_ms": int(np.median(as_of))}
 
 
 def _served_and_peers(labels: dict[str, tuple[str, ...]], features: dict[str, np.ndarray],

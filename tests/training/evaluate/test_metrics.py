@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from training.evaluate.metrics import (
+    alert_precision_recall,
     best_threshold,
     binary_columns,
     expected_calibration_error,
@@ -41,3 +42,15 @@ def test_binary_threshold_from_validation() -> None:
     assert 0.2 < t <= 0.3
     m = head_metrics(y, binary_columns(p), ("no", "yes"), threshold=t)
     assert m["macro_f1"] == 1.0 and m["roc_auc"] == 1.0
+
+
+def test_alerts_are_judged_per_user_against_the_positives_of_the_population() -> None:
+    users = ["a", "a", "b", "c", "d", "x"]  # x: not in the population (another split)
+    scores = np.array([0.2, 0.7, 0.9, 0.1, 0.65, 0.99])
+    out = alert_precision_recall(users, scores, 0.6, positives={"a", "c", "e"},
+                                 population={"a", "b", "c", "d", "e"})
+    # alerted a, b, d; positives a, c, e (e never silent): one hit of three, one of three
+    assert (out["alerted"], out["positives"], out["true_alerts"]) == (3, 3, 1)
+    assert out["precision"] == out["recall"] == 1 / 3
+    none = alert_precision_recall([], np.array([]), 0.6, positives=set(), population={"a"})
+    assert none["precision"] is None and none["recall"] is None
