@@ -42,8 +42,7 @@ OVERLAYS = sorted(path.name for path in (K8S / "overlays").iterdir() if path.is_
 KUBERNETES_VERSION = "1.33.0"  # the API version the manifests are held to
 SCHEMAS = K8S / "schemas"
 # Fields the Apache Kafka work (issue #25) adds to Settings; until then the settings ignore them.
-PENDING_FIELDS = {f"{ENV_PREFIX}TABLE_STORE": "rocksdb://",
-                  f"{ENV_PREFIX}PROCESSING_GUARANTEE": "exactly_once"}
+PENDING_FIELDS = {f"{ENV_PREFIX}PROCESSING_GUARANTEE": "exactly_once"}
 # What the Secret intentstream-secrets holds (docker/OPS.md, Kubernetes): placeholders here.
 SECRET_KEYS = {f"{ENV_PREFIX}KAFKA_SASL_USERNAME": "user",
                f"{ENV_PREFIX}KAFKA_SASL_PASSWORD": "password",
@@ -427,6 +426,20 @@ def test_ports_probes_and_mounts_agree_with_settings_and_the_image(
         for path in (settings.kafka_ssl_cafile, settings.triton_ssl_root_certs):
             if path is not None and obj is worker_of(rendered):
                 assert any(PurePosixPath(path).is_relative_to(m) for m in mounts), path
+
+
+def test_the_workers_tables_are_rocksdb_on_each_pods_own_volume(
+    rendered: list[Obj], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = worker_of(rendered)
+    settings = settings_of(environment(rendered, worker), monkeypatch)
+    assert settings.table_store == "rocksdb://"
+    assert settings.table_standby_replicas >= 1
+    # A claim per pod (not a shared volume), kept when KEDA scales the pod away and back.
+    mounts = {m["mountPath"]: m["name"] for m in container(worker)["volumeMounts"]}
+    claims = {t["metadata"]["name"] for t in worker["spec"]["volumeClaimTemplates"]}
+    assert mounts[str(settings.data_dir)] in claims
+    assert worker["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
 
 
 def test_the_liveness_probe_outlasts_a_restore(rendered: list[Obj]) -> None:
