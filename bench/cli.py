@@ -99,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.state import main as state_main
 
         return state_main(argv[1:])
+    if argv and argv[0] == "soak":  # `intentstream bench soak`: bench/soak.py
+        from bench.soak import main as soak_main
+
+        return soak_main(argv[1:])
     args = _parser().parse_args(argv)
     scales = backlog_scales(args.backlog_scales)
     if min(args.events, args.users, args.naive_events, args.paced_runs) < 1 \
