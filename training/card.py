@@ -220,7 +220,8 @@ def render_markdown(card: dict[str, Any]) -> str:
     """The card's Markdown: one function per section, in reading order."""
     sections = (_exported, _model, _data, _versus_baseline, _confusions,
                 lambda c: _stacking(c.get("stacking"), c["headline_metric"]), _uci, _history,
-                _training, _limitations)
+                lambda c: _silent_alerts((c.get("stacking") or {}).get("silent_churn_alerts")),
+                _order_log, _training, _limitations)
     return "\n".join(["# IntentBert model card", "",
                       *(line for section in sections for line in section(card))])
 
@@ -439,6 +440,57 @@ def _churn_peers(card: dict[str, Any]) -> list[str]:
                       f"{stacking.get('churn_reads_customer_value', False)}."]
     elif value.get("skipped"):
         lines += ["", f"No customer value model: {value['skipped']}."]
+    served_value = stacking.get("customer_value_served")
+    if served_value and served_value.get("bgnbd"):
+        lines += ["", f"Shipped with the version: the same model refitted on every order of "
+                      f"the history ({served_value['customers']} customers): BG/NBD "
+                      f"{served_value['bgnbd']} (the head learned on the columns of the fit "
+                      "above, whose orders end before the test windows)."]
+    return [*lines, ""]
+
+
+def _silent_alerts(alerts: dict[str, Any] | None) -> list[str]:
+    """Churn alerts on silent test users against the simulator's lapsing users."""
+    if not alerts:
+        return []
+
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    return ["## Churn alerts for silent users", "",
+            f"Of the {alerts['users']} test users, {alerts['alerted']} get a churn alert from a "
+            f"silence score (p(churn) >= {alerts['threshold']:g}) and {alerts['positives']} "
+            f"are the simulator's lapsing users: precision {share(alerts['precision'])}, "
+            f"recall {share(alerts['recall'])} ({alerts['true_alerts']} alerted and lapsing).",
+            ""]
+
+
+ORDER_LOG_ROWS = {"served": "served churn head", "days_since_last_order":
+                  "days since the last order (peer)", "bgnbd_expected_orders":
+                  "BG/NBD expected orders (peer)", "bgnbd_p_alive": "BG/NBD 1 - P(alive)",
+                  "bgnbd_no_order": "BG/NBD P(no order in the horizon)"}
+
+
+def _order_log(card: dict[str, Any]) -> list[str]:
+    """`python -m training.order_log --run`: the version on a whole order log, every
+    customer as of the calibration end, churn = no order in the horizon after it."""
+    result = card.get("order_log")
+    if not result:
+        return []
+    lines = ["## Churn at the end of the calibration period (order log)", "",
+             f"{result['events']}: {result['customers']} customers as of "
+             f"{result['calibration_end']}, {result['churned']} with no order in the next "
+             f"{result['label_days']:g} days (`python -m training.order_log`). ROC-AUC with "
+             "95% intervals over customers; the margin is the served head's minus the row's. "
+             f"Beats both peers: {result['beats_peers']}.", "",
+             "| model | ROC-AUC | margin of the served head |", "|---|---|---|"]
+    for name, label in ORDER_LOG_ROWS.items():
+        row, versus = result.get(name), result.get(f"served_minus_{name}")
+        if row is None:
+            continue
+        margin = "" if versus is None else f"{versus['delta']:+.3f} {_ci(versus['ci95'])}"
+        lines.append(f"| {label} | {_num(row['roc_auc'])} "
+                     f"{_ci(row['roc_auc_ci95'], signed=False)} | {margin} |")
     return [*lines, ""]
 
 

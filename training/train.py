@@ -54,7 +54,13 @@ from training.data.windows import (
     worker_session_policy,
     worker_timer_policy,
 )
-from training.evaluate.metrics import HEADLINE_METRIC, columns, compare, compute_metrics
+from training.evaluate.metrics import (
+    HEADLINE_METRIC,
+    alert_precision_recall,
+    columns,
+    compare,
+    compute_metrics,
+)
 from training.evaluate.metrics import validation_score as baseline_score
 from training.fit import served_value
 from training.fit.baseline import TfidfBaseline, fit_baseline
@@ -95,6 +101,7 @@ class Windows:
     history: own_history.HistoryData | None  # the platform's own events; None: simulated
     orders: list[served_value.Orders]  # purchases the customer value model is fitted on
     orders_as_of: int  # ... as of this event time (nothing after it reaches the fit)
+    lapsing: frozenset[str] | None = None  # simulated: the users of the lapsing archetype
 
     def users(self, split: str) -> list[str]:
         return [x.user_id for x in self.splits[split]]
@@ -154,6 +161,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         return windows
     laps.lap("simulate_and_label")
     value = fit_customer_value(windows, data_args)
+    served_value_fit = refit_for_serving(windows, data_args, value)
     laps.lap("customer_value")
     baseline = fit_tfidf_baseline(windows, run_args.seed)
     laps.lap("baseline")
@@ -164,6 +172,11 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     network.model.save(out / "model")
     stack = stack_heads(windows, evaluation, baseline, value, run_args.seed,
                         stack=run_args.fusion != "tower")
+    if served_value_fit is not value:
+        stack.card["customer_value_served"] = served_value_fit.card
+    silent_alerts = silent_churn_alerts(windows, stack)
+    if silent_alerts:
+        stack.card["silent_churn_alerts"] = silent_alerts
     laps.lap("stacking")
     uci_results = None
     if data_args.uci and not data_args.history:
@@ -171,7 +184,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         laps.lap("uci")
     gate = exported = None
     if run_args.export:
-        gate, exported = publish(network, windows, evaluation, stack, value, run_args)
+        gate, exported = publish(network, windows, evaluation, stack, value, served_value_fit,
+                                 run_args)
         laps.lap("export")
     data = model_card.data_section(data_args, worker_session_policy(), windows.splits,
                                    windows.targets, windows.history)
@@ -186,6 +200,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
         load_average=(load_at_start, os.getloadavg()))
     write_outputs(out, card, evaluation, stack)
     print(model_line(stack), file=sys.stderr, flush=True)
+    if silent_alerts:
+        print(alerts_line(silent_alerts), file=sys.stderr, flush=True)
     print(json.dumps(summary(out, exported, stack, card["seconds"]["total"], gate)))
     return 3 if gate and not gate["accepted"] else 0
 
@@ -215,6 +231,7 @@ def load_windows(data_args: DataArguments, seed: int) -> Windows | int:
         history, splits = loaded, loaded.splits
         orders_as_of = loaded.fit_before
         orders = served_value.orders_of(loaded.histories.values(), orders_as_of)
+        lapsing = None  # a history does not say who lapsed
     else:
         users = simulate(data_args.users, SimConfig(seed=seed, days=data_args.sim_days))
         splits = build_splits(
@@ -229,6 +246,7 @@ def load_windows(data_args: DataArguments, seed: int) -> Windows | int:
         orders_as_of = max((u.observed_until for u in users), default=0) + 1
         orders = served_value.orders_of(
             (u.events for u in users if u.user_id in train_users), orders_as_of)
+        lapsing = frozenset(u.user_id for u in users if u.archetype == "lapsing")
     return Windows(
         splits=splits,
         texts={name: [x.text for x in splits[name]] for name in SPLITS},
@@ -237,6 +255,7 @@ def load_windows(data_args: DataArguments, seed: int) -> Windows | int:
         history=history,
         orders=orders,
         orders_as_of=orders_as_of,
+        lapsing=lapsing,
     )
 
 
@@ -245,6 +264,22 @@ def fit_customer_value(windows: Windows, data_args: DataArguments) -> ValueFit:
     return served_value.fit_value_model(windows.orders, windows.orders_as_of,
                                         data_args.churn_days,
                                         version=f"orders before {iso(windows.orders_as_of)}")
+
+
+def refit_for_serving(windows: Windows, data_args: DataArguments, value: ValueFit) -> ValueFit:
+    """The customer value model the version ships: a history's, refitted on every order of
+    the history. The stacked churn head learns from value columns of the model fitted before
+    the test windows (no label's period in its fit), but is served at the history's end, as
+    much as a horizon after the newest labelled window: four population parameters fitted on
+    all of it place those customers better (with a 180-day horizon on 9 months of orders, the
+    earlier fit sees 94 days). Simulated runs, and a refit that fails, ship the first fit."""
+    if windows.history is None or value.model is None:
+        return value
+    newest = max(e["ts"] for events in windows.history.histories.values() for e in events)
+    orders = served_value.orders_of(windows.history.histories.values(), newest + 1)
+    refit = served_value.fit_value_model(orders, newest + 1, data_args.churn_days,
+                                         version=f"orders before {iso(newest + 1)}")
+    return value if refit.model is None else refit
 
 
 def fit_tfidf_baseline(windows: Windows, seed: int) -> Baseline:
@@ -337,15 +372,47 @@ def stack_heads(windows: Windows, evaluation: Evaluation, baseline: Baseline, va
         for name, score in served_value.peer_scores(windows.features[split], value).items():
             peers.setdefault(name, {})[split] = {"churn": columns("churn", score)}
     matrices = {s: served_value.value_matrix(value, windows.features[s]) for s in held_out}
+    # A history's scores are served after its labelled windows: churn is chosen forward.
+    as_of = (np.asarray([x.window_end for x in windows.splits["validation"]], dtype=np.int64)
+             if windows.history else None)
     result = fit_stack(
         MODEL_HEADS, windows.features,
         {"validation": full(evaluation.validation), "test": full(evaluation.test)},
         windows.targets, {name: windows.users(name) for name in SPLITS},
         peers, seed, stack,
         value=None if value.model is None else matrices,  # type: ignore[arg-type]
+        as_of=as_of,
     )
     result.card["customer_value"] = value.card
     return result
+
+
+def silent_churn_alerts(windows: Windows, stack: StackResult) -> dict[str, Any] | None:
+    """Churn alerts for silent users against the simulator's lapsing users, on the test
+    users: a user is alerted when one of their silence scores (the served churn head) reaches
+    the worker's churn alert threshold. None for a history (no one knows who lapsed)."""
+    if windows.lapsing is None:
+        return None
+    test = windows.splits["test"]
+    silent = [i for i, x in enumerate(test) if x.trigger == "silence"]
+    churn = np.asarray(stack.test_probs["churn"])[:, 1]
+    return {"of": "test users; alerted: a silence score of theirs at or above the churn alert "
+                  "threshold (INTENTSTREAM_ALERT_CHURN_THRESHOLD; exploration alerts aside); "
+                  "positives: the simulator's lapsing users",
+            **alert_precision_recall([test[i].user_id for i in silent], churn[silent],
+                                     get_settings().alert_churn_threshold,
+                                     set(windows.lapsing), set(windows.users("test")))}
+
+
+def alerts_line(alerts: dict[str, Any]) -> str:
+    """One line: churn alerts on silent users, precision and recall against lapsing users."""
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    return (f"churn alerts for silent users (p >= {alerts['threshold']:g}): precision "
+            f"{share(alerts['precision'])} ({alerts['true_alerts']}/{alerts['alerted']} alerted "
+            f"users lapsing), recall {share(alerts['recall'])} ({alerts['true_alerts']}/"
+            f"{alerts['positives']} lapsing users alerted), {alerts['users']} test users")
 
 
 def tune_uci(network: Network, data_args: DataArguments, model_args: ModelArguments,
@@ -366,9 +433,11 @@ def tune_uci(network: Network, data_args: DataArguments, model_args: ModelArgume
 
 
 def publish(network: Network, windows: Windows, evaluation: Evaluation, stack: StackResult,
-            value: ValueFit, run_args: RunArguments,
+            value: ValueFit, shipped_value: ValueFit, run_args: RunArguments,
             ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The gate (a history's version must beat the live one), then version N+1."""
+    """The gate (a history's version must beat the live one), then version N+1. The gate
+    scores the candidate with the value model fitted before the test windows (`value`: no
+    test label's period in it); the version ships `shipped_value` (`refit_for_serving`)."""
     gate = None
     payload = served_value.served_payload(value)
     if windows.history:
@@ -387,8 +456,8 @@ def publish(network: Network, windows: Windows, evaluation: Evaluation, stack: S
         features=windows.features["test"] if network.tower else None)
     exported = publish_version(network.model, Path(run_args.repo), stack.heads,
                                runtime=run_args.runtime, held_out=held_out, int8=run_args.int8,
-                               customer_value=payload)
-    return gate, exported
+                               customer_value=served_value.served_payload(shipped_value))
+    return gate, {**exported, "repo": str(run_args.repo)}
 
 
 def write_outputs(out: Path, card: dict[str, Any], evaluation: Evaluation,
