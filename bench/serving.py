@@ -134,7 +134,7 @@ def expose_network_outputs(repo: Path) -> None:
         return
     for step in config.ensemble_scheduling.step:
         for mapping in (step.input_map, step.output_map):
-            for key, tensor in mapping.items():
+            for key, tensor in list(mapping.items()):  # not while it is being written
                 if tensor in NETWORK_TENSORS:
                     mapping[key] = NETWORK_TENSORS[tensor][0]
     for name, width in NETWORK_TENSORS.values():
