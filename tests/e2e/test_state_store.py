@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.admin.records_to_delete import RecordsToDelete
-from rocksdict import AccessType, Options, Rdict
+from faust.stores.rocksdb import RocksDBOptions
 
 from tests.e2e.kafka_io import produce, read_to_end, read_until, run
 from tests.e2e.test_slice import all_users_complete, events_per_user
@@ -45,8 +45,7 @@ def persisted_offsets(tables: Path, table: str) -> dict[int, int]:
     """partition -> the last changelog offset the store applied (read with the worker down)."""
     found = {}
     for partition in range(PARTITIONS):
-        db = Rdict(str(tables / f"{table}-{partition}.db"), options=Options(raw_mode=True),
-                   access_type=AccessType.read_only())
+        db = RocksDBOptions().open(tables / f"{table}-{partition}.db")  # as Faust's store does
         try:
             value = db.get(OFFSET_KEY)
         finally:
