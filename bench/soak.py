@@ -37,6 +37,7 @@ from streams.runtime.kafka_broker import KafkaBroker
 from streams.runtime.processes import WorkerProcess
 from streams.runtime.topic_reader import KafkaRange, read_kafka
 
+SEED = 404
 WORKERS = 3
 PARTITIONS = 6  # two per worker
 TRITON_COMPUTE = 'nv_inference_compute_infer_duration_us{model="intent_bert",version="%d"}'
@@ -95,10 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[Soak, str]:
-    say("building the traffic")
-    per_minute_guess = 200 * 60  # an upper bound on 2 cores; trimmed to the measured rate
-    traffic = shop_traffic(args.backlog + per_minute_guess * args.minutes, args.users, seed=404)
-    backlog, later = traffic.head(args.backlog), traffic.part(args.backlog, len(traffic))
+    backlog = shop_traffic(args.backlog, args.users, seed=SEED)
     with served_repository(workdir, repository=None, model=args.model,
                            runtime=args.runtime) as repo, \
             KafkaBroker(workdir / "kafka") as kafka, \
@@ -116,7 +114,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[Soak, str]:
         try:
             warm_up(bench, stage, workers[0][0])
             busy = TritonBusy(triton.metrics_url, served.version, instances(repo))
-            return hold(args, bench, stage, workers, busy, backlog, later)
+            return hold(args, bench, stage, workers, busy, backlog)
         finally:
             for worker, _ in workers:
                 worker.stop()
@@ -124,7 +122,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[Soak, str]:
 
 def hold(args: argparse.Namespace, bench: Bench, stage: Stage,
          workers: list[tuple[WorkerProcess, str]], busy: TritonBusy,
-         backlog: Traffic, later: Traffic) -> tuple[Soak, str]:
+         backlog: Traffic) -> tuple[Soak, str]:
     def alive() -> bool:
         return all(w.alive for w, _ in workers)
 
@@ -140,9 +138,9 @@ def hold(args: argparse.Namespace, bench: Bench, stage: Stage,
     say(f"drain: {len(backlog) / seconds:.0f} events/s, {soak.drain_texts_per_s:.1f} texts/s; "
         f"holding {soak.rate:.1f} events/s for {args.minutes} min")
     per_minute = int(soak.rate * 60)
-    if per_minute * args.minutes > len(later):
-        raise BenchError(f"{args.minutes} min at {soak.rate:.0f}/s needs "
-                         f"{per_minute * args.minutes} events; built {len(later)}")
+    # The same shoppers go on: the simulated stream's prefix is the backlog.
+    later = shop_traffic(len(backlog) + per_minute * args.minutes, args.users, seed=SEED).part(
+        len(backlog), len(backlog) + per_minute * args.minutes)
     for k in range(args.minutes):  # a worker dying fails the minute (`alive`)
         soak.minutes.append(one_minute(bench, stage, workers, busy,
                                        later.part(k * per_minute, (k + 1) * per_minute),
