@@ -265,8 +265,28 @@ async def materialise_latest(stream: StreamT) -> None:
                               partition=event.message.partition)
 
 
+class LoopRef:
+    """The app's event loop once the app has started (None before). The HTTP server's thread
+    hands every read of Faust's state to it: some of that state is built lazily, and built
+    from another thread it never starts (the first /ready poll created the table recovery
+    service there, and the worker hung before joining its group)."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+LOOP = LoopRef()
+STARTING = (False, "starting: the app has not started yet")
+
+
+@app.task
+async def _remember_loop() -> None:
+    LOOP.loop = asyncio.get_running_loop()
+
+
 def tables_ready() -> tuple[bool, str]:
-    """Readiness of this worker's tables (read from the HTTP server's thread: plain flags)."""
+    """Readiness of this worker's tables (on the app's loop)."""
+    if app.should_stop:  # its tables close while the HTTP server still answers
+        return False, "stopping"
     if app.rebalancing:
         return False, "rebalancing: partitions are moving"
     if app.in_recovery:
@@ -292,6 +312,22 @@ async def decide(user_id: str, partition: int, forwarded: bool) -> tuple[Route, 
     key = stored_key(user_id, PRIVACY)
     return decision, user_view(key, partition, SELF_URL, sessions_table.get(key),
                                latest_table.get(key))
+
+
+async def _tables_ready() -> tuple[bool, str]:
+    return tables_ready()
+
+
+def readiness() -> tuple[bool, str]:
+    """/ready's question to the app, asked from the HTTP server's thread."""
+    loop = LOOP.loop
+    if loop is None:
+        return STARTING
+    try:
+        return asyncio.run_coroutine_threadsafe(_tables_ready(), loop).result(
+            settings.lookup_timeout_s)
+    except TimeoutError:
+        return False, "the worker did not answer in time"
 
 
 def unavailable(reason: str) -> metrics.Response:
@@ -324,10 +360,12 @@ def handle_lookup(environ: dict[str, Any]) -> metrics.Response:
         return metrics.json_response(404, {"error": "no such path: /users/{user_id}"})
     partition = input_partition(user_id, settings.partitions)
     forwarded = bool(environ.get("HTTP_" + FORWARDED_HEADER.upper().replace("-", "_")))
+    loop = LOOP.loop
+    if loop is None:
+        return unavailable(STARTING[1])
     try:
         decision, view = asyncio.run_coroutine_threadsafe(
-            decide(user_id, partition, forwarded), app.loop
-        ).result(settings.lookup_timeout_s)
+            decide(user_id, partition, forwarded), loop).result(settings.lookup_timeout_s)
     except TimeoutError:
         return unavailable("the worker did not answer in time")
     if decision.action == "forward":
@@ -348,7 +386,7 @@ def serve_lookups() -> None:
         return  # no HTTP port: nothing to serve or forward to
     app.conf.canonical_url = SELF_URL  # type: ignore[assignment]  # Faust takes a str
     metrics.add_route(metrics.WORKER_REGISTRY, USERS_PATH, handle_lookup)
-    metrics.set_readiness(metrics.WORKER_REGISTRY, tables_ready)
+    metrics.set_readiness(metrics.WORKER_REGISTRY, readiness)
 
 
 serve_lookups()
