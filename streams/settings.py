@@ -69,8 +69,10 @@ class Settings(BaseSettings):
     alerts_intent_topic: str = "alerts.intent"
     alerts_churn_topic: str = "alerts.churn"
     # Compacted: the latest score per user, for consumers who build their own view
-    # (streams/worker/lookup.py writes it).
-    latest_topic: str = "intent.latest"
+    # (streams/worker/lookup.py writes it). Unset: named after the scores topic, its last
+    # part `latest` (intent.scores -> intent.latest), so apps with their own topics get
+    # their own (streams.runtime.topics.latest_topic).
+    latest_topic: str | None = None
     # The outputs have their own producer (streams/runtime/outputs.py): a micro-batch's scores
     # leave in a few requests, whatever limit the broker profile puts on Faust's producer.
     output_batch_bytes: int = Field(

@@ -40,14 +40,22 @@ def owned_topics(settings: Settings) -> list[str]:
         settings.scores_topic,
         settings.alerts_intent_topic,
         settings.alerts_churn_topic,
-        settings.latest_topic,
+        latest_topic(settings),
     ]
+
+
+def latest_topic(settings: Settings) -> str:
+    """LATEST_TOPIC, or the scores topic's name with its last part `latest`."""
+    if settings.latest_topic:
+        return settings.latest_topic
+    stem, dot, _ = settings.scores_topic.rpartition(".")
+    return f"{stem}{dot}latest" if dot else f"{settings.scores_topic}.latest"
 
 
 def topic_configs(settings: Settings, name: str) -> dict[str, str]:
     """Broker configs a topic is created with: `intent.latest` keeps one record per user (the
     latest score), so it is compacted; the others keep the broker's retention."""
-    return {"cleanup.policy": "compact"} if name == settings.latest_topic else {}
+    return {"cleanup.policy": "compact"} if name == latest_topic(settings) else {}
 
 
 class TopicPartitionsMismatch(SystemExit):

@@ -45,6 +45,7 @@ from streams.core.records import IntentScore
 from streams.core.sessions import UserState
 from streams.runtime import metrics
 from streams.runtime.raw_topics import raw_topic
+from streams.runtime.topics import latest_topic
 from streams.worker.app import app, sessions_table, settings
 
 log = structlog.get_logger("intentstream.lookup")
@@ -245,7 +246,7 @@ latest_table = app.Table(
     schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
     help="per-user latest open and closed score records (GET /users/{id})")
 scores_in = raw_topic(app, settings.scores_topic, partitions=settings.partitions)
-latest_out = raw_topic(app, settings.latest_topic, partitions=settings.partitions)
+latest_out = raw_topic(app, latest_topic(settings), partitions=settings.partitions)
 
 
 @app.agent(scores_in)

@@ -103,7 +103,7 @@ def test_any_worker_answers_for_the_owner_and_a_rebalance_gives_503_or_the_right
     traffic = make_traffic(n_users=40, events_per_user=(3, 8), n_malformed=0, seed=26)
     users = sorted(events_per_user(traffic.valid))
     ports = [free_port() for _ in range(3)]
-    env = {"INTENTSTREAM_PARTITIONS": str(PARTITIONS), "INTENTSTREAM_LATEST_TOPIC": latest_topic,
+    env = {"INTENTSTREAM_PARTITIONS": str(PARTITIONS),  # intent.latest: {name}.latest
            # Only events move the clock: no session closed or silence scored while we look.
            "INTENTSTREAM_WATERMARK_IDLE_S": "3600"}
     workers = []
