@@ -20,6 +20,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from streams.core.privacy import pseudonymise
 from streams.runtime.processes import free_port
 from streams.worker.lookup import input_partition
 from tests.e2e.kafka_io import produce, read_to_end, read_until, run
@@ -29,6 +30,7 @@ from tests.e2e.traffic import make_traffic
 pytestmark = pytest.mark.e2e
 
 PARTITIONS = 6
+KEY = "lookup-e2e-key"  # user ids pseudonymised: tables and outputs hold the pseudonym
 QUIET_S = 4.0
 Answer = tuple[int, dict[str, str], dict[str, Any]]
 
@@ -102,8 +104,10 @@ def test_any_worker_answers_for_the_owner_and_a_rebalance_gives_503_or_the_right
     latest_topic = f"{stack.name}.latest"
     traffic = make_traffic(n_users=40, events_per_user=(3, 8), n_malformed=0, seed=26)
     users = sorted(events_per_user(traffic.valid))
+    alias = {user: pseudonymise(user, KEY.encode()) for user in users}
     ports = [free_port() for _ in range(3)]
     env = {"INTENTSTREAM_PARTITIONS": str(PARTITIONS),  # intent.latest: {name}.latest
+           "INTENTSTREAM_PSEUDONYM_KEY": KEY,
            # Only events move the clock: no session closed or silence scored while we look.
            "INTENTSTREAM_WATERMARK_IDLE_S": "3600"}
     workers = []
@@ -114,14 +118,16 @@ def test_any_worker_answers_for_the_owner_and_a_rebalance_gives_503_or_the_right
              f"{len(started)} ready workers", lambda: all(w.alive for w in workers))
     all_alive = lambda: all(w.alive for w in workers)  # noqa: E731
 
-    # Routing: the broker's producer put each user where the lookup looks for it.
+    # Routing: the broker's producer put each user (keyed by the raw id, as the input is)
+    # where the lookup looks for it.
     placed = run(produce(stack.bootstrap, stack.topics["events"], traffic.records))
     assert {(key.decode(), meta.partition) for (key, _), meta in zip(traffic.records, placed,
                                                                       strict=True)} == \
         {(e["user_id"], input_partition(e["user_id"], PARTITIONS)) for e in traffic.valid}
     expected_counts = events_per_user(traffic.valid)
     run(read_until(stack.bootstrap, [stack.topics["scores"]],
-                   lambda seen: all_users_complete(expected_counts)(
+                   lambda seen: all_users_complete({alias[u]: n for u, n in
+                                                    expected_counts.items()})(
                        {"scores": seen[stack.topics["scores"]]}),
                    timeout_s=120, alive=all_alive))
     # Any worker gives the owner's answer, which is what the scores topic says. Read again
@@ -137,11 +143,11 @@ def test_any_worker_answers_for_the_owner_and_a_rebalance_gives_503_or_the_right
                               PARTITIONS))[stack.topics["scores"]]
         if len(now) != len(scores):
             scores[:], quiet_since[0] = now, time.monotonic()
-        expected.update(latest_slots(scores))
-        assert set(expected) == set(users)
+        expected.update(latest_slots(scores))  # by pseudonym
+        assert set(expected) == set(alias.values())
         differs.clear()
-        differs.update({u: (answer, expected[u]) for u in users
-                        if (answer := ask(ports[0], u))[2].get("latest") != expected[u]})
+        differs.update({u: (answer, expected[alias[u]]) for u in users
+                        if (answer := ask(ports[0], u))[2].get("latest") != expected[alias[u]]})
         return not differs and time.monotonic() - quiet_since[0] >= QUIET_S
     wait(answers_match, 60, "the latest scores materialised", all_alive,
          lambda: f"{len(differs)} users differ, e.g. {next(iter(differs.items()), None)}")
@@ -151,8 +157,9 @@ def test_any_worker_answers_for_the_owner_and_a_rebalance_gives_503_or_the_right
         assert [code for code, _, _ in answers] == [200, 200, 200], (user, answers)
         first = answers[0][2]
         assert all(doc == first for _, _, doc in answers), user  # the owner's, from each
+        assert first["user_id"] == alias[user]  # asked by raw id, held by pseudonym
         assert first["partition"] == input_partition(user, PARTITIONS)
-        assert first["latest"] == expected[user]
+        assert first["latest"] == expected[alias[user]]
         # open, or closed by the partition's clock (other users' later events moved it)
         window = first["session"] or first["latest"]["closed"]["window"]
         assert window["n_events"] == expected_counts[user]
@@ -170,8 +177,9 @@ def test_any_worker_answers_for_the_owner_and_a_rebalance_gives_503_or_the_right
     last_score = last_by_key(scores)
     assert {u: d["prediction_id"] for u, d in last_by_key(latest).items()} == \
         {u: d["prediction_id"] for u, d in last_score.items()}
-    assert {(r.key.decode(), r.partition) for r in latest} <= \
-        {(u, input_partition(u, PARTITIONS)) for u in users}
+    # keyed by pseudonym, on the raw id's input partition (co-partitioned with the input)
+    assert {(r.key.decode(), r.partition) for r in latest} == \
+        {(alias[u], input_partition(u, PARTITIONS)) for u in users}
     assert run(cleanup_policy(stack.bootstrap, latest_topic)) == "compact"
 
     # A rebalance: one worker leaves. The others answer 503 (Retry-After) or the right answer.
