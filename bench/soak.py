@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.cli import Bench, Stage, base_env, metered_worker, warm_up
+from bench.apps import Bench, Stage, base_env, metered_worker, warm_up
 from bench.measure import BenchError, ScoreCoverage, paced_latencies, scrape, timed_drain
 from bench.report import say
 from bench.serving import FASTEST, INTENT_BERT, read_config, served_model, served_repository
