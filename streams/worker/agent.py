@@ -241,8 +241,10 @@ async def _process_batch(
         return anchors.get(partition) or _anchor(partition)
 
     fired = choose_timers(partitions, skip=plan.states)
-    write_states(plan, messages, anchors)
+    # Only the timers' choice is flushed before scoring (it has no input to re-read); the
+    # batch's own states, like before timers existed, travel while Triton scores.
     await write_fired(fired, anchor_of)
+    write_states(plan, messages, anchors)
     scored = await score_plan(
         scorer, BatchPlan(to_score=plan.to_score + fired.plan.to_score),
         SESSION_POLICY.max_chars, settings.score_retry_max_s,
