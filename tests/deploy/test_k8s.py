@@ -41,8 +41,6 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(path.name for path in (K8S / "overlays").iterdir() if path.is_dir())
 KUBERNETES_VERSION = "1.33.0"  # the API version the manifests are held to
 SCHEMAS = K8S / "schemas"
-# Fields the Apache Kafka work (issue #25) adds to Settings; until then the settings ignore them.
-PENDING_FIELDS = {f"{ENV_PREFIX}PROCESSING_GUARANTEE": "exactly_once"}
 # What the Secret intentstream-secrets holds (docker/OPS.md, Kubernetes): placeholders here.
 SECRET_KEYS = {f"{ENV_PREFIX}KAFKA_SASL_USERNAME": "user",
                f"{ENV_PREFIX}KAFKA_SASL_PASSWORD": "password",
@@ -295,7 +293,8 @@ def environment(objects: list[Obj], obj: Obj) -> dict[str, str]:
             assert source["secretRef"]["name"] == SECRET_NAME
             found.update(SECRET_KEYS)
     for variable in spec.get("env", []):
-        found[variable["name"]] = variable["value"]
+        if variable["name"].startswith(ENV_PREFIX):
+            found[variable["name"]] = variable["value"]
     return found
 
 
@@ -322,7 +321,7 @@ def test_every_intentstream_variable_is_a_settings_field(rendered: list[Obj]) ->
     for obj in workloads(rendered):
         used |= environment(rendered, obj).keys()
     assert {f"{ENV_PREFIX}BROKER_URL", f"{ENV_PREFIX}PARTITIONS"} <= used  # the scan works
-    assert used - fields - PENDING_FIELDS.keys() == set(), "not fields of Settings"
+    assert used - fields == set(), "not fields of Settings"
 
 
 def test_every_workload_starts_with_valid_production_settings(
@@ -331,8 +330,6 @@ def test_every_workload_starts_with_valid_production_settings(
     names = set()
     for obj in intentstream_workloads(rendered):
         env = environment(rendered, obj)
-        for name, value in PENDING_FIELDS.items():
-            assert env.get(name) == value, f"{identity(obj)}: {name}"
         settings = settings_of(env, monkeypatch)
         assert settings.broker_profile == "kafka"
         assert settings.data_dir.is_absolute()
@@ -412,8 +409,10 @@ def test_ports_probes_and_mounts_agree_with_settings_and_the_image(
         port = getattr(settings, port_field)
         assert port == Settings.model_fields[port_field].default
         assert {p["name"]: p["containerPort"] for p in spec["ports"]} == {"metrics": port}
-        for probe in ("livenessProbe", "readinessProbe"):
-            assert spec[probe]["httpGet"] == {"path": "/health", "port": "metrics"}
+        assert spec["livenessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
+        # The worker is ready only once its tables are (/ready); the sidecar when healthy.
+        ready = "/ready" if port_field == "metrics_port" else "/health"
+        assert spec["readinessProbe"]["httpGet"] == {"path": ready, "port": "metrics"}
         assert pod["securityContext"]["runAsUser"] == int(args["APP_UID"])
         assert pod["securityContext"]["fsGroup"] == int(args["APP_UID"])
         # The state directory is the mounted claim, and is the image's own.
@@ -574,3 +573,17 @@ def test_triton_scales_on_queue_time_from_prometheus_adapter(rendered: list[Obj]
     assert "nv_inference_request_success" in rule["metricsQuery"]
     assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_each_worker_pod_is_reached_for_lookups_by_its_name_in_the_headless_service(
+    rendered: list[Obj],
+) -> None:
+    worker = worker_of(rendered)
+    env = {v["name"]: v for v in container(worker).get("env", [])}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    service = find(rendered, "Service", worker["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"  # headless: one DNS name per pod
+    # $(POD_NAME) is expanded by Kubernetes from the variable defined before it.
+    assert list(env).index("POD_NAME") < list(env).index(f"{ENV_PREFIX}LOOKUP_HOST")
+    assert env[f"{ENV_PREFIX}LOOKUP_HOST"]["value"] == \
+        f"$(POD_NAME).{service['metadata']['name']}"
