@@ -440,12 +440,11 @@ def _churn_peers(card: dict[str, Any]) -> list[str]:
                       f"{stacking.get('churn_reads_customer_value', False)}."]
     elif value.get("skipped"):
         lines += ["", f"No customer value model: {value['skipped']}."]
-    served_value = stacking.get("customer_value_served")
-    if served_value and served_value.get("bgnbd"):
-        lines += ["", f"Shipped with the version: the same model refitted on every order of "
-                      f"the history ({served_value['customers']} customers): BG/NBD "
-                      f"{served_value['bgnbd']} (the head learned on the columns of the fit "
-                      "above, whose orders end before the test windows)."]
+    earlier = stacking.get("customer_value_before_test")
+    if earlier and earlier.get("bgnbd"):
+        lines += ["", f"Fitted on every order of the history (the version is served at its "
+                      f"end); the fit on the orders before the test windows alone "
+                      f"({earlier['customers']} customers) gave BG/NBD {earlier['bgnbd']}."]
     return [*lines, ""]
 
 

@@ -307,6 +307,9 @@ def windows_by_time_or_cut(
         if data_args.split == "cut":
             raise TooLittleHistory("--split cut")
         require_trainable(splits, split)
+        young = None if data_args.split == "time" else labelled_too_young(histories, split)
+        if young:
+            raise TooLittleHistory(young)
         return splits, split.test_from, None
     except TooLittleHistory as error:  # labels cannot settle on both sides of one split time
         if data_args.split == "time":
@@ -317,6 +320,22 @@ def windows_by_time_or_cut(
                             prefix_share=data_args.prefix_share, timers=timers, **caps)
         require_cut_trainable(splits, cut, error)
         return splits, cut + 1, {"why": str(error), "cut": iso(cut)}
+
+
+def labelled_too_young(histories: dict[str, list[dict[str, Any]]],
+                       split: TimeSplit) -> str | None:
+    """Why the time split's labelled windows cannot stand for the history's end, or None: they
+    all end in the history's first half. Churn is asked at the history's end, of customers
+    older and silent longer than any such window (9 months of orders, a 90-day horizon: the
+    labelled windows end by day 38), and what is learned there does not carry so far."""
+    first = min(events[0]["ts"] for events in histories.values() if events)
+    labelled_until = split.test_from - split.settles_ms
+    middle = first + (split.observed_until - first) // 2
+    if labelled_until >= middle:
+        return None
+    return (f"the time split's labelled windows end by {iso(labelled_until)}, in the first half "
+            f"of a history from {iso(first)} to {iso(split.observed_until)}: scores are asked "
+            "at its end, of customers older and silent longer than any of them")
 
 
 def history_card(data_args: Any, description: dict[str, Any], validated: Validated,

@@ -79,7 +79,7 @@ RECENCY_COLUMNS = ("profile_days_since_last_order", "profile_orders", "profile_s
                    "profile_days_since_first_seen", "profile_mean_days_between_orders",
                    "silence_days")
 # Churn only, with the value columns: a logistic regression over BG/NBD's own answers alone
-# (log P(alive), log(1 - P(alive)), log expected orders in the horizon, ordered or not). Those
+# (log P(alive), log expected orders in the horizon, ordered or not). Those
 # columns mean the same at any customer age, where raw recency and age do not: a 180-day horizon
 # on 9 months of orders labels windows as of day 94 at the latest and is asked at day 274.
 BGNBD = "bgnbd"
@@ -90,6 +90,11 @@ BGNBD = "bgnbd"
 # there rewards the network's near-constant P(churn) for guessing it, not for telling anyone
 # apart (on a simulated order log it chose the network at 0.61 log-loss, which ranks at 0.5).
 FORWARD_HEADS = ("churn",)
+# Where the scores served lie a horizon or more beyond every labelled window (a history trained
+# at an earlier cut), churn's candidates are the fusions that extrapolate in age: forward
+# checks inside the labelled span chose trees and the pool (over the trees of the features
+# peer), which then ranked 9-month-old customers at 0.64-0.70 against recency's 0.74-0.75.
+EXTRAPOLATING = (BGNBD + VALUE_SUFFIX,)
 # Churn peers from the customer value stage (training/fit/served_value.peer_scores).
 VALUE_PEERS = ("bgnbd_p_alive", "days_since_last_order")
 ON_THE_PEER = ("blend", "pool")  # fusions that read the features peer (fitted on training rows)
@@ -169,10 +174,12 @@ def recency_logistic(seed: int, n_features: int, *, with_value: bool) -> Pipelin
 
 def bgnbd_logistic(seed: int, n_features: int) -> Pipeline:
     """The BG/NBD fusion over the stacker's x with the value columns after it ([FEATURES, text
-    (10), p_alive, expected orders, expected value]): log P(alive), log(1 - P(alive)) and log
-    expected orders (a logit of P(no order in the horizon) is close to a sum of them), and the
-    sign of P(alive) (-1: no order yet, whose clipped logs are one constant). numpy ufuncs
-    only, so the stacker's stub unpickles it with scikit-learn alone."""
+    (10), p_alive, expected orders, expected value]): log P(alive) and log expected orders
+    (P(no order in the horizon) is a function of the two for a given age), and the sign of
+    P(alive) (-1: no order yet, whose clipped logs are one constant). log(1 - P(alive)) is
+    left out: it is -inf for every customer without a repeat order (P(alive) 1), and clipped
+    it set those apart and cost 0.02 ROC-AUC at the calibration end. numpy ufuncs only, so the
+    stacker's stub unpickles it with scikit-learn alone."""
     alive = n_features + N_TEXT_COLUMNS
     orders = alive + 1
 
@@ -181,8 +188,6 @@ def bgnbd_logistic(seed: int, n_features: int) -> Pipeline:
 
     columns = ColumnTransformer([
         ("log_alive", make_pipeline(clip(1e-6, 1.0), FunctionTransformer(np.log)), [alive]),
-        ("log_dead", make_pipeline(clip(0.0, 1 - 1e-6), FunctionTransformer(np.negative),
-                                   FunctionTransformer(np.log1p)), [alive]),
         ("log_orders", make_pipeline(clip(1e-6), FunctionTransformer(np.log)), [orders]),
         ("customer", FunctionTransformer(np.sign), [alive]),
     ])
@@ -328,20 +333,29 @@ def _fit_stack(
     stack: bool = True,
     value: dict[str, np.ndarray] | None = None,
     as_of: np.ndarray | None = None,
+    extrapolate: bool = False,
 ) -> StackResult:
     """Fit, choose and measure the stacked heads. Every mapping is keyed by split name
     ("train", "validation", "test") where it is per split; `text` holds the network's
     probabilities, `peers` the text baseline's (`peers["tfidf_lr"][split][head]`), churn as
     [n, 2] everywhere. `stack=False` (fusion "tower": the network reads FEATURES itself) fits
     no stack: the network is served as it is and measured against the same peers. `value`:
-    the customer value columns per split ("validation", "test"), where the version has a
-    customer value model: churn fusions may read them too (VALUE_FUSIONS). `as_of`: the
+    the customer value columns per split ("validation", "test", and "train" for the fusions
+    that read no network output), where the version has a customer value model: churn fusions
+    may read them too (VALUE_FUSIONS). `as_of`: the
     validation windows' as-of times, where the scores served come after them (a history):
-    churn's fusion is then chosen forward (FORWARD_HEADS)."""
+    churn's fusion is then chosen forward (FORWARD_HEADS). `extrapolate`: the scores served lie
+    a horizon or more beyond every labelled window: churn's candidates are EXTRAPOLATING (where
+    the value columns are given)."""
     x = {s: stack_inputs(features[s], text[s]) for s in ("validation", "test")}
     x_value = None if value is None else {
         s: np.hstack([x[s], np.asarray(value[s], dtype=np.float64)]) for s in x}
     y = {s: {h: np.asarray(v, dtype=np.int64) for h, v in targets[s].items()} for s in targets}
+    # A fusion that reads no network output (EXTRAPOLATING) may learn from the training rows
+    # too: five times the rows, and no over-fitted probability among its inputs.
+    more_rows = None if value is None or value.get("train") is None else (
+        np.hstack([features_only(features["train"]),
+                   np.asarray(value["train"], dtype=np.float64)]), y["train"]["churn"])
     # The features peer, fitted on the training split: measured as a peer below, and frozen
     # inside the fusions on it.
     bases = {head: features_model(features["train"], y["train"][head], seed)
@@ -349,7 +363,9 @@ def _fit_stack(
     fits = {head: _fit_head(head, labels[head], x, x_value, y["validation"][head], text,
                             users["validation"], bases.get(head), seed, stack,
                             schema_rows=features["validation"].shape[1] == len(FEATURE_NAMES),
-                            as_of=as_of if head in FORWARD_HEADS else None)
+                            as_of=as_of if head in FORWARD_HEADS else None,
+                            extrapolate=extrapolate and head in FORWARD_HEADS,
+                            more_rows=more_rows if head == "churn" else None)
             for head in STACKED_HEADS}
     chosen = {head: fit.chosen for head, fit in fits.items() if fit.chosen}
     heads: dict[str, Any] = {head: fits[head].head for head in chosen}
@@ -370,7 +386,10 @@ def _fit_stack(
                                 "grouped by user, out-of-fold log-loss (lower is better)" + (
                                     "; churn forward: fitted on windows as of before the "
                                     "median as-of time, 1 - ROC-AUC on the later ones"
-                                    if as_of is not None else ""),
+                                    if as_of is not None else "") + (
+                                    f"; churn candidates: {', '.join(EXTRAPOLATING)} (served "
+                                    "a horizon or more beyond every labelled window)"
+                                    if extrapolate and value is not None else ""),
                       "forward": {h: f.forward for h, f in fits.items() if f.forward},
                       "scores": {h: f.selection for h, f in fits.items() if f.selection},
                       "chosen": chosen},
@@ -383,7 +402,9 @@ def _fit_stack(
 def _fit_head(head: str, head_labels: tuple[str, ...], x: dict[str, np.ndarray],
               x_value: dict[str, np.ndarray] | None, y_val: np.ndarray, text: dict[str, Probs],
               val_users: Sequence[str], base: Any, seed: int, stack: bool, *,
-              schema_rows: bool, as_of: np.ndarray | None = None) -> HeadFit:
+              schema_rows: bool, as_of: np.ndarray | None = None,
+              extrapolate: bool = False,
+              more_rows: tuple[np.ndarray, np.ndarray] | None = None) -> HeadFit:
     """Every fusion that applies to the head, by out-of-fold loss on validation against the
     network alone (forward where `as_of` is given: `forward_out_of_fold`); each refitted on
     the whole split and measured on test."""
@@ -397,6 +418,8 @@ def _fit_head(head: str, head_labels: tuple[str, ...], x: dict[str, np.ndarray],
         kinds.append(RECENCY)
     if head == "churn" and x_value is not None:
         kinds += [kind + VALUE_SUFFIX for kind in VALUE_FUSIONS if kind != RECENCY or schema_rows]
+    candidates = [kind for kind in kinds if kind in EXTRAPOLATING] if extrapolate else kinds
+    candidates = candidates or kinds  # no value columns: nothing extrapolates, all compete
 
     def inputs(kind: str, split: str) -> np.ndarray:
         return x_value[split] if kind.endswith(VALUE_SUFFIX) else x[split]  # type: ignore[index]
@@ -411,14 +434,18 @@ def _fit_head(head: str, head_labels: tuple[str, ...], x: dict[str, np.ndarray],
                                      seed, base, head, text["validation"][head])
         if forward is not None:
             fit.selection, fit.forward = forward
-    best = min(fit.selection, key=lambda kind: fit.selection[kind])
+    best = min((kind for kind in fit.selection if kind in candidates or kind == "text_model"),
+               key=lambda kind: fit.selection[kind])
     if best == "text_model":
         fit.skipped = "no fusion measured better than the network alone on validation"
     else:
         fit.chosen = best
         fit.threshold = _threshold(head, y_val, fit.validation[best])
     for kind in kinds:
-        clf = fusion(kind, seed, base, head).fit(inputs(kind, "validation"), y_val)
+        rows, labels = inputs(kind, "validation"), y_val
+        if more_rows is not None and kind in EXTRAPOLATING:
+            rows, labels = np.vstack([more_rows[0], rows]), np.concatenate([more_rows[1], y_val])
+        clf = fusion(kind, seed, base, head).fit(rows, labels)
         fit.test[kind] = full_columns(clf, inputs(kind, "test"), k)
         if kind == fit.chosen:
             fit.head = clf

@@ -2,7 +2,7 @@
 
 A history's churn scores are served after every labelled window (at a calibration end, a
 horizon or more later), so a churn fusion is judged on later windows by a fit on earlier ones;
-the BG/NBD fusion (log P(alive), log(1 - P(alive)), log expected orders) extrapolates where
+the BG/NBD fusion (log P(alive), log expected orders) extrapolates where
 raw age and recency do not."""
 
 from __future__ import annotations
