@@ -49,6 +49,7 @@ from bench.measure import (
     raw_model_speed,
     read_until,
     runtime_speeds,
+    scoring_cost,
     scrape,
     timed_drain,
     with_onnx_files,
@@ -410,4 +411,5 @@ def collect_figures(args: argparse.Namespace, traffic: Traffic, served: ServedMo
         backlog_events_per_text={str(k): per_text for k, (per_text, _) in backlogs.items()},
         backlog_events_per_session={str(k): per_session
                                     for k, (_, per_session) in backlogs.items()},
+        **scoring_cost(ours.metrics),
     )
