@@ -1,6 +1,7 @@
 """Silence speaks, on the real broker and tritonserver: sessions closed by the clock while their
 users stay silent, silence milestone scores, one churn alert within the cooldown, an abandoned
-cart alerted once, and timers that survive a SIGKILL of the worker (issue #24). Silence re-scores
+cart alerted once, and timers that survive a SIGKILL of one of two workers and the
+rebalances it and a joining worker cause (issue #24). Silence re-scores
 of an unchanged text do not run the network: they come with `network: false`, one Triton
 request to the stacker alone per score for a lone silent user, and no ensemble text.
 
@@ -175,31 +176,34 @@ def one_content_per_id(records: list[dict], key: str) -> dict[str, dict]:
     return by_id
 
 
-def test_silent_users_get_closes_milestones_one_churn_alert_and_survive_a_sigkill(
+def test_silent_users_get_closes_milestones_one_churn_alert_through_a_sigkill_and_rebalances(
     stack: Stack,
 ) -> None:
     started = time.monotonic()
     events = stack.topics["events"]
-    worker = stack.start_worker(**SILENCE)
+    # Two workers in the group: each fires the timers of its own partitions.
+    worker, other = stack.start_worker(**SILENCE), stack.start_worker(**SILENCE)
     wait_ready(stack, worker)
     metadata = run(produce_to(stack.bootstrap, events, first_events()))
     users = 3 * PARTITIONS  # the group exists once they are scored: commits can be read
     run(read_until(stack.bootstrap, [stack.topics["scores"]],
                    lambda seen: len(seen[stack.topics["scores"]]) >= users, timeout_s=90,
-                   alive=lambda: worker.alive))
-    wait_committed(stack, input_ends(metadata), worker, timeout_s=90)
+                   alive=lambda: worker.alive and other.alive))
+    wait_committed(stack, input_ends(metadata), other, timeout_s=90)
     for n, minute in enumerate(STEPS, start=1):
         metadata += run(produce_to(stack.bootstrap, events, pacer_step(n, minute)))
         if n == 2:
-            # Let the step's timers fire (or not quite), then SIGKILL: the restarted worker
-            # restores clocks and timers from its tables and finishes exactly the same way.
+            # Let the step's timers fire (or not quite), then SIGKILL one worker: the other
+            # takes its partitions (a rebalance) and a new one joins (another); whoever owns a
+            # partition restores its clock and timers from the tables and finishes exactly
+            # the same way.
             run(read_until(stack.bootstrap, [stack.topics["scores"]],
                            lambda seen: any(b'"silence"' in r.value
                                             for r in seen[stack.topics["scores"]]),
-                           timeout_s=60, alive=lambda w=worker: w.alive))
+                           timeout_s=60, alive=lambda w=worker: w.alive and other.alive))
             worker.kill()
             worker = stack.start_worker(**SILENCE)
-        wait_committed(stack, input_ends(metadata), worker, timeout_s=90)
+        wait_committed(stack, input_ends(metadata), other, timeout_s=120)
     out = run(read_to_end(stack.bootstrap, [stack.topics[t] for t in (
         "scores", "alerts_intent", "alerts_churn")], PARTITIONS))
     scores = scores_of(out[stack.topics["scores"]])
