@@ -198,6 +198,11 @@ class Settings(BaseSettings):
         "127.0.0.1", description="host the other workers reach this worker's METRICS_PORT on "
         "to forward a lookup (in Kubernetes: the pod's name in the headless Service)")
     lookup_timeout_s: float = Field(5.0, gt=0, description="a lookup's answer or forward")
+    lookup_latest: bool = Field(
+        True, description="keep each user's latest score (the `latest` table read by GET "
+        "/users/{id}, and the compacted intent.latest topic) by reading intent.scores back; "
+        "false: lookups answer without scores and intent.latest stays empty, and the worker "
+        "drains about 30% faster on a small model (docs/benchmarks.md)")
 
     # --- local state ---------------------------------------------------------------------------
     data_dir: Path = Path("var")

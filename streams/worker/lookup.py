@@ -258,7 +258,6 @@ scores_in = raw_topic(app, settings.scores_topic, partitions=settings.partitions
 latest_out = raw_topic(app, latest_topic(settings), partitions=settings.partitions)
 
 
-@app.agent(scores_in)
 async def materialise_latest(stream: StreamT) -> None:
     """Each score into the `latest` table (changelog partition: the record's, through the
     current event) and onto `intent.latest`, acked after both are sent on Faust's producer,
@@ -273,6 +272,10 @@ async def materialise_latest(stream: StreamT) -> None:
         latest_table[key] = with_score(latest_table.get(key), record)
         await latest_out.send(key=event.key, value=event.value,
                               partition=event.message.partition)
+
+
+if settings.lookup_latest:  # a second read of every score: LOOKUP_LATEST=false spares it
+    app.agent(scores_in)(materialise_latest)
 
 
 class LoopRef:

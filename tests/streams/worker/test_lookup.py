@@ -3,6 +3,10 @@ it is held under, the latest scores kept, the view answered, and the routing dec
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -165,3 +169,20 @@ def test_the_published_schema_is_the_models():
     assert committed == render_schema(UserView, "GET /users/{user_id} (each worker's "
                                       "METRICS_PORT)", name), \
         f"{name} is stale: regenerate it from streams.worker.lookup.UserView"
+
+
+def test_lookup_latest_false_registers_no_second_reader_of_the_scores() -> None:
+    """The agent that reads intent.scores back exists only while LOOKUP_LATEST is on (a fresh
+    interpreter: agents register when the module is imported)."""
+    script = ("import streams.worker.agent, streams.worker.lookup\n"
+              "from streams.worker.app import app\n"
+              "print(','.join(sorted(app.agents)))")
+    found = {}
+    for value in ("true", "false"):
+        env = {**os.environ, "INTENTSTREAM_LOOKUP_LATEST": value}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=120, check=True)
+        found[value] = done.stdout.strip().splitlines()[-1].split(",")
+    assert found["true"] == ["streams.worker.agent.score_sessions",
+                             "streams.worker.lookup.materialise_latest"]
+    assert found["false"] == ["streams.worker.agent.score_sessions"]
