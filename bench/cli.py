@@ -55,12 +55,11 @@ from bench.measure import (
     with_onnx_files,
 )
 from bench.report import Figures, ratios_line, report, say
-from bench.serving import FASTEST, ServedModel, served_model, served_repository, tiny_server
+from bench.serving import FASTEST, ServedModel, serving, tiny_server
 from bench.workload import Traffic, shop_traffic
 from inference.model.export import ExportError
 from inference.model.quality import AUTO, QualityError
 from inference.model.runtimes import RUNTIMES, available_runtimes
-from inference.tritonserver import TritonServer
 from streams.core.quantiles import percentile
 from streams.runtime.processes import (
     EmbeddedBroker,
@@ -145,11 +144,9 @@ def run(args: argparse.Namespace, workdir: Path) -> Figures:
     traffic = shop_traffic(args.events, args.users, seed=101)
     paced = shop_traffic(args.events, args.users, seed=202)  # other users: fresh state
     naive_traffic = shop_traffic(args.naive_events, args.users, seed=303)
-    with served_repository(workdir, repository=args.repository, model=args.model,
-                           runtime=args.runtime) as repo, \
-            EmbeddedBroker(workdir / "tansu.log") as broker, \
-            TritonServer(repo, log_path=workdir / "tritonserver.log") as triton:
-        served = served_model(repo)
+    with serving(workdir, repository=args.repository, model=args.model,
+                 runtime=args.runtime) as (served, repo, triton), \
+            EmbeddedBroker(workdir / "tansu.log") as broker:
         say(f"serving intent_bert v{served.version} on {served.runtime} from {repo}; "
             f"broker {broker.bootstrap}")
         bench = Bench(broker.bootstrap, workdir, base_env(broker.url, triton.grpc_url))

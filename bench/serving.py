@@ -80,6 +80,17 @@ def served_repository(workdir: Path, *, repository: Path | None, model: str,
 
 
 @contextlib.contextmanager
+def serving(workdir: Path, *, repository: Path | None, model: str,
+            runtime: str) -> Iterator[tuple[ServedModel, Path, TritonServer]]:
+    """The bench's model served: its repository (`served_repository`), what it serves, and
+    a tritonserver on it, stopped on the way out."""
+    with served_repository(workdir, repository=repository, model=model,
+                           runtime=runtime) as repo, \
+            TritonServer(repo, log_path=workdir / "tritonserver.log") as triton:
+        yield served_model(repo), repo, triton
+
+
+@contextlib.contextmanager
 def tiny_server(workdir: Path) -> Iterator[TritonServer]:
     """A tritonserver on the tiny model (~1 ms a batch): the pipeline without the model's cost."""
     repo = copy_repository(REPOSITORY_TEMPLATE, workdir / "triton_tiny")

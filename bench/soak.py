@@ -27,11 +27,10 @@ import orjson
 from bench.apps import Bench, Stage, base_env, metered_worker, warm_up
 from bench.measure import BenchError, ScoreCoverage, paced_latencies, scrape, timed_drain
 from bench.report import say
-from bench.serving import FASTEST, INTENT_BERT, read_config, served_model, served_repository
+from bench.serving import FASTEST, INTENT_BERT, read_config, serving
 from bench.workload import Traffic, shop_traffic
 from inference.model.export import ExportError
 from inference.model.quality import QualityError
-from inference.tritonserver import TritonServer
 from streams.core.quantiles import percentile
 from streams.runtime.kafka_broker import KafkaBroker
 from streams.runtime.processes import WorkerProcess
@@ -97,11 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[Soak, str]:
     backlog = shop_traffic(args.backlog, args.users, seed=SEED)
-    with served_repository(workdir, repository=None, model=args.model,
-                           runtime=args.runtime) as repo, \
-            KafkaBroker(workdir / "kafka") as kafka, \
-            TritonServer(repo, log_path=workdir / "tritonserver.log") as triton:
-        served = served_model(repo)
+    with serving(workdir, repository=None, model=args.model,
+                 runtime=args.runtime) as (served, repo, triton), \
+            KafkaBroker(workdir / "kafka") as kafka:
         say(f"serving intent_bert v{served.version} on {served.runtime}; Apache Kafka "
             f"{kafka.bootstrap}; {WORKERS} workers on {PARTITIONS} partitions")
         env = {**base_env(kafka.url, triton.grpc_url), "broker_profile": "kafka",

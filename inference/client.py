@@ -24,7 +24,7 @@ import asyncio
 import bisect
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -175,20 +175,9 @@ class TritonScorer:
             features = None
         chunks = length_chunks([len(t) for t in texts], self.max_batch,
                                await self.concurrency())
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._score_chunk(
-                    [texts[i] for i in chunk],
-                    None if features is None else [features[i] for i in chunk]))
-                    for chunk in chunks]
-        except* ScoringError as failures:
-            raise failures.exceptions[0] from None  # one error type for the caller, not a group
-        predictions: list[Prediction | None] = [None] * len(texts)
-        order = (i for chunk in chunks for i in chunk)
-        for i, prediction in zip(order, (p for task in tasks for p in task.result()),
-                                 strict=True):
-            predictions[i] = prediction
-        return predictions  # type: ignore[return-value]  # every slot was filled
+        return await in_parallel(chunks, lambda chunk: self._score_chunk(
+            [texts[i] for i in chunk],
+            None if features is None else [features[i] for i in chunk]))
 
     async def takes_features(self) -> bool:
         """Whether the served model declares a FEATURES input (asked once)."""
@@ -224,12 +213,8 @@ class TritonScorer:
         read_at, version = self._network_version
         if time.monotonic() - read_at < self.refresh_s:
             return version
-        try:
-            metadata = await self._connection().call(lambda client: client.get_model_metadata(
-                INTENT_BERT, as_json=True, client_timeout=self.timeout_s))
-        except InferenceServerException as error:
-            raise ScoringError(f"{INTENT_BERT} at {self.url}: {error.message()}",
-                               transient=True) from error
+        metadata = await self._ask(INTENT_BERT, lambda client: client.get_model_metadata(
+            INTENT_BERT, as_json=True, client_timeout=self.timeout_s))
         versions = [int(v) for v in metadata.get("versions", [])]
         version = max(versions) if versions else None
         self._network_version = (time.monotonic(), version)
@@ -248,19 +233,8 @@ class TritonScorer:
             raise ValueError(f"{len(features)} feature rows for {len(network)} rows")
         parts = max(1, len(self._connection()))
         chunks = length_chunks([1] * len(network), self.max_batch, parts)
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._stack_chunk(
-                    [network[i] for i in chunk], [features[i] for i in chunk]))
-                    for chunk in chunks]
-        except* ScoringError as failures:
-            raise failures.exceptions[0] from None
-        predictions: list[Prediction | None] = [None] * len(network)
-        order = (i for chunk in chunks for i in chunk)
-        for i, prediction in zip(order, (p for task in tasks for p in task.result()),
-                                 strict=True):
-            predictions[i] = prediction
-        return predictions  # type: ignore[return-value]  # every slot was filled
+        return await in_parallel(chunks, lambda chunk: self._stack_chunk(
+            [network[i] for i in chunk], [features[i] for i in chunk]))
 
     async def _stack_chunk(self, network: Sequence[NetworkOutputs],
                            features: Sequence[Sequence[float]]) -> list[Prediction]:
@@ -328,13 +302,18 @@ class TritonScorer:
         return self._instances * max(1, len(self._connection()))
 
     async def _model_config(self, name: str) -> dict[str, Any]:
+        answer = await self._ask(name, lambda client: client.get_model_config(
+            name, as_json=True, client_timeout=self.timeout_s))
+        return dict(answer["config"])
+
+    async def _ask(self, name: str, request: Callable[[Any], Any]) -> Any:
+        """A question about model `name` (metadata, config); a failure is a transient
+        ScoringError naming the model and the server."""
         try:
-            answer = await self._connection().call(lambda client: client.get_model_config(
-                name, as_json=True, client_timeout=self.timeout_s))
+            return await self._connection().call(request)
         except InferenceServerException as error:
             raise ScoringError(f"{name} at {self.url}: {error.message()}",
                                transient=True) from error
-        return dict(answer["config"])
 
     async def _score_chunk(
         self, texts: Sequence[str], features: Sequence[Sequence[float]] | None
@@ -380,6 +359,24 @@ class TritonScorer:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def in_parallel(
+    chunks: Sequence[Sequence[int]],
+    request: Callable[[Sequence[int]], Awaitable[Sequence[Prediction]]],
+) -> list[Prediction]:
+    """One request per chunk of row indices, all at once; the answers in row order. The
+    first ScoringError is raised as itself (one error type for the caller, not a group)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(request(chunk)) for chunk in chunks]
+    except* ScoringError as failures:
+        raise failures.exceptions[0] from None
+    predictions: list[Prediction | None] = [None] * sum(len(chunk) for chunk in chunks)
+    order = (i for chunk in chunks for i in chunk)
+    for i, prediction in zip(order, (p for task in tasks for p in task.result()), strict=True):
+        predictions[i] = prediction
+    return predictions  # type: ignore[return-value]  # every slot was filled
 
 
 def length_chunks(lengths: Sequence[int], max_batch: int, concurrency: int) -> list[list[int]]:
