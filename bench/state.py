@@ -10,19 +10,23 @@ the tiny model (the model's speed is not what is measured):
   cold     a worker starts on that changelog with an empty data dir; timed from the process's
            start to the score of one waiting event of a known user (the first scored batch)
   restart  that worker stopped (SIGTERM) and started again on the same data dir, timed alike
+  timers   on restart, from the process's start to the log's `timers.rebuilt` for all the
+           users: the timers are rebuilt beside the batches (streams/worker/timers.py), so
+           until then a due timer may fire late, but scoring does not wait
 
 Each score must continue the user's session (n_events = the state's + 1), or the run fails:
 a restart that lost state would otherwise look fast. Printed per run: changelog bytes per user,
-RocksDB bytes on disk per user, the worker's RSS after the first score, cold and restart
-seconds; then, per store, the least-squares slope of restart seconds and RSS against users and
-what that slope gives at 1M users, labelled as extrapolated. Exit 0 when measured, 1 when a
-measurement failed, 2 on bad arguments.
+RocksDB bytes on disk per user, the worker's RSS once its timers are rebuilt, cold, restart and
+timers seconds; then, per store, the least-squares slope of restart and timers seconds and RSS
+against users and what that slope gives at 1M users, labelled as extrapolated. Exit 0 when
+measured, 1 when a measurement failed, 2 on bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -176,7 +180,8 @@ class Row:
     disk_bytes_per_user: float  # RocksDB's files after the restart; 0 for the memory store
     cold_s: float  # process start to the first scored batch, empty data dir
     restart_s: float  # the same after a stop, on the same data dir
-    rss_mb: float  # the worker's resident memory after its first score on restart
+    timers_s: float  # on restart, process start to every user's timer rebuilt
+    rss_mb: float  # the worker's resident memory on restart, once its timers are rebuilt
 
 
 def slope(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
@@ -191,23 +196,25 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
 
 def report_lines(rows: Sequence[Row], at: int = 1_000_000) -> Iterator[str]:
     yield (f"{'store':<10} {'users':>9} {'changelog B/user':>16} {'disk B/user':>11} "
-           f"{'cold s':>7} {'restart s':>9} {'RSS MB':>7}")
+           f"{'cold s':>7} {'restart s':>9} {'timers s':>8} {'RSS MB':>7}")
     for r in rows:
         yield (f"{r.store:<10} {r.users:>9,} {r.changelog_bytes_per_user:>16.0f} "
                f"{r.disk_bytes_per_user:>11.0f} {r.cold_s:>7.1f} {r.restart_s:>9.1f} "
-               f"{r.rss_mb:>7.0f}")
+               f"{r.timers_s:>8.1f} {r.rss_mb:>7.0f}")
     for store in dict.fromkeys(r.store for r in rows):
         mine = [r for r in rows if r.store == store]
         users = [float(r.users) for r in mine]
         s_time, c_time = slope(users, [r.restart_s for r in mine])
+        s_timers, c_timers = slope(users, [r.timers_s for r in mine])
         s_rss, c_rss = slope(users, [r.rss_mb for r in mine])
         measured = max(r.users for r in mine)
-        yield (f"slope {store}: restart {s_time * 100_000:+.2f} s and RSS "
-               f"{s_rss * 100_000:+.0f} MB per 100k users (fit over {len(mine)} sizes, up to "
-               f"{measured:,})")
+        yield (f"slope {store}: restart {s_time * 100_000:+.2f} s, timers "
+               f"{s_timers * 100_000:+.2f} s and RSS {s_rss * 100_000:+.0f} MB per 100k users "
+               f"(fit over {len(mine)} sizes, up to {measured:,})")
         if at > measured:
             yield (f"  extrapolated to {at:,} users (not measured): restart "
-                   f"{c_time + s_time * at:.1f} s, RSS {c_rss + s_rss * at:.0f} MB")
+                   f"{c_time + s_time * at:.1f} s, timers {c_timers + s_timers * at:.1f} s, "
+                   f"RSS {c_rss + s_rss * at:.0f} MB")
 
 
 # --- the runs ---------------------------------------------------------------------------------
@@ -232,7 +239,7 @@ def worker_env(broker: KafkaBroker, triton_url: str, app_id: str, store: str,
         "dlq_topic": f"{app_id}.dlq", "alerts_intent_topic": f"{app_id}.alerts.intent",
         "alerts_churn_topic": f"{app_id}.alerts.churn", "data_dir": str(data_dir),
         "table_store": store, "metrics_port": "0", "feedback_metrics_port": "0",
-        "log_level": "warning",
+        "log_level": "info",  # the timers' rebuild is read from the log
     }
     return {f"INTENTSTREAM_{k.upper()}": v for k, v in settings.items()}
 
@@ -250,36 +257,68 @@ def measure(workdir: Path, broker: KafkaBroker, triton_url: str, store: str, n: 
     asyncio.run(ensure_topics(settings))
     say(f"{name}: writing {n:,} users' state to {changelog}")
     written = asyncio.run(fill_changelog(broker.bootstrap, changelog, template, n, partitions))
-    timings, rss = [], 0.0
+    starts = []
     for k, phase in enumerate(("cold", "restart"), start=1):
         key, value, event_id = probe_event(state, k)
         asyncio.run(produce_one(broker.bootstrap, settings.events_topic, key, value))
         try:
-            seconds, rss, score = timed_start(env, workdir / f"{name}-{phase}.log",
-                                              broker.bootstrap, settings.scores_topic, event_id)
+            start = timed_start(env, workdir / f"{name}-{phase}.log", broker.bootstrap,
+                                settings.scores_topic, event_id, n)
         except BenchError as error:
             raise BenchError(f"{name} {phase}: {error}") from None
-        check_continued(score, state, k, f"{name} {phase}")
-        timings.append(seconds)
-        say(f"{name} {phase}: first score after {seconds:.1f} s, RSS {rss:.0f} MB")
+        check_continued(start.score, state, k, f"{name} {phase}")
+        starts.append(start)
+        say(f"{name} {phase}: first score after {start.first_score_s:.1f} s, timers rebuilt "
+            f"after {start.timers_s:.1f} s, RSS {start.rss_mb:.0f} MB")
     disk = dir_bytes(data_dir) if store == "rocksdb://" else 0
-    return Row(store.removesuffix("://"), n, written / n, disk / n, timings[0], timings[1], rss)
+    cold, restart = starts
+    return Row(store.removesuffix("://"), n, written / n, disk / n, cold.first_score_s,
+               restart.first_score_s, restart.timers_s, restart.rss_mb)
+
+
+@dataclass(frozen=True)
+class Start:
+    first_score_s: float  # process start to the score of the probe event
+    timers_s: float  # process start to the log's `timers.rebuilt` for every user
+    rss_mb: float  # then
+    score: bytes
 
 
 def timed_start(env: dict[str, str], log: Path, bootstrap: str, scores_topic: str,
-                event_id: str) -> tuple[float, float, bytes]:
-    """Start a worker: seconds from its start to the score of `event_id`, its RSS (MB) then,
-    and that score. The worker is stopped (SIGTERM) on the way out."""
-    worker = WorkerProcess(env, log)
+                event_id: str, users: int) -> Start:
+    """Start a worker and time it to the score of `event_id` and to its timers rebuilt for
+    `users` users. The worker is stopped (SIGTERM) on the way out."""
+    worker = WorkerProcess(env, log, log_level="info")
     started = time.monotonic()
     worker.start()
     try:
         score = asyncio.run(first_score(bootstrap, scores_topic, event_id.encode(), worker))
-        return time.monotonic() - started, rss_mb(worker), score
+        first = time.monotonic() - started
+        wait_for_timers(log, users, worker, started + START_TIMEOUT_S)
+        return Start(first, time.monotonic() - started, rss_mb(worker), score)
     except BenchError as error:
         raise BenchError(f"{error}\n{worker.log_tail()}") from None
     finally:
         worker.stop()
+
+
+def rebuilt_users(log_text: str) -> int:
+    """The most users any `timers.rebuilt` line of a worker's JSON log says it read."""
+    most = -1
+    for line in log_text.splitlines():
+        if '"timers.rebuilt"' in line:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                most = max(most, int(orjson.loads(line).get("users", -1)))
+    return most
+
+
+def wait_for_timers(log: Path, users: int, worker: WorkerProcess, deadline: float) -> None:
+    while rebuilt_users(log.read_text(errors="replace")) < users:
+        if not worker.alive:
+            raise BenchError("the worker exited before its timers were rebuilt")
+        if time.monotonic() > deadline:
+            raise BenchError(f"no timers.rebuilt for {users:,} users in the worker's log")
+        time.sleep(0.1)
 
 
 async def first_score(bootstrap: str, topic: str, probe: bytes, worker: WorkerProcess) -> bytes:

@@ -12,7 +12,8 @@
 - `run_acked_batches`: the at-least-once batch loop, which also counts what it takes;
 - `redeliver_dropped_tails`: send Faust back over input it dropped at a partition's end;
 - `report_lag`: consumer lag per assigned input partition, for the metrics; a stall (input
-  waiting, no batch completing) is logged once with Faust's consumer state (`report_stall`).
+  waiting, no batch completing) is logged once with Faust's consumer state (`report_stall`);
+- `scan_json_table`: a JSON table's entries, for a scan that runs beside the table's writes.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.exceptions import ConsumerNotStarted
+from faust.stores.base import SerializedStore
 from faust.streams import _current_event
 from faust.types import TP, AppT, ConsumerT, EventT, StreamT, TableT
 from faust.types.tuples import ConsumerMessage
@@ -54,6 +57,18 @@ from streams.core.tail_watch import TailWatch, tail_position
 from streams.runtime.metrics import AgentMetrics, consumer_lag, tally
 
 log = structlog.get_logger("intentstream.agent_io")
+
+
+def scan_json_table(table: TableT) -> Iterator[tuple[Any, Any]]:
+    """Every (key, value) of a table with JSON keys and values on this worker's active
+    partitions, safe to read in chunks while the table is written: a RocksDB store's own
+    iterator (it sees the data as of its start), decoded here with orjson rather than through
+    Faust's serializer registry per item; the memory store's dict, copied first (a dict
+    cannot change while iterated; its values are decoded already)."""
+    store = table.data
+    if isinstance(store, SerializedStore):
+        return ((orjson.loads(key), orjson.loads(value)) for key, value in store._iteritems())
+    return iter(list(store.items()))
 
 
 def raw_message(event: EventT) -> RawMessage:

@@ -10,8 +10,10 @@ is noticed by offset and re-read (streams/core/offsets.py).
 
 Timers (docs/silence.md): each input partition has an event-time clock, saved in the progress
 table; each user's next timer (session close, silence milestone) is derived from the user's
-state. A batch chooses its own partitions' due timers (users the batch itself touched wait for
-the next round: their timer is set again from their new state) and scores them with its own
+state, and rebuilt from the session table after an assignment in steps beside the batches
+(`rebuild_timers`), so a restart scores at once whatever the number of users. A batch
+chooses its own partitions' due timers (users the batch itself touched wait for the next
+round: their timer is set again from their new state) and scores them with its own
 sessions in one Triton round, before it is acked; `fire_timers` runs every TIMER_TICK_S for
 quiet partitions. Both take `TIMER_LOCK`, so a timer's state writes never interleave with a
 batch's. Timer work has no input to ack: it is idempotent from state. The fired states are
@@ -27,8 +29,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import structlog
@@ -55,6 +58,7 @@ from streams.runtime.agent_io import (
     report_lag,
     run_acked_batches,
     save_progress,
+    scan_json_table,
 )
 from streams.runtime.topics import bootstrap_servers
 from streams.worker.app import (
@@ -299,14 +303,53 @@ def assigned_partitions() -> set[int]:
             if tp.topic == settings.events_topic}
 
 
+@dataclass
+class TimerRebuild:
+    """The session table's scan that rebuilds the timers after an assignment, in chunks
+    (`rebuild_timers_chunk`) beside the batches: a restarted worker scores at once instead
+    of first reading every user's state (streams/worker/timers.py)."""
+
+    users: Iterator[tuple[str, UserState | None]] | None = None
+    started: float = 0.0
+    read: int = 0
+
+
+REBUILD = TimerRebuild()
+REBUILD_CHUNK = 2_000  # users read per step: ~30 ms of the event loop
+REBUILD_STEP_S = 0.05  # the most one run of steps holds TIMER_LOCK (a batch waits that long)
+REBUILD_IDLE_S = 0.2  # how soon an assignment's rebuild starts if no batch starts it first
+
+
 def ensure_timers() -> None:
-    """Rebuild the timers from the session table after an assignment (derived state)."""
+    """After an assignment, start rebuilding the timers from the session table (derived
+    state): the clocks are restored now, the users' timers come in chunks."""
     if not TIMERS.stale:
         return
     owned = assigned_partitions()
-    pending = TIMERS.rebuild(sessions_table.items(), owned,
-                             lambda p: (progress_table.get(str(p)) or {}).get("clock"))
-    log.info("timers.rebuilt", partitions=sorted(owned), pending=pending)
+    TIMERS.begin_rebuild(owned, lambda p: (progress_table.get(str(p)) or {}).get("clock"))
+    REBUILD.users, REBUILD.started, REBUILD.read = scan_json_table(sessions_table), \
+        time.monotonic(), 0
+    log.info("timers.rebuilding", partitions=sorted(owned))
+
+
+def rebuild_timers_chunk() -> bool:
+    """Read the next users of the rebuild for up to REBUILD_STEP_S (under TIMER_LOCK);
+    False when there is nothing left to read."""
+    users = REBUILD.users
+    if users is None:
+        return False
+    deadline = time.monotonic() + REBUILD_STEP_S
+    while time.monotonic() < deadline:
+        chunk = list(islice(users, REBUILD_CHUNK))
+        TIMERS.add_rebuilt(chunk)
+        REBUILD.read += len(chunk)
+        if len(chunk) < REBUILD_CHUNK:
+            pending = TIMERS.finish_rebuild()
+            REBUILD.users = None
+            log.info("timers.rebuilt", partitions=sorted(TIMERS.clocks), users=REBUILD.read,
+                     pending=pending, seconds=round(time.monotonic() - REBUILD.started, 3))
+            return False
+    return True
 
 
 @app.on_partitions_assigned.connect
@@ -529,6 +572,26 @@ async def run_timers() -> None:
         log.exception("timers.failed")
         await app.crash(exc)
         raise
+
+
+@app.task
+async def rebuild_timers() -> None:
+    """Drive the timers' rebuild after each assignment, in steps that let batches run
+    between them; idle between rebuilds, before the agent runs, and during a rebalance (its
+    recovery is filling the tables). A bug stops the worker, as in the batch loop."""
+    while True:
+        try:
+            busy = False
+            if SCORER.scorer is not None and not (app.rebalancing or app.in_recovery):
+                async with TIMER_LOCK:
+                    if not (app.rebalancing or app.in_recovery):
+                        ensure_timers()
+                        busy = rebuild_timers_chunk()
+        except Exception as exc:
+            log.exception("timers.rebuild_failed")
+            await app.crash(exc)
+            raise
+        await asyncio.sleep(0 if busy else REBUILD_IDLE_S)
 
 
 @app.timer(interval=TAIL_CHECK_S)

@@ -4,6 +4,14 @@ Both are derived state. A partition's clock (`streams.core.clock.PartitionClock`
 the progress table with the partition's input offsets, so it survives a restart and moves
 with the partition; the timer index is rebuilt from the session table after an assignment
 (each user's due time is a function of the user's state, `streams.core.silence.due_at`).
+
+The rebuild reads every owned user's state: ~15 µs a user from RocksDB, so a minute at 1M
+users. It runs in chunks beside the batches (`begin_rebuild`, `add_rebuilt`,
+`finish_rebuild`), so a restarted worker scores its input at once; until it ends, a timer
+not yet read fires when its chunk is (late by at most the rebuild's duration, in wall time;
+its score is the same, as ids and features come from the state). A user whose timer is set
+meanwhile (a batch or a timer wrote the state) keeps that timer: the chunk that reads the
+user may hold an older state (a store iterator sees the data as of its start).
 No Faust here: the agent (streams/worker/agent.py) does the I/O around it.
 """
 
@@ -52,19 +60,29 @@ class WorkerTimers:
         self.clocks: dict[int, PartitionClock] = {}
         self.index = TimerIndex()
         self.stale = True  # an assignment happened: rebuild before use
+        self.rebuilding = False  # between begin_rebuild and finish_rebuild
+        self._owned: set[int] = set()
+        self._touched: set[str] = set()  # users set while rebuilding: newer than any chunk
         self._saved: dict[int, dict[str, int | None]] = {}  # what the progress table holds
 
     def rebuild(self, users: Iterable[tuple[str, UserState | None]],
                 partitions: Collection[int],
                 saved_clock: Callable[[int], Mapping[str, Any] | None]) -> int:
-        """Timers from the session table's users on `partitions`; each partition's clock kept
-        if this process already ran it, else restored from the progress table. Returns the
-        number of pending timers."""
+        """Timers from the session table's users on `partitions`, in one go; each
+        partition's clock kept if this process already ran it, else restored from the
+        progress table. Returns the number of pending timers."""
+        self.begin_rebuild(partitions, saved_clock)
+        self.add_rebuilt(users)
+        return self.finish_rebuild()
+
+    def begin_rebuild(self, partitions: Collection[int],
+                      saved_clock: Callable[[int], Mapping[str, Any] | None]) -> None:
+        """Start over for an assignment: the clocks as `rebuild` sets them, no timers until
+        `add_rebuilt` gives the users."""
         owned = set(partitions)
-        self.index.rebuild(
-            (user, partition, due_at(state, self.policy))
-            for user, state in users
-            if state and (partition := user_partition(state)) in owned)
+        self.index = TimerIndex()
+        self._owned, self._touched = owned, set()
+        self.rebuilding = True
         clocks = {}
         for partition in owned:
             clock = self.clocks.get(partition)
@@ -75,10 +93,23 @@ class WorkerTimers:
             clocks[partition] = clock
         self.clocks = clocks
         self.stale = False
+
+    def add_rebuilt(self, users: Iterable[tuple[str, UserState | None]]) -> None:
+        """A chunk of the session table: each owned user's timer, unless set meanwhile."""
+        for user, state in users:
+            if state and user not in self._touched \
+                    and (partition := user_partition(state)) in self._owned:
+                self.index.set(user, partition, due_at(state, self.policy))
+
+    def finish_rebuild(self) -> int:
+        """Every user was given: returns the number of pending timers."""
+        self.rebuilding, self._touched = False, set()
         return len(self.index)
 
     def set(self, user: str, state: UserState | None) -> None:
         """The user's timer as the user's state now asks (none for a state with nothing due)."""
+        if self.rebuilding:
+            self._touched.add(user)
         partition = None if state is None else user_partition(state)
         if state is None or partition is None:
             self.index.cancel(user)
@@ -102,7 +133,10 @@ class WorkerTimers:
     def pop_due(self, partition: int) -> list[str]:
         """The users on the partition whose timers the watermark reached, (due, user) order."""
         mark = self.watermark(partition)
-        return [] if mark is None else self.index.pop_due(partition, mark)
+        due = [] if mark is None else self.index.pop_due(partition, mark)
+        if self.rebuilding:  # handed out: what follows is set from the state as it stands
+            self._touched.update(due)
+        return due
 
     def clock_doc(self, partition: int) -> dict[str, int | None] | None:
         clock = self.clocks.get(partition)

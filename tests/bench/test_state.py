@@ -17,6 +17,7 @@ from bench.state import (
     partition_of,
     positive_ints,
     probe_event,
+    rebuilt_users,
     report_lines,
     slope,
     state_record,
@@ -92,12 +93,25 @@ def test_slope_is_least_squares() -> None:
 
 
 def test_report_extrapolates_only_past_the_measured_sizes_and_says_so() -> None:
-    rows = [Row("rocksdb", 10_000, 3100, 1500, 6.0, 5.0, 150),
-            Row("rocksdb", 100_000, 3100, 1400, 30.0, 5.9, 160)]
+    rows = [Row("rocksdb", 10_000, 3100, 1500, 6.0, 5.0, 5.5, 150),
+            Row("rocksdb", 100_000, 3100, 1400, 30.0, 5.9, 10.0, 160)]
     lines = list(report_lines(rows))
-    assert "slope rocksdb: restart +1.00 s and RSS +11 MB per 100k users" in lines[3]
-    assert lines[4].startswith("  extrapolated to 1,000,000 users (not measured): restart 14.9 s")
+    assert "slope rocksdb: restart +1.00 s, timers +5.00 s and RSS +11 MB per 100k users" \
+        in lines[3]
+    assert lines[4].startswith("  extrapolated to 1,000,000 users (not measured): restart 14.9 s,"
+                               " timers 55.0 s")
     assert len(list(report_lines(rows, at=100_000))) == 4
+
+
+def test_the_rebuilt_users_come_from_the_largest_timers_rebuilt_line() -> None:
+    log = "\n".join([
+        '{"event": "timers.rebuilt", "users": 0, "pending": 0}',
+        'Faust says something that is not JSON "timers.rebuilt"',
+        '{"event": "batch.done", "valid": 1}',
+        '{"event": "timers.rebuilt", "users": 300000, "pending": 300000}',
+    ])
+    assert rebuilt_users(log) == 300_000
+    assert rebuilt_users('{"event": "batch.done"}') == -1
 
 
 def test_bench_state_refuses_bad_sizes(capsys) -> None:

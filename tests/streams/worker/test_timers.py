@@ -63,3 +63,31 @@ def test_idle_partitions_advance_by_wall_time_only_without_lag_and_are_saved_whe
 def test_a_partition_anchor_names_the_changelog_partition():
     anchor = PartitionAnchor.of("shop.events", 5)
     assert (anchor.message.topic, anchor.message.partition) == ("shop.events", 5)
+
+
+def test_a_rebuild_in_chunks_gives_the_timers_of_one_in_a_go():
+    users = [(f"u{n}", open_state(f"u{n}", n % 3, T0 + n * MIN)) for n in range(50)]
+    whole, chunked = WorkerTimers(CLOCK, POLICY), WorkerTimers(CLOCK, POLICY)
+    whole.rebuild(users, [0, 1], lambda p: None)
+    chunked.begin_rebuild([0, 1], lambda p: None)
+    assert chunked.rebuilding and not chunked.stale and len(chunked.index) == 0
+    for start in range(0, 50, 7):
+        chunked.add_rebuilt(users[start:start + 7])
+    assert chunked.finish_rebuild() == len(whole.index) == 34  # partitions 0 and 1 only
+    assert sorted(chunked.index.items()) == sorted(whole.index.items())
+    assert not chunked.rebuilding
+
+
+def test_a_timer_set_or_handed_out_during_a_rebuild_is_not_overridden_by_an_older_read():
+    timers = WorkerTimers(CLOCK, POLICY)
+    timers.begin_rebuild([0], lambda p: {"newest_ms": T0 + 40 * MIN,
+                                         "watermark_ms": T0 + 39 * MIN})
+    older = open_state("a", 0, T0)  # what the store's iterator read when the scan began
+    newer = open_state("a", 0, T0 + 60 * MIN)  # a batch wrote this meanwhile
+    timers.set("a", newer)
+    timers.add_rebuilt([("b", open_state("b", 0, T0))])
+    assert timers.pop_due(0) == ["b"]  # b's close is due: handed out to be fired
+    timers.add_rebuilt([("a", older), ("b", open_state("b", 0, T0))])
+    assert timers.index.due_of("a") == due_at(newer, POLICY)
+    assert "b" not in timers.index  # its firing sets what follows from the state
+    assert timers.finish_rebuild() == 1 and not timers.rebuilding
