@@ -256,20 +256,24 @@ def level_columns(level: Level) -> list[int]:
 # --- the stacked model over [features of a level, the text model's probabilities] --------------
 
 # The stacker of the served ensemble, fitted for UCI: gradient boosting with a slower learning
-# rate, some L2 and early stopping on 15% of the training rows (everything else the defaults,
-# which the peer uses). Chosen among three settings on this split (docs/backtest.md says which).
+# rate, small trees (15 leaves of at least 50 rows), strong L2 and a fixed 200 iterations. Chosen
+# by 5-fold stratified cross-validation on the training part only (over the FEATURES of every
+# column; docs/model.md lists the candidates and their figures): among HGB settings (learning
+# rate, iterations, early stopping, leaf size and count, L2, native categories, log1p transforms),
+# random forests and averages with a logistic regression. It beat the previous setting (learning
+# rate 0.03, L2 1.0, early stopping) by 0.002 ROC-AUC on 30 fresh folds (standard error 0.0004).
 STACKER_PARAMS: dict[str, Any] = {
-    "learning_rate": 0.03, "max_iter": 1000, "l2_regularization": 1.0, "early_stopping": True,
-    "validation_fraction": 0.15, "n_iter_no_change": 50, "random_state": 0,
+    "learning_rate": 0.03, "max_iter": 200, "max_leaf_nodes": 15, "min_samples_leaf": 50,
+    "l2_regularization": 10.0, "random_state": 0,
 }
-# Early stopping needs purchases to judge by: with fewer in its validation part (a few hundred
-# rows of data) it stops at noise, and the defaults do better.
-MIN_VALIDATION_POSITIVES = 50
+# Those settings need purchases to learn from: on a few hundred rows (tens of purchases) leaves of
+# 50 rows are most of the data, and the defaults do better (400-row samples of the training part,
+# 20 draws: ROC-AUC 0.902 mean for the defaults, 0.897 for the setting above, as low as 0.71).
+MIN_POSITIVES = 300
 
 
 def stacker_params(y: np.ndarray) -> dict[str, Any]:
-    positives = float(np.sum(y)) * STACKER_PARAMS["validation_fraction"]
-    if positives >= MIN_VALIDATION_POSITIVES:
+    if float(np.sum(y)) >= MIN_POSITIVES:
         return dict(STACKER_PARAMS)
     return {"random_state": 0}
 
