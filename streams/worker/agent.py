@@ -357,6 +357,15 @@ async def _timers_stale_after_assignment(sender: object, assigned: object, **_: 
     TIMERS.stale = True
 
 
+@app.on_partitions_revoked.connect
+async def _drop_timer_scan_on_revoke(sender: object, revoked: object, **_: object) -> None:
+    """A rebuild's scan holds its RocksDB databases open; Faust reopens each partition's
+    database after the rebalance, and RocksDB refuses a second handle in one process (Faust
+    would retry for 30 s, then stop the worker). The next assignment starts a new scan."""
+    REBUILD.users = None
+    TIMERS.stale = True
+
+
 @dataclass
 class FiredTimers:
     """Timers chosen at their partitions' watermarks: the states they changed, what to score,
