@@ -200,9 +200,9 @@ class Settings(BaseSettings):
     lookup_timeout_s: float = Field(5.0, gt=0, description="a lookup's answer or forward")
     lookup_latest: bool = Field(
         True, description="keep each user's latest score (the `latest` table read by GET "
-        "/users/{id}, and the compacted intent.latest topic) by reading intent.scores back; "
-        "false: lookups answer without scores and intent.latest stays empty, and the worker "
-        "drains about 30% faster on a small model (docs/benchmarks.md)")
+        "/users/{id}, and the compacted intent.latest topic), written by the scoring agent "
+        "with each batch's scores; false: lookups answer without scores, intent.latest stays "
+        "empty, and a batch writes one table entry and one record less per score")
 
     # --- local state ---------------------------------------------------------------------------
     data_dir: Path = Path("var")

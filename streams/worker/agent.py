@@ -73,6 +73,7 @@ from streams.worker.app import (
     sessions_table,
     settings,
 )
+from streams.worker.lookup import remember_latest
 from streams.worker.scoring import (
     ScoredPlan,
     ScoringMetrics,
@@ -200,11 +201,14 @@ async def send_scores(
 
 async def send_scores_at(
     partition_of: Callable[[str], int], records: Sequence[IntentScore]
-) -> None:
+) -> list[bytes]:
+    """The records onto `intent.scores`, each at its input's partition number; returns them
+    as sent."""
+    values = [encode(r) for r in records]
     await produce_all(
-        [scores_topic.send(key=r.user_id.encode(), value=encode(r),
+        [scores_topic.send(key=r.user_id.encode(), value=value,
                            partition=partition_of(r.user_id))
-         for r in records]
+         for r, value in zip(records, values, strict=True)]
     )
     closed = sum(1 for r in records if r.closed)
     metrics.SCORES.labels("closed").inc(closed)
@@ -216,6 +220,7 @@ async def send_scores_at(
                       as_of=r.as_of, n_events=r.window.n_events,
                       model_version=r.model.version, strength=r.strength.label,
                       churn=round(r.churn, 4))
+    return values
 
 
 async def process_batch(
@@ -265,7 +270,8 @@ async def _process_batch(
         await send_dead_letters(unscored_letters(plan, messages, failed_batch)
                                 + timer_unscored_letters(fired.plan.states, failed_timers))
     if scored.records:
-        await send_scores_at(partition_of, scored.records)
+        sent = await send_scores_at(partition_of, scored.records)
+        await remember_latest(scored.records, sent, partition_of, anchor_of)
         await raise_alerts_at(partition_of, anchor_of, scored)
     keep_outputs(scored, plan.states | fired.plan.states)
     # Closed sessions leave the table only once their final score is on the topic.
@@ -441,7 +447,8 @@ async def fire_timers(
     if scored.failed:
         await send_dead_letters(timer_unscored_letters(fired.plan.states, scored.failed))
     if scored.records:
-        await send_scores_at(fired.owner.__getitem__, scored.records)
+        sent = await send_scores_at(fired.owner.__getitem__, scored.records)
+        await remember_latest(scored.records, sent, fired.owner.__getitem__, anchor_of)
         await raise_alerts_at(fired.owner.__getitem__, anchor_of, scored)
     keep_outputs(scored, fired.plan.states)
     finish_timers(fired, anchor_of, scored, scored.failed)

@@ -3,9 +3,7 @@ it is held under, the latest scores kept, the view answered, and the routing dec
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import asyncio
 
 import orjson
 import pytest
@@ -17,19 +15,20 @@ from streams.core.privacy import PrivacyPolicy, pseudonymise
 from streams.core.records import encode, intent_score
 from streams.core.sessions import SessionPolicy, UserState, absorb, empty_state, render
 from streams.runtime.schema_files import SCHEMA_DIR, render_schema
+from streams.worker import lookup
 from streams.worker.lookup import (
     Route,
     UserView,
     input_partition,
     newest,
     owner_of,
-    parse_score,
     route,
     stored_key,
     user_id_from_path,
     user_view,
     with_score,
 )
+from streams.worker.timers import PartitionAnchor
 
 T0 = 1_767_225_600_000
 POLICY = SessionPolicy(gap_ms=1_800_000, max_span_ms=4 * 3_600_000, max_events=64,
@@ -119,10 +118,41 @@ def test_a_user_with_state_but_no_score_yet_is_known_and_one_with_nothing_is_not
     assert user_view("u-9", 0, "http://w:1", None, None) is None
 
 
-def test_only_score_records_are_materialised():
-    record = score(state_after("u-1", 1)["current"], False)
-    assert parse_score(orjson.dumps(record)) == record
-    assert parse_score(b"{not json") is None and parse_score(b'{"user_id": "u-1"}') is None
+def test_remember_latest_keeps_each_users_last_open_and_closed_and_sends_them_on(monkeypatch):
+    state = state_after("u-1", 2)
+    text = render(state["current"], POLICY.max_chars)
+    prediction = Prediction(strength={"strong": 0.7, "medium": 0.2, "weak": 0.1},
+                            intent_type={"browse": 1.0}, churn=0.3,
+                            model_name="intent_bert", model_version=2)
+    records = [intent_score(state["current"], closed, text, prediction, 1.0, T0)
+               for closed in (False, True, False)]
+    values = [encode(r) for r in records]
+    table, sent, anchors = {}, [], []
+
+    class Topic:  # resolves at once, as after the broker's ack
+        async def send(self, key: bytes, value: bytes, partition: int) -> asyncio.Future:
+            sent.append((key, value, partition))
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
+
+    def anchor_of(partition: int) -> PartitionAnchor:
+        anchors.append(partition)
+        return PartitionAnchor.of("shop.events", partition)
+
+    monkeypatch.setattr(lookup, "latest_table", table)
+    monkeypatch.setattr(lookup, "latest_out", Topic())
+    asyncio.run(lookup.remember_latest(records, values, lambda user: 5, anchor_of))
+    latest = table["u-1"]
+    assert latest["open"] == orjson.loads(values[2]) and latest["closed"] == orjson.loads(values[1])
+    assert latest["last"] == "open" and anchors == [5, 5, 5]
+    assert sent == [(b"u-1", value, 5) for value in values]
+
+    monkeypatch.setattr(lookup, "settings",
+                        lookup.settings.model_copy(update={"lookup_latest": False}))
+    table.clear(), sent.clear()
+    asyncio.run(lookup.remember_latest(records, values, lambda user: 5, anchor_of))
+    assert table == {} and sent == []
 
 
 DIST = {"http://a:1": {"ev": [0, 2], "scores": [0, 2]}, "http://b:2": {"ev": [1, 3]}}
@@ -169,20 +199,3 @@ def test_the_published_schema_is_the_models():
     assert committed == render_schema(UserView, "GET /users/{user_id} (each worker's "
                                       "METRICS_PORT)", name), \
         f"{name} is stale: regenerate it from streams.worker.lookup.UserView"
-
-
-def test_lookup_latest_false_registers_no_second_reader_of_the_scores() -> None:
-    """The agent that reads intent.scores back exists only while LOOKUP_LATEST is on (a fresh
-    interpreter: agents register when the module is imported)."""
-    script = ("import streams.worker.agent, streams.worker.lookup\n"
-              "from streams.worker.app import app\n"
-              "print(','.join(sorted(app.agents)))")
-    found = {}
-    for value in ("true", "false"):
-        env = {**os.environ, "INTENTSTREAM_LOOKUP_LATEST": value}
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                              text=True, timeout=120, check=True)
-        found[value] = done.stdout.strip().splitlines()[-1].split(",")
-    assert found["true"] == ["streams.worker.agent.score_sessions",
-                             "streams.worker.lookup.materialise_latest"]
-    assert found["false"] == ["streams.worker.agent.score_sessions"]
