@@ -59,6 +59,8 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MINUTE_MS = 60_000
 TEMPLATE_USER = "u-0000000"  # user ids all have this length, so one template fits every user
 PROBE_USER = 0  # the user whose waiting event is scored first after each start
+PLACEHOLDER_PARTITION = 999_999  # in the template's input position, replaced per user
+PLACEHOLDER_POSITION = b'"position":[999999,-1]'
 START_TIMEOUT_S = 900.0
 
 
@@ -120,8 +122,10 @@ def store_urls(text: str) -> list[str] | None:
 
 def template_state(settings: Settings, sessions: int = 4, per_session: int = 10) -> UserState:
     """The state the worker's own planning builds for `sessions` × `per_session` events of
-    TEMPLATE_USER, as it stands once they are scored: no pending sessions, and no input
-    position (so the probe event, at an offset of its own, is not taken for a redelivery)."""
+    TEMPLATE_USER, as it stands once they are scored: no pending sessions, and an input
+    position on a placeholder partition at offset -1 (`state_record` puts the user's own
+    partition there, so the worker indexes each user's timer, as a live table's users have
+    one; offset -1, so the probe event, at an offset of its own, is not a redelivery)."""
     messages, ts = [], T0
     for n in range(sessions * per_session):
         ts += 2 * settings.gap_ms if n and n % per_session == 0 else 3 * MINUTE_MS
@@ -134,7 +138,7 @@ def template_state(settings: Settings, sessions: int = 4, per_session: int = 10)
                       settings.max_event_bytes)
     state = dict(plan.states[TEMPLATE_USER])
     state["pending"] = []
-    state.pop("position", None)
+    state["position"] = [PLACEHOLDER_PARTITION, -1]
     return cast(UserState, state)
 
 
@@ -148,9 +152,12 @@ def partition_of(user: str, partitions: int) -> int:
     return (murmur2(user.encode()) & 0x7FFFFFFF) % partitions
 
 
-def state_record(template: bytes, user: str) -> tuple[bytes, bytes]:
-    """The sessions changelog record of `user`: (JSON key, the template's state as theirs)."""
-    return orjson.dumps(user), template.replace(TEMPLATE_USER.encode(), user.encode())
+def state_record(template: bytes, user: str, partitions: int) -> tuple[bytes, bytes]:
+    """The sessions changelog record of `user`: (JSON key, the template's state as theirs,
+    at the input partition their events go to)."""
+    value = template.replace(TEMPLATE_USER.encode(), user.encode()).replace(
+        PLACEHOLDER_POSITION, b'"position":[%d,-1]' % partition_of(user, partitions))
+    return orjson.dumps(user), value
 
 
 def last_ts(state: UserState) -> int:
@@ -363,7 +370,7 @@ async def fill_changelog(bootstrap: str, topic: str, template: bytes, n: int,
         pending = []
         for i in range(n):
             user = user_id(i)
-            key, value = state_record(template, user)
+            key, value = state_record(template, user, partitions)
             written += len(key) + len(value)
             pending.append(await producer.send(topic, key=key, value=value,
                                                partition=partition_of(user, partitions)))

@@ -10,6 +10,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from bench.cli import main as bench_main
 from bench.measure import BenchError
 from bench.state import (
+    PLACEHOLDER_PARTITION,
     PROBE_USER,
     TEMPLATE_USER,
     Row,
@@ -28,6 +29,7 @@ from bench.state import (
 from streams.core.batching import plan_batch
 from streams.core.raw_message import RawMessage
 from streams.settings import Settings
+from streams.worker.timers import WorkerTimers
 
 
 @pytest.mark.parametrize(("text", "parsed"), [
@@ -45,19 +47,24 @@ def test_store_names(text: str, parsed: list[str] | None) -> None:
     assert store_urls(text) == parsed
 
 
-def test_the_template_is_a_scored_users_state_without_an_input_position() -> None:
+def test_the_template_is_a_scored_users_state_with_a_placeholder_position() -> None:
     state = template_state(Settings())
     current = state["current"]
     assert current is not None and current["n_events"] == 10  # the 4th session of 10 events
-    assert state["pending"] == [] and "position" not in state
+    assert state["pending"] == [] and state["position"] == [PLACEHOLDER_PARTITION, -1]
 
 
 def test_a_users_record_is_the_template_as_theirs() -> None:
     template = orjson.dumps(template_state(Settings()))
-    key, value = state_record(template, user_id(42))
+    key, value = state_record(template, user_id(42), 4)
     assert key == b'"u-0000042"' and len(user_id(42)) == len(TEMPLATE_USER)
     state = orjson.loads(value)
     assert state["current"]["user_id"] == "u-0000042" and TEMPLATE_USER not in value.decode()
+    # At the partition the user's events go to, so the worker indexes the user's timer.
+    assert state["position"] == [partition_of(user_id(42), 4), -1]
+    timers = WorkerTimers(Settings().clock_policy(), Settings().timer_policy())
+    timers.rebuild([(user_id(42), state)], [partition_of(user_id(42), 4)], lambda p: None)
+    assert len(timers.index) == 1
 
 
 def test_the_probe_continues_the_open_session_when_the_worker_plans_it() -> None:
