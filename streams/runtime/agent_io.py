@@ -39,7 +39,7 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.exceptions import ConsumerNotStarted
-from faust.stores.base import SerializedStore
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP, AppT, ConsumerT, EventT, StreamT, TableT
 from faust.types.tuples import ConsumerMessage
@@ -61,13 +61,16 @@ log = structlog.get_logger("intentstream.agent_io")
 
 def scan_json_table(table: TableT) -> Iterator[tuple[Any, Any]]:
     """Every (key, value) of a table with JSON keys and values on this worker's active
-    partitions, safe to read in chunks while the table is written: a RocksDB store's own
-    iterator (it sees the data as of its start), decoded here with orjson rather than through
-    Faust's serializer registry per item; the memory store's dict, copied first (a dict
-    cannot change while iterated; its values are decoded already)."""
+    partitions, safe to read in chunks while the table is written: RocksDB's own iterators
+    over the active partitions' databases as they are now (each sees its data as of its
+    start; a database Faust opens meanwhile, e.g. a standby's, is not read), decoded here with
+    orjson rather than through Faust's serializer registry per item; the memory store's dict,
+    copied first (a dict cannot change while iterated; its values are decoded already)."""
     store = table.data
-    if isinstance(store, SerializedStore):
-        return ((orjson.loads(key), orjson.loads(value)) for key, value in store._iteritems())
+    if isinstance(store, RocksDBStore):
+        databases = list(store._dbs_for_actives())
+        return ((orjson.loads(key), orjson.loads(value))
+                for db in databases for key, value in store._visible_items(db))
     return iter(list(store.items()))
 
 

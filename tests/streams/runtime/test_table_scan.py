@@ -37,6 +37,15 @@ def test_a_rocksdb_scan_gives_every_active_entry_decoded(tmp_path: Path) -> None
     assert dict(scan_json_table(table)) == {user: state for user, (_, state) in USERS.items()}
 
 
+def test_a_database_opened_during_a_rocksdb_scan_does_not_break_it(tmp_path: Path) -> None:
+    _, table = rocksdb_table(tmp_path / "c")
+    scan = scan_json_table(table)
+    first = list(islice(scan, 2))
+    standby = table.data._db_for_partition(7)  # e.g. a standby's first changelog record
+    standby.put(orjson.dumps("standby-user"), orjson.dumps({"n": 0}))
+    assert dict(first + list(scan)) == {user: state for user, (_, state) in USERS.items()}
+
+
 def test_a_rocksdb_scan_holds_its_databases_until_dropped(tmp_path: Path) -> None:
     _, table = rocksdb_table(tmp_path / "b")
     store, topic = table.data, table.changelog_topic_name
