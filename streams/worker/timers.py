@@ -5,8 +5,8 @@ the progress table with the partition's input offsets, so it survives a restart 
 with the partition; the timer index is rebuilt from the session table after an assignment
 (each user's due time is a function of the user's state, `streams.core.silence.due_at`).
 
-The rebuild reads every owned user's state: ~15 µs a user from RocksDB, so a minute at 1M
-users. It runs in chunks beside the batches (`begin_rebuild`, `add_rebuilt`,
+The rebuild reads every owned user's state: ~70 µs a user from RocksDB here, ~70 s at 1M
+users (docs/benchmarks.md). It runs in chunks beside the batches (`begin_rebuild`, `add_rebuilt`,
 `finish_rebuild`), so a restarted worker scores its input at once; until it ends, a timer
 not yet read fires when its chunk is (late by at most the rebuild's duration, in wall time;
 its score is the same, as ids and features come from the state). A user whose timer is set
@@ -65,20 +65,11 @@ class WorkerTimers:
         self._touched: set[str] = set()  # users set while rebuilding: newer than any chunk
         self._saved: dict[int, dict[str, int | None]] = {}  # what the progress table holds
 
-    def rebuild(self, users: Iterable[tuple[str, UserState | None]],
-                partitions: Collection[int],
-                saved_clock: Callable[[int], Mapping[str, Any] | None]) -> int:
-        """Timers from the session table's users on `partitions`, in one go; each
-        partition's clock kept if this process already ran it, else restored from the
-        progress table. Returns the number of pending timers."""
-        self.begin_rebuild(partitions, saved_clock)
-        self.add_rebuilt(users)
-        return self.finish_rebuild()
-
     def begin_rebuild(self, partitions: Collection[int],
                       saved_clock: Callable[[int], Mapping[str, Any] | None]) -> None:
-        """Start over for an assignment: the clocks as `rebuild` sets them, no timers until
-        `add_rebuilt` gives the users."""
+        """Start over for an assignment: each partition's clock kept if this process already
+        ran it, else restored from the progress table; no timers until `add_rebuilt` gives
+        the users."""
         owned = set(partitions)
         self.index = TimerIndex()
         self._owned, self._touched = owned, set()

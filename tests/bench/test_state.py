@@ -63,8 +63,9 @@ def test_a_users_record_is_the_template_as_theirs() -> None:
     # At the partition the user's events go to, so the worker indexes the user's timer.
     assert state["position"] == [partition_of(user_id(42), 4), -1]
     timers = WorkerTimers(Settings().clock_policy(), Settings().timer_policy())
-    timers.rebuild([(user_id(42), state)], [partition_of(user_id(42), 4)], lambda p: None)
-    assert len(timers.index) == 1
+    timers.begin_rebuild([partition_of(user_id(42), 4)], lambda p: None)
+    timers.add_rebuilt([(user_id(42), state)])
+    assert timers.finish_rebuild() == 1
 
 
 def test_the_probe_continues_the_open_session_when_the_worker_plans_it() -> None:

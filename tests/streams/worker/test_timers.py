@@ -21,6 +21,13 @@ def open_state(user: str, partition: int, end: int) -> UserState:
     return {"current": session, "pending": [], "position": [partition, 7]}
 
 
+def rebuild(timers: WorkerTimers, users: list, partitions: list[int], saved_clock) -> int:
+    """What the worker does over an assignment's scan, in one chunk."""
+    timers.begin_rebuild(partitions, saved_clock)
+    timers.add_rebuilt(users)
+    return timers.finish_rebuild()
+
+
 def test_rebuild_takes_the_owned_partitions_users_and_restores_or_keeps_clocks():
     timers = WorkerTimers(CLOCK, POLICY)
     timers.observe(0, T0 + 10 * MIN, wall_ms=1_000)  # ran partition 0 already
@@ -28,7 +35,7 @@ def test_rebuild_takes_the_owned_partitions_users_and_restores_or_keeps_clocks()
              ("c", open_state("c", 2, T0)), ("gone", None),
              ("old", {"current": None, "pending": []})]  # no position: no partition known
     saved = {1: {"newest_ms": T0 + 50 * MIN, "watermark_ms": T0 + 49 * MIN}}
-    assert timers.rebuild(users, [0, 1], saved.get) == 2
+    assert rebuild(timers, users, [0, 1], saved.get) == 2
     assert sorted(key for key, _, _ in timers.index.items()) == ["a", "b"]
     assert timers.watermark(0) == T0 + 9 * MIN  # kept: newer than anything saved
     assert timers.watermark(1) == T0 + 49 * MIN  # restored
@@ -48,7 +55,7 @@ def test_a_users_timer_follows_its_state_and_its_partition():
 
 def test_idle_partitions_advance_by_wall_time_only_without_lag_and_are_saved_when_moved():
     timers = WorkerTimers(CLOCK, POLICY)
-    timers.rebuild([], [0], lambda p: None)
+    rebuild(timers, [], [0], lambda p: None)
     timers.observe(0, T0, wall_ms=0)
     assert timers.unsaved() == [0]
     timers.saved(0)
@@ -68,7 +75,7 @@ def test_a_partition_anchor_names_the_changelog_partition():
 def test_a_rebuild_in_chunks_gives_the_timers_of_one_in_a_go():
     users = [(f"u{n}", open_state(f"u{n}", n % 3, T0 + n * MIN)) for n in range(50)]
     whole, chunked = WorkerTimers(CLOCK, POLICY), WorkerTimers(CLOCK, POLICY)
-    whole.rebuild(users, [0, 1], lambda p: None)
+    rebuild(whole, users, [0, 1], lambda p: None)
     chunked.begin_rebuild([0, 1], lambda p: None)
     assert chunked.rebuilding and not chunked.stale and len(chunked.index) == 0
     for start in range(0, 50, 7):
