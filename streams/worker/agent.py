@@ -598,7 +598,9 @@ async def rebuild_timers() -> None:
     while True:
         try:
             busy = False
-            if SCORER.scorer is not None and not (app.rebalancing or app.in_recovery):
+            wanted = TIMERS.stale or REBUILD.users is not None  # else: nothing to lock for
+            if wanted and SCORER.scorer is not None \
+                    and not (app.rebalancing or app.in_recovery):
                 async with TIMER_LOCK:
                     if not (app.rebalancing or app.in_recovery):
                         ensure_timers()
