@@ -40,8 +40,8 @@ class ToScore:
     trigger: Trigger = "event"
     as_of: int | None = None
     silence_days: float | None = None  # the milestone, for a silence scoring
-    # the network's outputs kept with the session (a silence scoring of `last_closed`): the
-    # scorer reuses them when the text and the served version still match (`can_reuse`)
+    # the network's outputs kept with the session (its latest network run): the cascade
+    # (streams/core/cascade.py) reuses them while the text allows
     kept: KeptNetwork | None = None
 
 
@@ -126,7 +126,8 @@ def scoring_items(state: UserState, with_current: bool) -> list[ToScore]:
     scores), a silence milestone a timer chose and not yet delivered, and, when an event
     touched the user, the open session. Derived from the state alone, so a re-run after a
     crash scores exactly the same things (same ids)."""
-    items = [ToScore(s, True, session_features(state, s), "session_close", s["end"])
+    items = [ToScore(s, True, session_features(state, s), "session_close", s["end"],
+                     kept=s.get("network"))
              for s in state["pending"]]
     silence = state.get("silence") or {}
     milestone = silence.get("pending")
@@ -138,7 +139,7 @@ def scoring_items(state: UserState, with_current: bool) -> list[ToScore]:
     current = state["current"]
     if with_current and current is not None:
         items.append(ToScore(current, False, session_features(state, current), "event",
-                             current["end"]))
+                             current["end"], kept=current.get("network")))
     return items
 
 
@@ -152,13 +153,18 @@ def can_reuse(item: ToScore, text: str, served_version: int | None) -> bool:
 
 
 def keep_network(state: UserState, session: Session, kept: KeptNetwork) -> None:
-    """Keep the network's outputs for `session`'s text with the state's last closed session,
-    in place, when that is the session scored (same id, events and last event): what a later
-    silence re-score of it reuses. Other sessions keep nothing (bounded: one per user)."""
+    """Keep the network's outputs for `session`'s text with that session in the state, in
+    place: the last closed session when it is the one scored (same id, events and last
+    event), for its silence re-scores; the open session when it has the same id (the outputs
+    say what they read: digest, free text, size), for its later scores and its final one.
+    Other sessions keep nothing (bounded: two per user)."""
     last = state.get("last_closed")
     if last is not None and all(last[k] == session[k]  # type: ignore[literal-required]
                                 for k in ("session_id", "n_events", "last_event_id")):
         state["last_closed"] = {**last, "network": kept}
+    current = state["current"]
+    if current is not None and current["session_id"] == session["session_id"]:
+        state["current"] = {**current, "network": kept}
 
 
 def delivered(state: UserState) -> UserState:

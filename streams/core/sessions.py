@@ -65,8 +65,8 @@ class Session(TypedDict):
     stats: NotRequired[SessionStats]  # behaviour aggregates over every event absorbed
     # FEATURES frozen when a later session closed it (the profile as of its end)
     features: NotRequired[list[float]]
-    # The network's outputs for this session's text, kept on `last_closed` once its final
-    # score ran the network: a silence re-score of the same text runs the stacker alone.
+    # The network's outputs from its latest run on this session (streams/core/cascade.py):
+    # later scores of the session, and silence re-scores of it, reuse them.
     network: NotRequired[KeptNetwork]
 
 
@@ -79,6 +79,10 @@ class KeptNetwork(TypedDict):
     strength: list[float]
     intent_type: list[float]
     churn: float
+    # What the network had read (streams/core/cascade.py): the session's free text digest and
+    # its size then. Absent in outputs kept before the cascade: only an exact match reuses them.
+    free_text: NotRequired[str]
+    n_events: NotRequired[int]
 
 
 class UserState(TypedDict):
