@@ -106,6 +106,9 @@ class ScoredText(Prediction):
     """A Prediction with the network outputs it was stacked from (None: not exposed)."""
 
     network: NetworkOutputs | None = None
+    # The cascade's cheap stage (`score_stacked` with `cascade`): a WANTED_* code of
+    # streams.core.cascade, non-zero where the network must answer this row after all.
+    wanted: int = 0
 
 
 def _no_request(model: str) -> None:
@@ -221,23 +224,35 @@ class TritonScorer:
         return version
 
     async def score_stacked(
-        self, network: Sequence[NetworkOutputs], features: Sequence[Sequence[float]]
+        self, network: Sequence[NetworkOutputs], features: Sequence[Sequence[float]],
+        cascade: Sequence[tuple[int, int]] | None = None,
     ) -> list[Prediction]:
         """The ensemble's answer for texts whose network outputs are already known: the
         `stacker` model alone, with those outputs and a FEATURES row each. One request per
         chunk (at most `max_batch` rows, spread over the replicas), the same ScoringError
-        semantics as `score`."""
+        semantics as `score`. `cascade`: per row (mode, events since the kept run), the
+        cascade's cheap stage (streams/core/cascade.py; `cascades()` says whether the served
+        stacker takes it): each ScoredText then says whether the network is `wanted`."""
         if not network:
             return []
         if len(features) != len(network):
             raise ValueError(f"{len(features)} feature rows for {len(network)} rows")
+        if cascade is not None and len(cascade) != len(network):
+            raise ValueError(f"{len(cascade)} cascade rows for {len(network)} rows")
         parts = max(1, len(self._connection()))
         chunks = length_chunks([1] * len(network), self.max_batch, parts)
         return await in_parallel(chunks, lambda chunk: self._stack_chunk(
-            [network[i] for i in chunk], [features[i] for i in chunk]))
+            [network[i] for i in chunk], [features[i] for i in chunk],
+            None if cascade is None else [cascade[i] for i in chunk]))
+
+    async def cascades(self) -> bool:
+        """Whether the served stacker answers the cascade's cheap stage (stacker code 3+)."""
+        return "NETWORK_WANTED" in await self._stacker_declared()
 
     async def _stack_chunk(self, network: Sequence[NetworkOutputs],
-                           features: Sequence[Sequence[float]]) -> list[Prediction]:
+                           features: Sequence[Sequence[float]],
+                           cascade: Sequence[tuple[int, int]] | None = None,
+                           ) -> list[Prediction]:
         columns = {
             "FEATURES": np.asarray(features, dtype=np.float32),
             "TEXT_STRENGTH": np.asarray([n.strength for n in network], dtype=np.float32),
@@ -245,13 +260,17 @@ class TritonScorer:
             "TEXT_CHURN": np.asarray([[n.churn] for n in network], dtype=np.float32),
             "TEXT_MODEL_VERSION": np.asarray([[n.version] for n in network], dtype=np.int64),
         }
+        outputs = await self._stacker_declared()
+        if cascade is not None:
+            columns["CASCADE"] = np.asarray(cascade, dtype=np.int64).reshape(len(network), 2)
+        else:
+            outputs = tuple(name for name in outputs if name != "NETWORK_WANTED")
         inputs = []
         for name, array in columns.items():
             tensor = grpcclient.InferInput(name, list(array.shape),
                                            "INT64" if array.dtype == np.int64 else "FP32")
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        outputs = await self._stacker_declared()
         arrays = await self._infer(self.stacker_name, inputs, outputs)
         return list(predictions_from_outputs(arrays, len(network)))
 
@@ -265,7 +284,8 @@ class TritonScorer:
                 raise ScoringError(f"{self.stacker_name} at {self.url}: {error.message()}",
                                    transient=True) from error
             declared = {o["name"] for o in metadata.get("outputs", [])}
-            self._stacker_outputs = OUTPUTS + tuple(n for n in VALUE_OUTPUTS if n in declared)
+            self._stacker_outputs = OUTPUTS + tuple(n for n in (*VALUE_OUTPUTS, "NETWORK_WANTED")
+                                                    if n in declared)
         return self._stacker_outputs
 
     async def _infer(self, model: str, inputs: list[Any],
@@ -441,6 +461,10 @@ def predictions_from_outputs(outputs: dict[str, np.ndarray | None],
     churn, versions = arrays["CHURN"], arrays["MODEL_VERSION"]
     values = customer_values(outputs, rows)
     network = network_outputs(outputs, versions)
+    wanted = outputs.get("NETWORK_WANTED")
+    if wanted is not None and wanted.shape != (rows, 1):
+        raise ScoringError(f"output NETWORK_WANTED: expected shape {(rows, 1)}, got "
+                           f"{wanted.shape}", transient=False)
     return [
         ScoredText(
             strength=label_probabilities(STRENGTH_LABELS, strength[row]),
@@ -450,6 +474,7 @@ def predictions_from_outputs(outputs: dict[str, np.ndarray | None],
             model_version=int(versions[row, 0]),
             customer_value=values[row],
             network=network[row],
+            wanted=0 if wanted is None else int(wanted[row, 0]),
         )
         for row in range(rows)
     ]

@@ -12,8 +12,10 @@ cannot import this project) computes `P_ALIVE`, `EXPECTED_ORDERS` and `EXPECTED_
 code the version was trained with. A version without them answers -1 there.
 
 The stacker's code is a numbered version of the `stacker` model, written once like the
-tokenizer's; CODE_VERSION 2 returns the customer value outputs (1 did not), and a repository
-holding only version 1 gets version 2 beside it at the next export (Triton serves the latest).
+tokenizer's; CODE_VERSION 2 returns the customer value outputs (1 did not), 3 answers the
+cascade's cheap stage (CASCADE in, NETWORK_WANTED out, features-only heads: 2 did not), and a
+repository holding an older version gets the new one beside it at the next export (Triton
+serves the latest).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ HEADS_DIR = "heads"
 HEADS_FILE = "heads.pkl"
 VALUE_FILE = "customer_value.json"
 VALUE_CODE_FILE = "customer_value.py"
-CODE_VERSION = 2
+CODE_VERSION = 3
 BACKEND_FILE = "model.py"
 
 
