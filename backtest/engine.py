@@ -84,6 +84,7 @@ class EngineConfig:
     privacy: PrivacyPolicy = DEFAULT_PRIVACY  # as live: texts are scored scrubbed
     timers: TimerPolicy | None = None  # None: sessions close only on the user's next event
     watermark_lateness_ms: int = 0  # the worker's WATERMARK_LATENESS_S (its clock, not labels')
+    cascade: bool = True  # the worker's SCORE_CASCADE (streams/core/cascade.py)
 
 
 class OrderedScorer(TritonScorer):
@@ -290,7 +291,8 @@ class Engine:
             return
         combined = BatchPlan(to_score=[item for _, plan in pending.ticks for item in plan.to_score])
         scored = await score_plan(self.scorer, combined, self.config.session.max_chars,
-                                  self.config.retry_max_s, clock=no_clock)
+                                  self.config.retry_max_s, clock=no_clock,
+                                  cascade=self.config.cascade)
         self.run.dead_letters.update("scoring_failed" for _ in scored.failed)
         keep_outputs(scored, self.sessions)  # for later silence re-scores, as the worker does
         by_item = {id(item): record for item, record in zip(scored.scored, scored.records,

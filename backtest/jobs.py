@@ -85,6 +85,7 @@ def engine_config(settings: Settings, tick_s: float | None, *, start: int | None
         label=label,
         timers=settings.timer_policy() if timers else None,
         watermark_lateness_ms=int(settings.watermark_lateness_s * 1000),
+        cascade=settings.score_cascade,
     )
 
 

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     score_max_attempts: int = Field(
         3, ge=1, description="tries of a text Triton rejects before it is dead-lettered"
     )
+    # The cascade (streams/core/cascade.py): the text network runs only where the session holds
+    # free text it has not read, or the served version's policy asks for it; off, every event
+    # and final score runs it (silence re-scores of an unchanged text still skip it).
+    score_cascade: bool = Field(
+        True, description="run the text network only where the text can change the answer")
 
     # --- alerts (streams/core/alerts.py) ----------------------------------------------------------
     alert_intent_threshold: float = Field(0.6, ge=0, le=1, description="p(strong) to alert")

@@ -195,12 +195,17 @@ TRITON_TEXTS = Counter(
     "today (docs/silence.md)", ["trigger"], registry=WORKER_REGISTRY)
 TRITON_REQUESTS = Counter(
     "intentstream_triton_requests", "Inference requests sent to Triton, by model: intent (the "
-    "whole ensemble: tokenizer, network, stacker) or stacker (its last step alone, for a "
-    "silence re-score of an unchanged text on the network outputs kept with the session)",
+    "whole ensemble: tokenizer, network, stacker) or stacker (its last step alone: the "
+    "cascade's cheap stage, streams/core/cascade.py)",
     ["model"], registry=WORKER_REGISTRY)
 STACKER_ONLY = Counter(
     "intentstream_stacker_only_scores", "Scores that did not run the text network (the "
-    "stacker alone on kept network outputs), by trigger (silence)", ["trigger"],
+    "stacker alone: kept network outputs, or its features-only heads), by trigger",
+    ["trigger"], registry=WORKER_REGISTRY)
+CASCADE_ROUTES = Counter(
+    "intentstream_cascade_routes", "Scorings by cascade route (streams/core/cascade.py): "
+    "network (unread free text), exact, stale, features (the stacker alone), or the reason a "
+    "cheap answer was sent to the network after all (band, refresh, no_policy)", ["route"],
     registry=WORKER_REGISTRY)
 TIMERS_FIRED = Counter(
     "intentstream_timers_fired", "Event-time timers that did something, by kind: close (a "

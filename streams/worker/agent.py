@@ -94,6 +94,7 @@ SCORING_METRICS = ScoringMetrics(
     retry=metrics.TRITON_RETRIES.inc,
     by_trigger=lambda trigger, n: metrics.TRITON_TEXTS.labels(trigger).inc(n),
     stacker_only=lambda trigger, n: metrics.STACKER_ONLY.labels(trigger).inc(n),
+    route=lambda name, n: metrics.CASCADE_ROUTES.labels(name).inc(n),
 )
 TIMERS = WorkerTimers(settings.clock_policy(), settings.timer_policy())
 TIMER_LOCK = asyncio.Lock()  # a batch and a timer run never interleave their state writes
@@ -258,6 +259,7 @@ async def _process_batch(
         scorer, BatchPlan(to_score=plan.to_score + fired.plan.to_score),
         SESSION_POLICY.max_chars, settings.score_retry_max_s,
         max_attempts=settings.score_max_attempts, observe=SCORING_METRICS,
+        cascade=settings.score_cascade,
     )
 
     def partition_of(user: str) -> int:
@@ -443,6 +445,7 @@ async def fire_timers(
     scored = await score_plan(
         scorer, fired.plan, SESSION_POLICY.max_chars, settings.score_retry_max_s,
         max_attempts=settings.score_max_attempts, observe=SCORING_METRICS,
+        cascade=settings.score_cascade,
     )
     if scored.failed:
         await send_dead_letters(timer_unscored_letters(fired.plan.states, scored.failed))

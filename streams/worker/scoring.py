@@ -10,11 +10,14 @@ model rejected a request, or returned a wrong shape or non-finite numbers) is na
 splitting the batch, and a text that still fails after `max_attempts` tries is reported as
 failed (the worker dead-letters its session as `scoring_failed`) so its partition goes on.
 
-A silence re-score of a text whose network outputs are kept with the session, by the served
-intent_bert version, runs only the ensemble's last step (`TritonScorer.score_stacked`: the
-kept TEXT_* outputs and the as-of FEATURES); every other scoring runs the whole ensemble, and
-the network outputs it returns come back with its record (`ScoredPlan.network`) to be kept.
-Both paths retry and narrow down the same way; the record says which ran (`network`).
+The cascade (streams/core/cascade.py) decides per scoring whether the text network runs: the
+whole ensemble where the session holds free text the served network has not read; else the
+ensemble's last step alone (`TritonScorer.score_stacked`), with the network outputs kept with
+the session or, where there are none, the stacker's features-only heads; a cheap answer the
+version's policy sends back (a band, a refresh bound) gets the whole ensemble in a second
+round. The network outputs a run returns come back with its record (`ScoredPlan.network`) to
+be kept with the session. Every path retries and narrows down the same way; the record says
+whether the network ran (`network`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from inference.client import NetworkOutputs, ScoringError, TritonScorer
 from inference.heads import Prediction
 from streams.core.alerts import Alert, AlertPolicy, AlertState, alerts_for
 from streams.core.batching import BatchPlan, ToScore, can_reuse, keep_network
+from streams.core.cascade import WANTED_REASONS, Route, kept_of, route
 from streams.core.records import IntentScore, intent_score
 from streams.core.sessions import KeptNetwork, UserState, render, text_digest
 
@@ -53,8 +57,13 @@ class ScoringMetrics:
     # (trigger, texts): texts sent to Triton's full ensemble per scoring trigger, so the
     # Triton calls a silence score costs can be read off (docs/silence.md)
     by_trigger: Callable[[str, int], None] = _ignore
-    # (trigger, rows): scorings that ran the stacker alone on kept network outputs
+    # (trigger, rows): scorings the stacker alone answered (kept network outputs, or its
+    # features-only heads)
     stacker_only: Callable[[str, int], None] = _ignore
+    # (route, rows): the cascade's routes (streams/core/cascade.py): exact, stale, features,
+    # network; a cheap answer sent back to the network counts as its reason (band, refresh,
+    # no_policy)
+    route: Callable[[str, int], None] = _ignore
 
 
 NO_METRICS = ScoringMetrics()
@@ -103,12 +112,18 @@ async def stack_isolating(
     max_attempts: int = 3,
     observe: ScoringMetrics = NO_METRICS,
     first_delay_s: float = 0.5,
+    cascade: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[list[Prediction | None], dict[int, str]]:
-    """`score_isolating` for rows whose network outputs are kept: the stacker alone."""
+    """`score_isolating` for rows whose network outputs are kept (or, with the cascade's
+    modes, absent): the stacker alone."""
 
     async def call(indices: list[int]) -> Sequence[Prediction]:
+        if cascade is None:
+            return await scorer.score_stacked([network[i] for i in indices],
+                                              [features[i] for i in indices])
         return await scorer.score_stacked([network[i] for i in indices],
-                                          [features[i] for i in indices])
+                                          [features[i] for i in indices],
+                                          [cascade[i] for i in indices])
 
     return await isolate_rows(call, len(network), retry_max_s, max_attempts, observe,
                               first_delay_s)
@@ -197,93 +212,165 @@ async def score_plan(
     *,
     max_attempts: int = 3,
     observe: ScoringMetrics = NO_METRICS,
+    cascade: bool = True,
 ) -> ScoredPlan:
     """One score record per session the plan marked that the model could score, in plan
-    order: the whole ensemble for each, except silence re-scores that `can_reuse` kept
-    network outputs (the stacker alone). Both kinds are sent at once: one Triton round."""
+    order. Each item takes its cascade route (streams/core/cascade.py): the whole ensemble
+    where the network must read the text, the stacker alone where it need not; both kinds
+    are sent at once. Cheap answers the served version's policy sends back to the network
+    are scored by the whole ensemble in a second round. `cascade=False`, or a served stacker
+    without the cheap stage: only silence re-scores of an unchanged text skip the network."""
     if not plan.to_score:
         return ScoredPlan([], [], [])
     items = plan.to_score
     texts = [render(item.session, max_chars) for item in items]
-    reuse = await _reusable(scorer, items, texts)
-    reused = set(reuse)
-    full = [i for i in range(len(items)) if i not in reused]
-    if full:
-        observe.texts(len(full))
-    for trigger, n in Counter(items[i].trigger for i in full).items():
-        observe.by_trigger(trigger, n)
-    for trigger, n in Counter(items[i].trigger for i in reuse).items():
-        observe.stacker_only(trigger, n)
+    routes = await _routes(scorer, items, texts, cascade)
+    cheap = [i for i, r in enumerate(routes) if r.name != "network"]
+    full = [i for i, r in enumerate(routes) if r.name == "network"]
     started = time.perf_counter()
-    ensemble, stacked = await asyncio.gather(
-        score_isolating(scorer, [texts[i] for i in full], retry_max_s, max_attempts, observe,
-                        features=[items[i].features for i in full]),
-        stack_isolating(scorer, [_network_of(items[i]) for i in reuse],
-                        [items[i].features for i in reuse], retry_max_s, max_attempts,
-                        observe))
+    first, second = await asyncio.gather(
+        _score_full(scorer, items, texts, full, retry_max_s, max_attempts, observe),
+        _score_cheap(scorer, items, routes, cheap, retry_max_s, max_attempts, observe))
+    _count_routes(observe, items, routes, cheap, second)
+    predictions: dict[int, Prediction] = {**first, **second}
+    errors = {**first.errors, **second.errors}
+    ran = set(full)
+    wanted = [i for i, p in second.items() if getattr(p, "wanted", 0)]
+    if wanted:  # the cheap stage asked for the network: a second round, the whole ensemble
+        ran.update(wanted)
+        third = await _score_full(scorer, items, texts, wanted, retry_max_s, max_attempts,
+                                  observe)
+        predictions.update(third)
+        errors.update(third.errors)
     latency_ms = (time.perf_counter() - started) * 1000
-    predictions: list[Prediction | None] = [None] * len(items)
-    errors: dict[int, str] = {}
-    for indices, (results, failed) in ((full, ensemble), (reuse, stacked)):
-        for k, i in enumerate(indices):
-            predictions[i] = results[k]
-            if k in failed:
-                errors[i] = failed[k]
     now_ms = int(clock() * 1000)
     out = ScoredPlan([], [], [])
-    for i, (item, text, prediction) in enumerate(zip(items, texts, predictions, strict=True)):
-        if prediction is None:
+    for i, (item, text) in enumerate(zip(items, texts, strict=True)):
+        prediction = predictions.get(i)
+        if prediction is None or i in errors:
             continue
-        ran = i not in reused
         out.records.append(intent_score(item.session, item.closed, text, prediction,
                                         latency_ms, now_ms, item.features, item.trigger,
-                                        item.as_of, item.silence_days, network=ran))
+                                        item.as_of, item.silence_days, network=i in ran))
         out.scored.append(item)
-        out.network.append(_kept(prediction, text) if ran else None)
+        out.network.append(_kept(prediction, text, item) if i in ran else None)
     out.failed.extend((items[i], error) for i, error in sorted(errors.items()))
     return out
 
 
-async def _reusable(scorer: TritonScorer, items: Sequence[ToScore],
-                    texts: Sequence[str]) -> list[int]:
-    """Indices of the items whose kept network outputs may stand in for the network."""
-    if not any(item.kept is not None for item in items):
-        return []  # no Triton question asked: most batches
+class _Part(dict[int, Prediction]):
+    """Predictions of one scoring call by item index, and the errors of items given up on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: dict[int, str] = {}
+
+
+async def _score_full(scorer: TritonScorer, items: Sequence[ToScore], texts: Sequence[str],
+                      indices: list[int], retry_max_s: float, max_attempts: int,
+                      observe: ScoringMetrics) -> _Part:
+    """The whole ensemble for the items at `indices` (the network runs for each)."""
+    out = _Part()
+    if not indices:
+        return out
+    observe.texts(len(indices))
+    for trigger, n in Counter(items[i].trigger for i in indices).items():
+        observe.by_trigger(trigger, n)
+    results, failed = await score_isolating(
+        scorer, [texts[i] for i in indices], retry_max_s, max_attempts, observe,
+        features=[items[i].features for i in indices])
+    for k, i in enumerate(indices):
+        if k in failed:
+            out.errors[i] = failed[k]
+        elif results[k] is not None:
+            out[i] = results[k]  # type: ignore[assignment]
+    return out
+
+
+async def _score_cheap(scorer: TritonScorer, items: Sequence[ToScore], routes: Sequence[Route],
+                       indices: list[int], retry_max_s: float, max_attempts: int,
+                       observe: ScoringMetrics) -> _Part:
+    """The stacker alone for the items at `indices`: kept network outputs (exact, stale) or
+    none (features); with the cascade's modes where any route is not exact."""
+    out = _Part()
+    if not indices:
+        return out
+    network = [_network_of(routes[i]) for i in indices]
+    cascade = ([(routes[i].mode, routes[i].events_since) for i in indices]
+               if any(routes[i].name != "exact" for i in indices) else None)
+    results, failed = await stack_isolating(
+        scorer, network, [items[i].features for i in indices], retry_max_s, max_attempts,
+        observe, cascade=cascade)
+    for k, i in enumerate(indices):
+        if k in failed:
+            out.errors[i] = failed[k]
+        elif results[k] is not None:
+            out[i] = results[k]  # type: ignore[assignment]
+    return out
+
+
+def _count_routes(observe: ScoringMetrics, items: Sequence[ToScore], routes: Sequence[Route],
+                  cheap: list[int], answers: Mapping[int, Prediction]) -> None:
+    """Metrics: cheap answers that stood per trigger, and every route taken (a cheap answer
+    sent back to the network counts as its WANTED reason)."""
+    stood = [i for i in cheap if i in answers and not getattr(answers[i], "wanted", 0)]
+    for trigger, n in Counter(items[i].trigger for i in stood).items():
+        observe.stacker_only(trigger, n)
+    names = Counter(
+        WANTED_REASONS.get(getattr(answers.get(i), "wanted", 0), "") or r.name
+        for i, r in enumerate(routes))
+    for name, n in names.items():
+        observe.route(name, n)
+
+
+async def _routes(scorer: TritonScorer, items: Sequence[ToScore], texts: Sequence[str],
+                  cascade: bool) -> list[Route]:
+    """Each item's cascade route; every item runs the network where the served version is
+    unknown. Without the cascade: only `can_reuse` silence re-scores skip it."""
+    if not cascade and not any(item.kept is not None for item in items):
+        return [Route("network")] * len(items)  # no Triton question asked
     try:
         served = await scorer.network_version()
+        cascade = cascade and await scorer.cascades()
     except ScoringError as exc:  # unknown now: run the network, as before kept outputs
         log.warning("triton.network_version_unknown", error=str(exc)[:300])
-        return []
-    return [i for i, (item, text) in enumerate(zip(items, texts, strict=True))
-            if can_reuse(item, text, served)]
+        return [Route("network")] * len(items)
+    if not cascade:
+        return [Route("exact", item.kept, served=served) if can_reuse(item, text, served)
+                else Route("network") for item, text in zip(items, texts, strict=True)]
+    return [route(item.session, item.kept, text, served)
+            for item, text in zip(items, texts, strict=True)]
 
 
-def _network_of(item: ToScore) -> NetworkOutputs:
-    """The kept network outputs of an item `can_reuse` chose, as the stacker takes them."""
-    kept = item.kept
-    assert kept is not None  # can_reuse chose it
+def _network_of(chosen: Route) -> NetworkOutputs:
+    """The stacker's TEXT_* inputs for a cheap route: the kept outputs, or zeros (features:
+    the stacker's features-only heads answer) under the served version."""
+    kept = chosen.kept
+    if kept is None:
+        return NetworkOutputs((0.0,) * 3, (0.0,) * 6, 0.0, chosen.served or 0)
     return NetworkOutputs(tuple(kept["strength"]), tuple(kept["intent_type"]), kept["churn"],
                           kept["version"])
 
 
-def _kept(prediction: Prediction, text: str) -> KeptNetwork | None:
-    """What to keep of a network run: its outputs and the text's digest (None: not exposed)."""
+def _kept(prediction: Prediction, text: str, item: ToScore) -> KeptNetwork | None:
+    """What to keep of a network run: its outputs, the text's digest and what it read (None:
+    the ensemble does not expose them)."""
     network: NetworkOutputs | None = getattr(prediction, "network", None)
     if network is None:
         return None
-    return {"version": network.version, "digest": text_digest(text),
-            "strength": list(network.strength), "intent_type": list(network.intent_type),
-            "churn": network.churn}
+    return kept_of({"version": network.version, "digest": text_digest(text),
+                    "strength": list(network.strength),
+                    "intent_type": list(network.intent_type), "churn": network.churn},
+                   item.session)
 
 
 def keep_outputs(scored: ScoredPlan, states: Mapping[str, UserState]) -> None:
-    """Keep the network outputs of a closed session's scores (its final score, or a silence
-    re-score that had to run the network: a new version since) with its user's last closed
-    session, in the state about to be marked delivered (in place): what later silence
-    re-scores reuse."""
+    """Keep the network outputs of a plan's network runs with the session scored, in the
+    state about to be written (in place): what the session's later scores (the cascade) and
+    silence re-scores reuse."""
     for item, kept in zip(scored.scored, scored.network, strict=True):
         state = states.get(item.session["user_id"])
-        if kept is not None and state is not None and item.closed:
+        if kept is not None and state is not None:
             keep_network(state, item.session, kept)
 
 

@@ -79,6 +79,9 @@ class Scorer:
     async def network_version(self) -> int:
         return self.version
 
+    async def cascades(self) -> bool:
+        return False  # a stacker without the cascade's cheap stage (tests/.../test_cascade_*)
+
 
 def message(n: int, minute: float, offset: int) -> RawMessage:
     doc = {"event_id": f"u1-e{n}", "user_id": "u1", "ts": int(T0 + minute * MINUTE_MS),
