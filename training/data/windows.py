@@ -31,6 +31,7 @@ from typing import Any
 
 from inference.heads import INTENT_TYPE_LABELS, MODEL_HEADS, STRENGTH_LABELS
 from streams.core.batching import delivered, scoring_items
+from streams.core.cascade import free_text_digest
 from streams.core.events import ShopEvent
 from streams.core.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, label_window
 from streams.core.sessions import (
@@ -60,6 +61,11 @@ class Example:
     prefix: bool  # a mid-session window (the worker scoring an open session)
     features: tuple[float, ...] = ()  # the FEATURES row the worker sends for this window
     trigger: str = "session_close"  # event (an open session), session_close or silence
+    # What the cascade (streams/core/cascade.py) routes by: the session scored, its free text
+    # digest (`free_text_digest`: "" where it holds none) and its size then.
+    session_id: str = ""
+    free_text: str = ""
+    n_events: int = 0
 
 
 def validated(doc: dict[str, Any], policy: SessionPolicy) -> ShopEvent:
@@ -205,6 +211,9 @@ def examples_of(
                 prefix=window.prefix,
                 features=window.features,
                 trigger=window.trigger,
+                session_id=session["session_id"],
+                free_text=free_text_digest(session),
+                n_events=session["n_events"],
             )
         )
     return out
