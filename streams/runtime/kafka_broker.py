@@ -76,8 +76,12 @@ def ensure_jars(libs: Path | None = None, pom: Path = POM) -> Path:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's own
+    `random-uuid`), redrawn while it starts with "-": the storage tool's argument parser read
+    such an id as an option (`--cluster-id: expected one argument`, 1 format in 32)."""
+    while (found := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())[0] == "-":
+        continue
+    return found
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,10 @@ def test_replication_follows_the_cluster_size(nodes: int, rf: int, min_isr: int)
     assert props["group.initial.rebalance.delay.ms"] == "0"
 
 
-def test_cluster_ids_are_kraft_uuids():
-    ids = {new_cluster_id() for _ in range(5)}
-    assert len(ids) == 5 and all(len(i) == 22 and "=" not in i for i in ids)
+def test_cluster_ids_are_kraft_uuids_that_the_storage_tool_cannot_read_as_an_option():
+    ids = {new_cluster_id() for _ in range(2000)}  # ~60 would start with "-" if drawn freely
+    assert len(ids) == 2000 and all(len(i) == 22 and "=" not in i for i in ids)
+    assert not [i for i in ids if i.startswith("-")]
 
 
 @pytest.mark.e2e
