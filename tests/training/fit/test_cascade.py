@@ -1,0 +1,218 @@
+"""The cascade's simulation routes each window as the worker's `route` would, answers exactly
+as the whole ensemble where every cheap answer is sent back, and its fit finds a cheaper policy
+within the bar where the features already tell the labels."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from inference.heads import MODEL_HEADS
+from streams.core.cascade import CascadePolicy, free_text_digest, kept_of, route
+from streams.core.clock import SilenceSchedule
+from streams.core.features import N_FEATURES
+from streams.core.sessions import render, text_digest
+from streams.core.silence import TimerPolicy
+from tests.training.conftest import WORKER_POLICY
+from training.data.simulator import UserHistory
+from training.data.windows import examples_of, worker_windows
+from training.fit.cascade import (
+    BAR,
+    CascadeRows,
+    CheapAnswers,
+    Heads,
+    deltas,
+    fit_cascade,
+    quality,
+    rows_of,
+    simulate,
+    within_bar,
+    worker_order,
+)
+from training.fit.stacking import features_model, stack_inputs
+
+TIMERS = TimerPolicy.of(WORKER_POLICY, SilenceSchedule((1, 3, 7)))
+HEADS = tuple(MODEL_HEADS)
+EVERYTHING = CascadePolicy(strength_band=(0.0, 1.0), churn_band=(0.0, 1.0))
+
+
+def random_probs(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {h: rng.dirichlet(np.ones(len(labels)), n) for h, labels in MODEL_HEADS.items()}
+
+
+def fitted_heads(features: np.ndarray, network: dict[str, np.ndarray],
+                 y: dict[str, np.ndarray]) -> Heads:
+    """Stacked strength and churn heads over the stacker's x, features-only heads on FEATURES."""
+    x = stack_inputs(features, network)
+    stacked = {h: LogisticRegression(max_iter=500).fit(x, y[h]) for h in ("strength", "churn")}
+    return Heads(stacked, {h: features_model(features, y[h], 0) for h in HEADS})
+
+
+@pytest.fixture(scope="module")
+def worker_rows(histories: list[UserHistory]) -> tuple[CascadeRows, list[Any], Heads]:
+    """Every window the worker scores for a few simulated users, with random network outputs
+    and heads fitted to random labels (the routes do not depend on them)."""
+    windows, users = [], []
+    for history in histories[:12]:
+        for window in worker_windows(history.events, WORKER_POLICY, TIMERS,
+                                     history.observed_until):
+            windows.append(window)
+            users.append(history.user_id)
+    examples = [SimpleNamespace(user_id=user, session_id=w.session["session_id"],
+                                text=render(w.session, WORKER_POLICY.max_chars),
+                                free_text=free_text_digest(w.session),
+                                n_events=w.session["n_events"], trigger=w.trigger)
+                for user, w in zip(users, windows, strict=True)]
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(len(examples), N_FEATURES))
+    network = random_probs(len(examples), rng)
+    y = {h: rng.integers(0, len(labels), len(examples)) for h, labels in MODEL_HEADS.items()}
+    heads = fitted_heads(features, network, y)
+    assert np.array_equal(worker_order(users, [w.labelled_from for w in windows]),
+                          np.arange(len(windows)))  # worker_windows' order is the worker's
+    return rows_of(examples, features, network, heads, None), windows, heads
+
+
+def test_routes_match_the_workers_route(worker_rows: Any) -> None:
+    rows, windows, heads = worker_rows
+    policy = CascadePolicy(strength_band=(0.3, 0.5), intent_margin=0.05, refresh_events=4)
+    run = simulate(rows, policy, CheapAnswers(rows, heads))
+    kept: dict[tuple[str, str], Any] = {}  # the worker's kept outputs, per session
+    for i, window in enumerate(windows):
+        key = rows.sessions[i]
+        expected = route(window.session, kept.get(key), rows.texts[i], served_version=1)
+        assert run.routes[i] == expected.name, i
+        assert run.since[i] == expected.events_since, i
+        if run.ran[i]:
+            outputs = {"version": 1, "digest": text_digest(rows.texts[i]), "strength": [],
+                       "intent_type": [], "churn": 0.0}
+            kept[key] = kept_of(outputs, window.session)  # type: ignore[arg-type]
+    routes = set(run.routes)
+    # Not vacuous: every route occurs, silence re-scores of an unchanged text are exact, and
+    # an unchanged free text after a network run is stale while a new one runs the network.
+    assert routes == {"exact", "network", "stale", "features"}
+    exact_silence = 0
+    for i in range(1, len(windows)):
+        previous = i - 1
+        if rows.sessions[i] != rows.sessions[previous] or not run.ran[previous]:
+            continue
+        if rows.texts[i] == rows.texts[previous]:
+            assert run.routes[i] == "exact", i
+            exact_silence += windows[i].trigger == "silence"
+        else:
+            same = rows.free_texts[i] == rows.free_texts[previous]
+            assert run.routes[i] == ("stale" if same else "network" if rows.free_texts[i]
+                                     else "features"), i
+    assert exact_silence
+
+
+def test_bands_covering_everything_make_the_cascade_the_whole_ensemble(worker_rows: Any) -> None:
+    rows, _, heads = worker_rows
+    run = simulate(rows, EVERYTHING, CheapAnswers(rows, heads))
+    assert np.array_equal(run.ran, np.asarray([r != "exact" for r in run.routes]))
+    for head in HEADS:
+        assert np.array_equal(run.probs[head], rows.served[head]), head
+    assert 0 < run.network_share < 1  # exact re-scores never need the network
+
+
+def test_examples_carry_what_the_cascade_routes_by(histories: list[UserHistory]) -> None:
+    history = histories[0]
+    windows = worker_windows(history.events, WORKER_POLICY, TIMERS, history.observed_until)
+    seen = {(w.session["session_id"], w.session["n_events"], free_text_digest(w.session))
+            for w in windows}
+    examples = examples_of(history, WORKER_POLICY, prefix_share=0.0, rng=random.Random(0),
+                           timers=TIMERS)
+    assert examples
+    assert {(x.session_id, x.n_events, x.free_text) for x in examples} <= seen
+    assert any(x.free_text for x in examples) and all(x.session_id for x in examples)
+
+
+def synthetic_split(n_users: int, seed: int) -> tuple[list[Any], np.ndarray,
+                                                      dict[str, np.ndarray]]:
+    """Users with sessions of several windows: the first reads a new free text, the rest add
+    none (or a session without free text); every label is a function of the FEATURES row,
+    intent type of a column constant over the session."""
+    rng = np.random.default_rng(seed)
+    examples, rows = [], []
+    for u in range(n_users):
+        for s in range(3):
+            intent = rng.normal()
+            free = f"ft-{seed}-{u}-{s}" if rng.random() < 0.7 else ""
+            for k in range(4):
+                row = rng.normal(size=N_FEATURES)
+                row[2] = intent
+                rows.append(row)
+                examples.append(SimpleNamespace(
+                    user_id=f"u{seed}-{u}", session_id=f"s{s}", text=f"{free} {k}",
+                    free_text=free, n_events=k + 1, trigger="event"))
+    features = np.asarray(rows)
+    y = {"strength": np.digitize(features[:, 0], [-0.6, 0.6]),
+         "intent_type": np.digitize(features[:, 2], [-1.0, -0.4, 0.0, 0.4, 1.0]),
+         "churn": (features[:, 1] > 0.8).astype(np.int64)}
+    return examples, features, y
+
+
+def features_heads(features: np.ndarray, y: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {h: features_model(features, y[h], 0) for h in HEADS}
+
+
+def test_fit_cascade_finds_a_cheaper_policy_within_the_bar() -> None:
+    # The text adds nothing: the network's strength and churn are noise, its intent type the
+    # features' own answer; the stacked heads read the FEATURES columns of x alone.
+    splits = {name: synthetic_split(30, seed) for name, seed in
+              (("train", 1), ("validation", 2), ("test", 3))}
+    y = {name: labels for name, (_, _, labels) in splits.items()}
+    fitted_on_train = features_heads(splits["train"][1], y["train"])
+    heads = Heads({h: fitted_on_train[h] for h in ("strength", "churn")}, fitted_on_train)
+    rng = np.random.default_rng(4)
+
+    def network(name: str) -> dict[str, np.ndarray]:
+        probs = random_probs(len(y[name]["churn"]), rng)
+        probs["intent_type"] = fitted_on_train["intent_type"].predict_proba(
+            np.hstack([splits[name][1], np.zeros((len(y[name]["churn"]), 10))]))
+        return probs
+
+    rows = {name: rows_of(splits[name][0], splits[name][1], network(name), heads, None)
+            for name in ("validation", "test")}
+    labels = {n: y[n] for n in rows}
+    fitted = fit_cascade(rows, labels, heads)
+    assert fitted.policy is not None
+    validation = fitted.card["validation"]
+    # Every cheap answer is right here: the cheapest candidate (no band, no refresh) wins, and
+    # only unread free text runs the network.
+    unread = validation["by_route"]["network"]["windows"] / validation["windows"]
+    assert validation["network_share"] == pytest.approx(unread)
+    assert unread < validation["network_share_without_policy"] == 1  # no exact re-scores here
+    assert fitted.policy == CascadePolicy()
+    assert CascadePolicy.from_json(fitted.card["policy"]) == fitted.policy
+    assert fitted.card["test"]["heads"]["strength"]["delta_macro_f1"] == 0
+
+    # Features-only intent types fitted on shuffled labels: the features route is wrong, so
+    # whatever policy is chosen sends more to the network, and stays within the bar.
+    shuffled = dict(y["train"], intent_type=rng.permutation(y["train"]["intent_type"]))
+    worse = Heads(heads.stacked, {**fitted_on_train, "intent_type": features_heads(
+        splits["train"][1], shuffled)["intent_type"]})
+    rows = {name: rows_of(splits[name][0], splits[name][1],
+                          {h: rows[name].network[h] for h in HEADS}, worse, None)
+            for name in rows}
+    refitted = fit_cascade(rows, labels, worse)
+    if refitted.policy is not None:
+        threshold = refitted.card["churn_threshold"]
+        val = rows["validation"]
+        run = simulate(val, refitted.policy, CheapAnswers(val, worse))
+        assert run.network_share > validation["network_share"]
+        assert within_bar(deltas(quality(labels["validation"], run.probs, threshold),
+                                 quality(labels["validation"], val.served, threshold)))
+        assert all(abs(row["delta_macro_f1"]) <= BAR
+                   for row in refitted.card["validation"]["heads"].values())
+
+
+def test_windows_out_of_order_are_sorted_per_user_stably() -> None:
+    order = worker_order(["b", "a", "b", "a"], [5, 3, 4, 3])
+    assert order.tolist() == [1, 3, 2, 0]
+    assert worker_order(["b", "a", "b"], [1, 9, 2]).tolist() == [0, 1, 2]
