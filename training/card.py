@@ -220,6 +220,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     """The card's Markdown: one function per section, in reading order."""
     sections = (_exported, _model, _data, _versus_baseline, _confusions,
                 lambda c: _stacking(c.get("stacking"), c["headline_metric"]), _uci, _history,
+                lambda c: _cascade((c.get("stacking") or {}).get("cascade")),
                 lambda c: _silent_alerts((c.get("stacking") or {}).get("silent_churn_alerts")),
                 _order_log, _training, _limitations)
     return "\n".join(["# IntentBert model card", "",
@@ -446,6 +447,60 @@ def _churn_peers(card: dict[str, Any]) -> list[str]:
                       f"end); the fit on the orders before the test windows alone "
                       f"({earlier['customers']} customers) gave BG/NBD {earlier['bgnbd']}."]
     return [*lines, ""]
+
+
+def _cascade(cascade: dict[str, Any] | None) -> list[str]:
+    """The cascade's policy (training/fit/cascade.py): how often the network runs, and what
+    answering without it costs per head against the all-network answer."""
+    if not cascade:
+        return []
+    test, val = cascade["test"], cascade["validation"]
+    bar = cascade["bar"]["max_abs_delta_macro_f1"]
+    policy, search = cascade["policy"], cascade["search"]
+    chosen = ("no policy: every cheap answer runs the network" if policy is None
+              else f"`{policy}`")
+    lines = [
+        "## Cascade: when the text network runs",
+        "",
+        f"Policy chosen on validation: {chosen}. The cheapest of {search['candidates']} "
+        f"candidates wins among those ({search['within_bar']}) that keep every head's macro-F1 "
+        f"and ROC-AUC within {bar} of the all-network answer there. Exported with the heads: "
+        f"{', '.join(cascade.get('exported') or []) or 'nothing'}.",
+        *_closest(search.get("closest") if policy is None else None),
+        "",
+        f"Network share: test {_num(test['network_share'])} of {test['windows']} windows "
+        f"(validation {_num(val['network_share'])}; without a policy, only exact re-scores "
+        f"skip it: test {_num(test['network_share_without_policy'])}). By route: "
+        + "; ".join(f"{name} {row['windows']} windows, network {_num(row['network_share'])}"
+                    for name, row in test["by_route"].items()) + ".",
+        "",
+        "| head | cascade macro-F1 | all-network macro-F1 | Δ | cascade ROC-AUC | "
+        "all-network ROC-AUC | Δ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    def signed(value: float | None) -> str:
+        return "–" if value is None else _signed(value)
+
+    for head, row in test["heads"].items():
+        lines.append(f"| {head} | {_num(row['cascade']['macro_f1'])} | "
+                     f"{_num(row['all_network']['macro_f1'])} | {signed(row['delta_macro_f1'])} | "
+                     f"{_num(row['cascade']['roc_auc'])} | {_num(row['all_network']['roc_auc'])} | "
+                     f"{signed(row['delta_roc_auc'])} |")
+    flips = test["alert_flips"]
+    lines += ["", "Alert decisions that differ from the all-network answer on test: intent "
+              f"{flips['intent']['windows']}, churn {flips['churn']['windows']} windows. "
+              f"Note: {cascade['note']}.", ""]
+    return lines
+
+
+def _closest(closest: dict[str, Any] | None) -> list[str]:
+    """Where the bar refused every candidate: the one nearest the all-network answer."""
+    if not closest:
+        return []
+    parts = [f"{head} {metric} {_signed(d)}" for head, row in closest["deltas"].items()
+             for metric, d in row.items() if d is not None]
+    return ["", f"Nearest candidate on validation: `{closest['policy']}`, network share "
+            f"{_num(closest['network_share'])}, Δ " + ", ".join(parts) + "."]
 
 
 def _silent_alerts(alerts: dict[str, Any] | None) -> list[str]:

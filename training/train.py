@@ -64,6 +64,8 @@ from training.evaluate.metrics import (
 from training.evaluate.metrics import validation_score as baseline_score
 from training.fit import served_value
 from training.fit.baseline import TfidfBaseline, fit_baseline
+from training.fit.cascade import Heads, fit_cascade, worker_order
+from training.fit.cascade import rows_of as cascade_rows_of
 from training.fit.loop import (
     FitConfig,
     FitResult,
@@ -178,6 +180,9 @@ def run(data_args: DataArguments, model_args: ModelArguments, run_args: RunArgum
     if silent_alerts:
         stack.card["silent_churn_alerts"] = silent_alerts
     laps.lap("stacking")
+    if run_args.fusion != "tower":  # a stack was fitted: the cascade's policy over it
+        fit_cascade_policy(windows, evaluation, stack, value)
+        laps.lap("cascade")
     uci_results = None
     if data_args.uci and not data_args.history:
         uci_results = tune_uci(network, data_args, model_args, run_args)
@@ -392,6 +397,41 @@ def stack_heads(windows: Windows, evaluation: Evaluation, baseline: Baseline, va
     )
     result.card["customer_value"] = value.card
     return result
+
+
+def fit_cascade_policy(windows: Windows, evaluation: Evaluation, stack: StackResult,
+                       value: ValueFit) -> None:
+    """The cascade's policy (training/fit/cascade.py): chosen on the validation windows in the
+    order the worker scores them, measured on test; its card section goes to
+    stack.card["cascade"]. Where a policy was chosen it joins the exported heads as
+    "cascade" (its JSON), with "features_only" (head -> model of the stacker's x, zeros for the
+    text) where every head has one: without them the stacker sends features rows to the
+    network."""
+    heads = Heads(stack.heads, stack.features_only)
+    reads_value = bool(stack.heads.get("churn_reads_customer_value"))
+    rows, y, resorted = {}, {}, []
+    for split, network in (("validation", evaluation.validation), ("test", evaluation.test)):
+        examples = windows.splits[split]
+        order = worker_order([x.user_id for x in examples], [x.window_end for x in examples])
+        if not np.array_equal(order, np.arange(len(order))):
+            resorted.append(split)
+        matrix = served_value.value_matrix(value, windows.features[split]) if reads_value \
+            else None
+        rows[split] = cascade_rows_of(
+            [examples[i] for i in order], windows.features[split][order],
+            {h: columns(h, p)[order] for h, p in network.items()}, heads,
+            None if matrix is None else matrix[order])
+        y[split] = {h: np.asarray(windows.targets[split][h], dtype=np.int64)[order]
+                    for h in MODEL_HEADS}
+    fitted = fit_cascade(rows, y, heads, stack.thresholds.get("churn"), resorted)
+    exported = []
+    if fitted.policy is not None:
+        stack.heads["cascade"] = fitted.policy.to_json()
+        exported.append("cascade")
+        if not set(MODEL_HEADS) - set(stack.features_only):
+            stack.heads["features_only"] = {h: stack.features_only[h] for h in MODEL_HEADS}
+            exported.append("features_only")
+    stack.card["cascade"] = {**fitted.card, "exported": exported}
 
 
 def silent_churn_alerts(windows: Windows, stack: StackResult) -> dict[str, Any] | None:

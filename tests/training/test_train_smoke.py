@@ -8,10 +8,13 @@ import pickle
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from inference.heads import MODEL_HEADS
 from inference.model.intent_bert import IntentBert
 from inference.model.tokenizer import load_tokenizer
+from streams.core.cascade import CascadePolicy
 from streams.core.features import N_FEATURES
 from training.cli import main
 from training.fit.loop import FitConfig, Targets, fit, multitask_loss, predict, tokenize
@@ -48,13 +51,24 @@ def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
     # Heads are written for the version exported with them, and only the heads that fitted.
     heads_file = repo / "stacker" / "heads" / "1" / "heads.pkl"
     # the stale file is gone
-    assert heads_file.is_file() == bool(stacking["exported_heads"] or value_fitted)
+    cascade = stacking["cascade"]  # the cascade's policy joins the heads where one was chosen
+    assert set(cascade["exported"]) <= {"cascade", "features_only"}
+    assert heads_file.is_file() == bool(stacking["exported_heads"] or value_fitted
+                                        or cascade["exported"])
     assert (heads_file.parent / "customer_value.json").is_file() == value_fitted
     if heads_file.is_file():
         heads = pickle.loads(heads_file.read_bytes())
         assert heads["n_features"] == N_FEATURES
-        assert set(heads) - {"n_features", "feature_schema", "churn_reads_customer_value"} \
-            == set(stacking["exported_heads"])
+        assert set(heads) - {"n_features", "feature_schema", "churn_reads_customer_value",
+                             "cascade", "features_only"} == set(stacking["exported_heads"])
+        assert set(heads) & {"cascade", "features_only"} == set(cascade["exported"])
+        if "cascade" in heads:
+            assert CascadePolicy.from_json(heads["cascade"]).to_json() == cascade["policy"]
+        if "features_only" in heads:
+            x = np.zeros((2, N_FEATURES + 10))
+            for head in MODEL_HEADS:  # the stacker's x: FEATURES, then zeros for the text
+                assert heads["features_only"][head].predict_proba(x).shape[0] == 2, head
+    assert 0 < cascade["test"]["network_share"] <= 1
 
 
 def test_tiny_model_learns_an_easy_signal() -> None:
