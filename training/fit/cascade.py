@@ -25,7 +25,11 @@ The windows are the split's labelled windows, which training samples per user (a
 `--heldout-windows-per-user`): where a user's windows are thinned out, a network run the worker
 would have made between two kept windows is missing, so kept outputs look older and more free
 text looks unread than live. Both push the network share up and the cheap answers' quality
-down: the measured share is an upper estimate where windows are sampled.
+down: the measured share is an upper estimate where windows are sampled. On validation the
+stacked heads are the exported ones, refitted on that very split: the all-network reference and
+the stale answers both come from heads that saw those rows (like for like; test is unseen).
+The bar is two-sided, as asked of it: a cascade better than the all-network answer by more than
+`BAR` is refused too (it would not be the served model the card measures).
 """
 
 from __future__ import annotations
