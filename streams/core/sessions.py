@@ -79,10 +79,13 @@ class KeptNetwork(TypedDict):
     strength: list[float]
     intent_type: list[float]
     churn: float
-    # What the network had read (streams/core/cascade.py): the session's free text digest and
+    # What the network had read (streams/core/cascade.py): `reading_digest` of the session and
     # its size then. Absent in outputs kept before the cascade: only an exact match reuses them.
-    free_text: NotRequired[str]
+    reads: NotRequired[str]
     n_events: NotRequired[int]
+    # The score whose network run produced them: a re-score of that very prediction (a
+    # redelivered batch) says `network: true` again, so one id keeps one content.
+    prediction_id: NotRequired[str]
 
 
 class UserState(TypedDict):

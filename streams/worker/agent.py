@@ -116,14 +116,15 @@ class StartupError(Exception):
 
 def write_states(
     plan: BatchPlan, messages: Sequence[RawMessage], anchors: dict[int, EventT],
-    only_pending: bool = False,
+    only_pending: bool = False, kept: Collection[str] = frozenset(),
 ) -> None:
     """The batch's user states; `only_pending`: once their outputs are delivered, the states
-    that held undelivered work (closed sessions, a chosen milestone), marked delivered."""
+    that held undelivered work (closed sessions, a chosen milestone), and those that keep new
+    network outputs (`kept`: the cascade's, streams/core/cascade.py), marked delivered."""
     # Each user's entry goes to the changelog partition of the user's latest message.
     for user_id, state in plan.states.items():
         if only_pending:
-            if not has_undelivered(state):
+            if not has_undelivered(state) and user_id not in kept:
                 continue
             state = delivered(state)
         with as_current(anchors[messages[plan.last_message[user_id]].partition]):
@@ -275,9 +276,10 @@ async def _process_batch(
         sent = await send_scores_at(partition_of, scored.records)
         await remember_latest(scored.records, sent, partition_of, anchor_of)
         await raise_alerts_at(partition_of, anchor_of, scored)
-    keep_outputs(scored, plan.states | fired.plan.states)
-    # Closed sessions leave the table only once their final score is on the topic.
-    write_states(plan, messages, anchors, only_pending=True)
+    kept = keep_outputs(scored, plan.states | fired.plan.states)
+    # Closed sessions leave the table only once their final score is on the topic; network
+    # outputs kept for an open session are written with it.
+    write_states(plan, messages, anchors, only_pending=True, kept=kept)
     for user, state in plan.states.items():
         TIMERS.set(user, delivered(state))
     finish_timers(fired, anchor_of, scored, failed_timers)

@@ -36,7 +36,7 @@ from inference.heads import Prediction
 from streams.core.alerts import Alert, AlertPolicy, AlertState, alerts_for
 from streams.core.batching import BatchPlan, ToScore, can_reuse, keep_network
 from streams.core.cascade import WANTED_REASONS, Route, kept_of, route
-from streams.core.records import IntentScore, intent_score
+from streams.core.records import IntentScore, intent_score, prediction_id
 from streams.core.sessions import KeptNetwork, UserState, render, text_digest
 
 log = structlog.get_logger("intentstream.scoring")
@@ -215,11 +215,11 @@ async def score_plan(
     cascade: bool = True,
 ) -> ScoredPlan:
     """One score record per session the plan marked that the model could score, in plan
-    order. Each item takes its cascade route (streams/core/cascade.py): the whole ensemble
-    where the network must read the text, the stacker alone where it need not; both kinds
-    are sent at once. Cheap answers the served version's policy sends back to the network
-    are scored by the whole ensemble in a second round. `cascade=False`, or a served stacker
-    without the cheap stage: only silence re-scores of an unchanged text skip the network."""
+    order. Each item takes its cascade route (streams/core/cascade.py): the stacker alone
+    where the network need not read the text (the cheap stage, sent first), then the whole
+    ensemble for the items that must run the network and the cheap answers the served
+    version's policy sends back, in one round. `cascade=False`, or a served stacker without
+    the cheap stage: only silence re-scores of an unchanged text skip the network."""
     if not plan.to_score:
         return ScoredPlan([], [], [])
     items = plan.to_score
@@ -228,20 +228,17 @@ async def score_plan(
     cheap = [i for i, r in enumerate(routes) if r.name != "network"]
     full = [i for i, r in enumerate(routes) if r.name == "network"]
     started = time.perf_counter()
-    first, second = await asyncio.gather(
-        _score_full(scorer, items, texts, full, retry_max_s, max_attempts, observe),
-        _score_cheap(scorer, items, routes, cheap, retry_max_s, max_attempts, observe))
-    _count_routes(observe, items, routes, cheap, second)
-    predictions: dict[int, Prediction] = {**first, **second}
-    errors = {**first.errors, **second.errors}
-    ran = set(full)
-    wanted = [i for i, p in second.items() if getattr(p, "wanted", 0)]
-    if wanted:  # the cheap stage asked for the network: a second round, the whole ensemble
-        ran.update(wanted)
-        third = await _score_full(scorer, items, texts, wanted, retry_max_s, max_attempts,
-                                  observe)
-        predictions.update(third)
-        errors.update(third.errors)
+    # The cheap stage first (the stacker alone: milliseconds), so the answers it sends back
+    # join the one network round instead of waiting for a second.
+    answers = await _score_cheap(scorer, items, routes, cheap, retry_max_s, max_attempts,
+                                 observe)
+    _count_routes(observe, items, routes, cheap, answers)
+    wanted = [i for i, p in answers.items() if getattr(p, "wanted", 0)]
+    network_rows = set(full + wanted)
+    ran = await _score_full(scorer, items, texts, sorted(network_rows), retry_max_s,
+                            max_attempts, observe)
+    predictions: dict[int, Prediction] = {**answers, **ran}
+    errors = {**answers.errors, **ran.errors}
     latency_ms = (time.perf_counter() - started) * 1000
     now_ms = int(clock() * 1000)
     out = ScoredPlan([], [], [])
@@ -249,11 +246,12 @@ async def score_plan(
         prediction = predictions.get(i)
         if prediction is None or i in errors:
             continue
+        network = i in network_rows or _reproduces(routes[i], item, prediction)
         out.records.append(intent_score(item.session, item.closed, text, prediction,
                                         latency_ms, now_ms, item.features, item.trigger,
-                                        item.as_of, item.silence_days, network=i in ran))
+                                        item.as_of, item.silence_days, network=network))
         out.scored.append(item)
-        out.network.append(_kept(prediction, text, item) if i in ran else None)
+        out.network.append(_kept(prediction, text, item) if i in network_rows else None)
     out.failed.extend((items[i], error) for i, error in sorted(errors.items()))
     return out
 
@@ -353,25 +351,41 @@ def _network_of(chosen: Route) -> NetworkOutputs:
 
 
 def _kept(prediction: Prediction, text: str, item: ToScore) -> KeptNetwork | None:
-    """What to keep of a network run: its outputs, the text's digest and what it read (None:
-    the ensemble does not expose them)."""
+    """What to keep of a network run: its outputs, the text's digest, what it read and the
+    prediction it made (None: the ensemble does not expose them)."""
     network: NetworkOutputs | None = getattr(prediction, "network", None)
     if network is None:
         return None
-    return kept_of({"version": network.version, "digest": text_digest(text),
+    kept = kept_of({"version": network.version, "digest": text_digest(text),
                     "strength": list(network.strength),
                     "intent_type": list(network.intent_type), "churn": network.churn},
                    item.session)
+    kept["prediction_id"] = prediction_id(item.session, prediction.model_version, item.trigger,
+                                          item.as_of)
+    return kept
 
 
-def keep_outputs(scored: ScoredPlan, states: Mapping[str, UserState]) -> None:
+def _reproduces(chosen: Route, item: ToScore, prediction: Prediction) -> bool:
+    """An exact route re-scoring the very prediction whose network run its kept outputs came
+    from (a batch redelivered after those outputs were written): the first delivery said
+    `network: true`, and the same id carries the same content."""
+    return (chosen.name == "exact" and chosen.kept is not None
+            and chosen.kept.get("prediction_id") == prediction_id(
+                item.session, prediction.model_version, item.trigger, item.as_of))
+
+
+def keep_outputs(scored: ScoredPlan, states: Mapping[str, UserState]) -> set[str]:
     """Keep the network outputs of a plan's network runs with the session scored, in the
     state about to be written (in place): what the session's later scores (the cascade) and
-    silence re-scores reuse."""
+    silence re-scores reuse. The users whose state now keeps new outputs."""
+    users = set()
     for item, kept in zip(scored.scored, scored.network, strict=True):
-        state = states.get(item.session["user_id"])
+        user = item.session["user_id"]
+        state = states.get(user)
         if kept is not None and state is not None:
             keep_network(state, item.session, kept)
+            users.add(user)
+    return users
 
 
 NOT_READ_BY_ALERTS = {"text", "features"}  # the bulk of a record: not dumped per score

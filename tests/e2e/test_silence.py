@@ -236,10 +236,13 @@ def test_silent_users_get_closes_milestones_one_churn_alert_through_a_sigkill_an
         mine = [a for a in carts if a["user_id"] == f"cart-{p}"]
         assert len({a["alert_id"] for a in mine}) == 1 and "Speedcross 6" in mine[0]["reason"]
         assert not [a for a in carts if a["user_id"] == f"quiet-{p}"]  # a click fills no cart
-    # The network ran for every open and final score, never for a silence re-score: the
-    # final score's network outputs, kept in the state (restored after the SIGKILL), served.
-    assert {(s["trigger"], s["network"]) for s in scores} == {
-        ("event", True), ("session_close", True), ("silence", False)}
+    # The network ran for every open score (this version has no cascade policy: every cheap
+    # answer goes back to it), never for a silence re-score; a final score of the text the
+    # network read last runs the stacker alone. The outputs kept in the state (restored after
+    # the SIGKILL) served.
+    pairs = {(s["trigger"], s["network"]) for s in scores}
+    assert ("event", False) not in pairs and ("silence", True) not in pairs, pairs
+    assert {("event", True), ("session_close", False), ("silence", False)} <= pairs, pairs
     n_silence = sum(s["trigger"] == "silence" for s in scores)
     print(f"\n[silence] {len(scores)} score records ({len({s['prediction_id'] for s in scores})}"
           f" ids), {n_silence} silence records, {len(alerts)} alert records "
@@ -270,14 +273,19 @@ def test_a_quiet_shop_closes_sessions_and_reaches_milestones_by_wall_time(stack:
     triggers = [s["trigger"] for s in scores]
     assert "session_close" in triggers and triggers[-2:] == ["silence", "silence"], triggers
     assert [s["network"] for s in scores if s["trigger"] == "silence"] == [False, False]
-    # Counted by the worker: one stacker request per silence score, no ensemble text for one.
+    # Counted by the worker: the stacker alone for each silence score, no ensemble text for
+    # one. The open session's scores went through the cascade's cheap stage first (the
+    # stacker), which this policy-less version sends on to the network.
     samples = wait_for(port, lambda got: value(
         got, "intentstream_stacker_only_scores_total", trigger="silence") >= 2, 30,
         lambda: worker.alive)
     silence = value(samples, "intentstream_stacker_only_scores_total", trigger="silence")
     stacker = value(samples, "intentstream_triton_requests_total", model="stacker")
-    assert silence == stacker == 2, (silence, stacker)
+    assert silence == 2 and stacker >= silence + 1, (silence, stacker)
     assert value(samples, "intentstream_triton_texts_total", trigger="silence") == 0
-    assert value(samples, "intentstream_triton_requests_total", model="intent") >= 2
+    assert value(samples, "intentstream_cascade_routes_total", route="no_policy") >= 1
+    assert value(samples, "intentstream_cascade_routes_total", route="exact") >= 2
+    assert value(samples, "intentstream_triton_requests_total", model="intent") >= 1
     print(f"\n[silence] quiet shop: close and two milestones after {waited:.1f} s of wall "
-          f"time; Triton calls per silence score: {stacker / silence:.2f} (stacker alone)")
+          f"time; {stacker:.0f} stacker requests for {silence:.0f} silence scores and the "
+          f"open session's cheap stage")

@@ -19,6 +19,7 @@ from streams.core.cascade import (
     MODE_FEATURES,
     MODE_STALE,
     WANTED_BAND,
+    WANTED_FEATURES_OFF,
     WANTED_NO,
     WANTED_NO_POLICY,
     WANTED_REFRESH,
@@ -26,7 +27,7 @@ from streams.core.cascade import (
 )
 
 WIDTH = 5
-POLICY = CascadePolicy(strength_band=(0.3, 0.45), refresh_events=4)
+POLICY = CascadePolicy(strength_band=(0.3, 0.45), refresh_events=4, features=True)
 
 
 def prior(labels: list[int]) -> DummyClassifier:
@@ -75,6 +76,16 @@ def test_features_only_heads_answer_mode_two_rows_and_the_band_sends_them_on(ser
 def test_kept_outputs_as_old_as_the_refresh_bound_ask_for_the_network(server):
     fresh, old, exact_old = stacked(server, [(MODE_STALE, 3), (MODE_STALE, 4), (MODE_EXACT, 9)])
     assert (fresh.wanted, old.wanted, exact_old.wanted) == (WANTED_NO, WANTED_REFRESH, WANTED_NO)
+
+
+def test_a_policy_that_lets_no_features_only_answer_stand_sends_those_rows_on(server):
+    write_heads(server.repo, 2, {  # heads of a version not served yet: the stacker reads them
+        "n_features": WIDTH, "feature_schema": 1,
+        "features_only": {"strength": prior([2, 2]), "intent_type": prior([3]),
+                          "churn": prior([0, 1])},
+        "cascade": CascadePolicy(refresh_events=4).to_json()})
+    stale, features = stacked(server, [(MODE_STALE, 1), (MODE_FEATURES, 0)], version=2)
+    assert (stale.wanted, features.wanted) == (WANTED_NO, WANTED_FEATURES_OFF)
 
 
 def test_a_version_without_a_policy_sends_every_cheap_answer_on(server):

@@ -14,7 +14,8 @@ text). Mode 2: there are none: the version's features-only heads (heads["feature
 answer all three heads from FEATURES alone. NETWORK_WANTED (sent where requested) says, per
 row, whether that cheap answer must be replaced by the network's after all, by the version's
 cascade policy (heads["cascade"]): 0 no, 1 in a band, 2 kept outputs too old, 3 the version has
-no policy (or no features-only heads for a mode-2 row). `wants_network` here is a copy of
+no policy (or no features-only heads for a mode-2 row), 4 its policy lets no features-only
+answer stand. `wants_network` here is a copy of
 streams.core.cascade.wants_network (a test holds them equal).
 
 Customer value: a version whose heads/<N>/ holds customer_value.json (BG/NBD and Gamma-Gamma
@@ -44,7 +45,7 @@ VALUE_CODE_FILE = "customer_value.py"
 VALUE_OUTPUTS = ("P_ALIVE", "EXPECTED_ORDERS", "EXPECTED_VALUE")
 NO_VALUE = -1.0
 MODE_EXACT, MODE_STALE, MODE_FEATURES = 0, 1, 2
-WANTED_NO, WANTED_BAND, WANTED_REFRESH, WANTED_NO_POLICY = 0, 1, 2, 3
+WANTED_NO, WANTED_BAND, WANTED_REFRESH, WANTED_NO_POLICY, WANTED_FEATURES_OFF = 0, 1, 2, 3, 4
 
 
 def wants_network(policy: dict[str, Any] | None, mode: int, events_since: int, p_strong: float,
@@ -55,6 +56,8 @@ def wants_network(policy: dict[str, Any] | None, mode: int, events_since: int, p
         return WANTED_NO
     if policy is None:
         return WANTED_NO_POLICY
+    if mode == MODE_FEATURES and not policy.get("features"):
+        return WANTED_FEATURES_OFF
     refresh = int(policy.get("refresh_events") or 0)
     if mode == MODE_STALE and refresh and events_since >= refresh:
         return WANTED_REFRESH

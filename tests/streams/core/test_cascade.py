@@ -15,6 +15,7 @@ from streams.core.cascade import (
     MODE_FEATURES,
     MODE_STALE,
     WANTED_BAND,
+    WANTED_FEATURES_OFF,
     WANTED_NO,
     WANTED_NO_POLICY,
     WANTED_REFRESH,
@@ -89,6 +90,17 @@ def test_new_free_text_runs_the_network_and_events_after_it_reuse_its_outputs():
     assert route_now(state, kept).name == "network"  # a new message: unread free text
 
 
+def test_a_new_kind_of_event_changes_the_reading_and_runs_the_network():
+    state = empty_state()
+    send(state, 0, "search", query="tent")
+    send(state, 1)
+    kept = ran(state)
+    send(state, 2)
+    assert route_now(state, kept).name == "stale"
+    send(state, 3, "add_to_cart", item={"id": "sku-3", "title": "Tent", "price": 99.0})
+    assert route_now(state, kept).name == "network"  # a first add_to_cart: intent may turn
+
+
 def test_free_text_dropped_from_a_bounded_session_changes_what_the_network_would_read():
     state = empty_state()
     send(state, 0, "search", query="tent")
@@ -96,7 +108,8 @@ def test_free_text_dropped_from_a_bounded_session_changes_what_the_network_would
     for n in range(1, 5):  # max_events=4: the search falls out of the kept events
         send(state, n)
     assert free_text_digest(state["current"]) == ""
-    assert route_now(state, kept).name == "features"
+    assert route_now(state, kept).name == "network"  # kept outputs of another reading
+    assert route_now(state, None).name == "features"
 
 
 @pytest.mark.parametrize("change", ["other_version", "unknown_version", "old_kept_outputs"])
@@ -106,13 +119,13 @@ def test_outputs_of_another_version_or_without_what_they_read_are_not_reused(cha
     kept = ran(state)
     send(state, 1)
     served = {"other_version": 4, "unknown_version": None}.get(change, 3)
-    if change == "old_kept_outputs":  # kept before the cascade: no free_text, n_events
-        kept = {k: v for k, v in kept.items() if k not in ("free_text", "n_events")}
+    if change == "old_kept_outputs":  # kept before the cascade: no reads, n_events
+        kept = {k: v for k, v in kept.items() if k not in ("reads", "n_events")}
     assert route_now(state, kept, served).name == "network"
 
 
 POLICY = CascadePolicy(strength_band=(0.5, 0.7), churn_band=(0.4, 0.6), intent_margin=0.2,
-                       refresh_events=4)
+                       refresh_events=4, features=True)
 
 
 @pytest.mark.parametrize(("mode", "since", "strong", "churn", "intent", "wanted"), [
@@ -127,6 +140,12 @@ POLICY = CascadePolicy(strength_band=(0.5, 0.7), churn_band=(0.4, 0.6), intent_m
 def test_a_cheap_answer_asks_for_the_network_by_the_policy(mode, since, strong, churn,
                                                           intent, wanted):
     assert wants_network(POLICY, mode, since, strong, churn, intent) == wanted
+
+
+def test_features_only_answers_stand_only_where_the_policy_lets_them():
+    off = CascadePolicy(refresh_events=4)
+    assert wants_network(off, MODE_FEATURES, 0, 0.9, 0.1, [1.0]) == WANTED_FEATURES_OFF
+    assert wants_network(off, MODE_STALE, 0, 0.9, 0.1, [1.0]) == WANTED_NO
 
 
 def test_a_version_without_a_policy_sends_every_cheap_answer_to_the_network():
@@ -145,7 +164,7 @@ def test_the_stackers_copy_of_the_rule_agrees(stacker_code):
              for mode in (MODE_EXACT, MODE_STALE, MODE_FEATURES) for since in (0, 3, 4, 9)
              for strong in (0.1, 0.5, 0.6, 0.7, 0.71) for churn in (0.39, 0.4, 0.6, 0.8)
              for intent in ([0.9, 0.1], [0.55, 0.45], [1.0])]
-    for policy in (POLICY, CascadePolicy(), None):
+    for policy in (POLICY, CascadePolicy(), CascadePolicy(refresh_events=4), None):
         doc = None if policy is None else policy.to_json()
         for case in cases:
             assert stacker_code.wants_network(doc, *case) == wants_network(policy, *case), case

@@ -18,7 +18,7 @@ import pytest
 from inference.client import NetworkOutputs, ScoredText
 from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
 from streams.core.batching import delivered, plan_batch
-from streams.core.cascade import MODE_FEATURES, CascadePolicy, free_text_digest, wants_network
+from streams.core.cascade import MODE_FEATURES, CascadePolicy, reading_digest, wants_network
 from streams.core.raw_message import RawMessage
 from streams.core.records import IntentScore
 from streams.core.sessions import UserState
@@ -27,8 +27,8 @@ from streams.core.timeunits import DAY_MS, MINUTE_MS
 from streams.worker.scoring import ScoredPlan, ScoringMetrics, keep_outputs, score_plan
 from tests.streams.worker.test_network_reuse import SESSION, T0, TIMERS, network, stack, unit
 
-NO_BAND = CascadePolicy(refresh_events=0)
-EVERY_ANSWER = CascadePolicy(strength_band=(0.0, 1.0))
+NO_BAND = CascadePolicy(refresh_events=0, features=True)
+EVERY_ANSWER = CascadePolicy(strength_band=(0.0, 1.0), features=True)
 
 
 def features_only(features: Sequence[float], version: int) -> ScoredText:
@@ -135,7 +135,7 @@ def test_free_text_runs_the_network_once_and_later_events_reuse_its_outputs():
     assert world.scorer.calls == [("intent", 1)] and searched.network is True
     assert (searched.strength.probs, searched.churn) == whole_ensemble(searched)
     kept = world.table["u1"]["current"]["network"]
-    assert kept["free_text"] == free_text_digest(world.table["u1"]["current"])
+    assert kept["reads"] == reading_digest(world.table["u1"]["current"])
     assert kept["n_events"] == 2
     later = world.send(event(2, 2), event(3, 3))
     assert world.scorer.calls == [("stacker", 1)] and world.routes == [("stale", 1)]
@@ -155,10 +155,17 @@ def test_a_cheap_answer_in_the_band_gets_the_whole_ensemble_in_a_second_round():
     assert (record.strength.probs, record.churn) == whole_ensemble(record)
 
 
+def test_a_policy_without_features_only_answers_sends_those_rows_on_in_the_one_round():
+    world = World(CascadeScorer(CascadePolicy()))
+    record = world.send(event(0, 0), event(1, 1))
+    assert world.scorer.calls == [("stacker", 1), ("intent", 1)]
+    assert world.routes == [("features_off", 1)] and record.network is True
+
+
 def test_a_version_without_a_policy_runs_the_network_for_every_cheap_answer():
     world = World(CascadeScorer(policy=None))
-    world.send(event(0, 0, "search", query="tent"))
-    record = world.send(event(1, 1))
+    world.send(event(0, 0), event(1, 1, "search", query="tent"))
+    record = world.send(event(2, 2))
     assert world.routes == [("no_policy", 1)] and record.network is True
     assert (record.strength.probs, record.churn) == whole_ensemble(record)
 
@@ -202,3 +209,13 @@ def test_a_replay_repeats_every_record_and_route_exactly(batches):
 
     first = replay()
     assert first == replay() and len(first) >= len(batches) + 2
+
+
+def test_a_redelivered_batch_repeats_its_record_after_its_network_outputs_were_kept():
+    world = World(CascadeScorer())
+    batch = (event(0, 0), event(1, 1, "search", query="tent"))
+    first = world.send(*batch)
+    assert first.network is True and world.table["u1"]["current"]["network"]
+    again = world.send(*batch)  # redelivered: the state already holds what it kept
+    assert world.scorer.calls == [("stacker", 1)] and world.routes == [("exact", 1)]
+    assert again.model_dump(exclude={"latency_ms"}) == first.model_dump(exclude={"latency_ms"})
