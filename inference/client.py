@@ -225,12 +225,12 @@ class TritonScorer:
 
     async def score_stacked(
         self, network: Sequence[NetworkOutputs], features: Sequence[Sequence[float]],
-        cascade: Sequence[tuple[int, int]] | None = None,
+        cascade: Sequence[tuple[int, int, int]] | None = None,
     ) -> list[Prediction]:
         """The ensemble's answer for texts whose network outputs are already known: the
         `stacker` model alone, with those outputs and a FEATURES row each. One request per
         chunk (at most `max_batch` rows, spread over the replicas), the same ScoringError
-        semantics as `score`. `cascade`: per row (mode, events since the kept run), the
+        semantics as `score`. `cascade`: per row (mode, events since the kept run, kinds_mask), the
         cascade's cheap stage (streams/core/cascade.py; `cascades()` says whether the served
         stacker takes it): each ScoredText then says whether the network is `wanted`."""
         if not network:
@@ -251,7 +251,7 @@ class TritonScorer:
 
     async def _stack_chunk(self, network: Sequence[NetworkOutputs],
                            features: Sequence[Sequence[float]],
-                           cascade: Sequence[tuple[int, int]] | None = None,
+                           cascade: Sequence[tuple[int, int, int]] | None = None,
                            ) -> list[Prediction]:
         columns = {
             "FEATURES": np.asarray(features, dtype=np.float32),
@@ -262,7 +262,7 @@ class TritonScorer:
         }
         outputs = await self._stacker_declared()
         if cascade is not None:
-            columns["CASCADE"] = np.asarray(cascade, dtype=np.int64).reshape(len(network), 2)
+            columns["CASCADE"] = np.asarray(cascade, dtype=np.int64).reshape(len(network), 3)
         else:
             outputs = tuple(name for name in outputs if name != "NETWORK_WANTED")
         inputs = []

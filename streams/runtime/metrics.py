@@ -200,12 +200,13 @@ TRITON_REQUESTS = Counter(
     ["model"], registry=WORKER_REGISTRY)
 STACKER_ONLY = Counter(
     "intentstream_stacker_only_scores", "Scores that did not run the text network (the "
-    "stacker alone: kept network outputs, or its features-only heads), by trigger",
+    "stacker alone: kept network outputs, or the version's typical ones), by trigger",
     ["trigger"], registry=WORKER_REGISTRY)
 CASCADE_ROUTES = Counter(
     "intentstream_cascade_routes", "Scorings by cascade route (streams/core/cascade.py): "
-    "network (unread free text), exact, stale, features (the stacker alone), or the reason a "
-    "cheap answer was sent to the network after all (band, refresh, no_policy)", ["route"],
+    "network (a reading not read yet), exact, stale, typical (the stacker alone), or the reason "
+    "a cheap answer was sent to the network after all (band, refresh, no_policy, typical_off, "
+    "unseen_kinds)", ["route"],
     registry=WORKER_REGISTRY)
 TIMERS_FIRED = Counter(
     "intentstream_timers_fired", "Event-time timers that did something, by kind: close (a "

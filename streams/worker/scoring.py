@@ -13,7 +13,7 @@ failed (the worker dead-letters its session as `scoring_failed`) so its partitio
 The cascade (streams/core/cascade.py) decides per scoring whether the text network runs: the
 whole ensemble where the session holds free text the served network has not read; else the
 ensemble's last step alone (`TritonScorer.score_stacked`), with the network outputs kept with
-the session or, where there are none, the stacker's features-only heads; a cheap answer the
+the session or, where there are none, the version's typical outputs; a cheap answer the
 version's policy sends back (a band, a refresh bound) gets the whole ensemble in a second
 round. The network outputs a run returns come back with its record (`ScoredPlan.network`) to
 be kept with the session. Every path retries and narrows down the same way; the record says
@@ -57,12 +57,12 @@ class ScoringMetrics:
     # (trigger, texts): texts sent to Triton's full ensemble per scoring trigger, so the
     # Triton calls a silence score costs can be read off (docs/silence.md)
     by_trigger: Callable[[str, int], None] = _ignore
-    # (trigger, rows): scorings the stacker alone answered (kept network outputs, or its
-    # features-only heads)
+    # (trigger, rows): scorings the stacker alone answered (kept network outputs, or the
+    # version's typical ones)
     stacker_only: Callable[[str, int], None] = _ignore
-    # (route, rows): the cascade's routes (streams/core/cascade.py): exact, stale, features,
+    # (route, rows): the cascade's routes (streams/core/cascade.py): exact, stale, typical,
     # network; a cheap answer sent back to the network counts as its reason (band, refresh,
-    # no_policy)
+    # no_policy, typical_off, unseen_kinds)
     route: Callable[[str, int], None] = _ignore
 
 
@@ -112,7 +112,7 @@ async def stack_isolating(
     max_attempts: int = 3,
     observe: ScoringMetrics = NO_METRICS,
     first_delay_s: float = 0.5,
-    cascade: Sequence[tuple[int, int]] | None = None,
+    cascade: Sequence[tuple[int, int, int]] | None = None,
 ) -> tuple[list[Prediction | None], dict[int, str]]:
     """`score_isolating` for rows whose network outputs are kept (or, with the cascade's
     modes, absent): the stacker alone."""
@@ -289,12 +289,13 @@ async def _score_cheap(scorer: TritonScorer, items: Sequence[ToScore], routes: S
                        indices: list[int], retry_max_s: float, max_attempts: int,
                        observe: ScoringMetrics) -> _Part:
     """The stacker alone for the items at `indices`: kept network outputs (exact, stale) or
-    none (features); with the cascade's modes where any route is not exact."""
+    none (typical: the version's prototype stands in); with the cascade's modes where any
+    route is not exact."""
     out = _Part()
     if not indices:
         return out
     network = [_network_of(routes[i]) for i in indices]
-    cascade = ([(routes[i].mode, routes[i].events_since) for i in indices]
+    cascade = ([routes[i].cascade_row for i in indices]
                if any(routes[i].name != "exact" for i in indices) else None)
     results, failed = await stack_isolating(
         scorer, network, [items[i].features for i in indices], retry_max_s, max_attempts,
@@ -341,8 +342,8 @@ async def _routes(scorer: TritonScorer, items: Sequence[ToScore], texts: Sequenc
 
 
 def _network_of(chosen: Route) -> NetworkOutputs:
-    """The stacker's TEXT_* inputs for a cheap route: the kept outputs, or zeros (features:
-    the stacker's features-only heads answer) under the served version."""
+    """The stacker's TEXT_* inputs for a cheap route: the kept outputs, or zeros (typical:
+    the stacker puts the version's prototype in their place) under the served version."""
     kept = chosen.kept
     if kept is None:
         return NetworkOutputs((0.0,) * 3, (0.0,) * 6, 0.0, chosen.served or 0)

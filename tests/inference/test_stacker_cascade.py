@@ -1,7 +1,7 @@
-"""The stacker's cheap stage on the real tritonserver (issue #27): with CASCADE, mode-2 rows are
-answered by the version's features-only heads, and NETWORK_WANTED says which cheap answers the
-version's cascade policy sends to the network; exact rows (mode 0) always stand, and a version
-without a policy sends every cheap answer on."""
+"""The stacker's cheap stage on the real tritonserver (issue #27): with CASCADE, mode-2 rows read
+the version's prototype for their kinds of event in place of the network's outputs, and
+NETWORK_WANTED says which cheap answers the version's cascade policy sends to the network;
+exact rows (mode 0) always stand, and a version without a policy sends every cheap answer on."""
 
 from __future__ import annotations
 
@@ -16,22 +16,37 @@ from inference.model.stacking import write_heads
 from inference.tritonserver import tiny_triton_server
 from streams.core.cascade import (
     MODE_EXACT,
-    MODE_FEATURES,
     MODE_STALE,
+    MODE_TYPICAL,
     WANTED_BAND,
-    WANTED_FEATURES_OFF,
     WANTED_NO,
     WANTED_NO_POLICY,
     WANTED_REFRESH,
+    WANTED_TYPICAL_OFF,
+    WANTED_UNSEEN,
     CascadePolicy,
 )
 
 WIDTH = 5
-POLICY = CascadePolicy(strength_band=(0.3, 0.45), refresh_events=4, features=True)
+POLICY = CascadePolicy(churn_band=(0.7, 0.8), refresh_events=4, typical=True)
+VIEWS, CARTS = 0b1, 0b1001  # kinds_mask: view; view and add_to_cart
+# What the stacked heads below read from the network's outputs: churn = its P(churn), so a
+# row's answer shows which outputs it was given.
+PROTOTYPES = {str(VIEWS): {"strength": [0.2, 0.3, 0.5], "intent_type": [0, 0, 0, 1.0, 0, 0],
+                           "churn": 0.75}}
 
 
 def prior(labels: list[int]) -> DummyClassifier:
     return DummyClassifier(strategy="prior").fit(np.zeros((len(labels), WIDTH + 10)), labels)
+
+
+class NetworkChurn:
+    """A churn head that answers the network's own P(churn) (the last column of x)."""
+
+    classes_ = np.array([0, 1])
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.column_stack([1 - x[:, -1], x[:, -1]])
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +54,13 @@ def server(tmp_path_factory):
     with tiny_triton_server(tmp_path_factory.mktemp("cascade")) as running:
         write_heads(running.repo, 1, {
             "n_features": WIDTH, "feature_schema": 1,
-            "strength": prior([0, 1, 2, 2]),  # stacked: p(strong) 0.25, outside the band
-            "churn": prior([0, 1, 1, 1]),
-            "features_only": {"strength": prior([0, 0, 1, 2, 2]),  # p(strong) 0.4: in it
-                              "intent_type": prior([3, 3, 3, 1]),
-                              "churn": prior([0, 0, 0, 1])},
-            "cascade": POLICY.to_json(),
+            "strength": prior([0, 1, 2, 2]), "churn": NetworkChurn(),
+            "prototypes": PROTOTYPES, "cascade": POLICY.to_json(),
         })
         yield running
 
 
-def stacked(server, rows: list[tuple[int, int]], version: int = 1):
+def stacked(server, rows: list[tuple[int, int, int]], version: int = 1):
     net = NetworkOutputs((0.2, 0.3, 0.5), (1.0, 0, 0, 0, 0, 0), 0.5, version)
 
     async def go():
@@ -60,36 +71,37 @@ def stacked(server, rows: list[tuple[int, int]], version: int = 1):
     return asyncio.run(go())
 
 
-def test_features_only_heads_answer_mode_two_rows_and_the_band_sends_them_on(server):
-    exact, stale, features = stacked(server, [(MODE_EXACT, 0), (MODE_STALE, 1),
-                                              (MODE_FEATURES, 0)])
-    assert features.strength == pytest.approx({"strong": 0.4, "medium": 0.2, "weak": 0.4})
-    assert features.intent_type["request"] == pytest.approx(0.75)  # label index 3
-    assert features.churn == pytest.approx(0.25)
-    assert features.wanted == WANTED_BAND
+def test_mode_two_rows_read_the_prototype_of_their_kinds_and_the_band_sends_them_on(server):
+    exact, stale, typical, unseen = stacked(server, [(MODE_EXACT, 0, 0), (MODE_STALE, 1, 0),
+                                                     (MODE_TYPICAL, 0, VIEWS),
+                                                     (MODE_TYPICAL, 0, CARTS)])
+    assert typical.churn == pytest.approx(0.75)  # the stacked head over the prototype's
+    assert typical.intent_type["request"] == pytest.approx(1.0)  # label index 3: its own
+    assert typical.wanted == WANTED_BAND  # 0.75 lies in the churn band
+    assert unseen.wanted == WANTED_UNSEEN  # no prototype for view + add_to_cart
     for row in (exact, stale):  # the stacked heads over the kept outputs
         assert row.strength == pytest.approx({"strong": 0.25, "medium": 0.25, "weak": 0.5})
-        assert row.intent_type["purchase"] == pytest.approx(1.0)
+        assert row.churn == pytest.approx(0.5) and row.intent_type["purchase"] == 1.0
         assert row.wanted == WANTED_NO
 
 
 def test_kept_outputs_as_old_as_the_refresh_bound_ask_for_the_network(server):
-    fresh, old, exact_old = stacked(server, [(MODE_STALE, 3), (MODE_STALE, 4), (MODE_EXACT, 9)])
+    fresh, old, exact_old = stacked(server, [(MODE_STALE, 3, 0), (MODE_STALE, 4, 0),
+                                             (MODE_EXACT, 9, 0)])
     assert (fresh.wanted, old.wanted, exact_old.wanted) == (WANTED_NO, WANTED_REFRESH, WANTED_NO)
 
 
-def test_a_policy_that_lets_no_features_only_answer_stand_sends_those_rows_on(server):
+def test_a_policy_that_lets_no_typical_answer_stand_sends_those_rows_on(server):
     write_heads(server.repo, 2, {  # heads of a version not served yet: the stacker reads them
-        "n_features": WIDTH, "feature_schema": 1,
-        "features_only": {"strength": prior([2, 2]), "intent_type": prior([3]),
-                          "churn": prior([0, 1])},
+        "n_features": WIDTH, "feature_schema": 1, "prototypes": PROTOTYPES,
         "cascade": CascadePolicy(refresh_events=4).to_json()})
-    stale, features = stacked(server, [(MODE_STALE, 1), (MODE_FEATURES, 0)], version=2)
-    assert (stale.wanted, features.wanted) == (WANTED_NO, WANTED_FEATURES_OFF)
+    stale, typical = stacked(server, [(MODE_STALE, 1, 0), (MODE_TYPICAL, 0, VIEWS)], version=2)
+    assert (stale.wanted, typical.wanted) == (WANTED_NO, WANTED_TYPICAL_OFF)
 
 
 def test_a_version_without_a_policy_sends_every_cheap_answer_on(server):
-    rows = stacked(server, [(MODE_EXACT, 0), (MODE_STALE, 0), (MODE_FEATURES, 0)], version=7)
+    rows = stacked(server, [(MODE_EXACT, 0, 0), (MODE_STALE, 0, 0), (MODE_TYPICAL, 0, VIEWS)],
+                   version=7)
     assert [r.wanted for r in rows] == [WANTED_NO, WANTED_NO_POLICY, WANTED_NO_POLICY]
 
 

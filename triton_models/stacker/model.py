@@ -8,14 +8,14 @@ heads, or requests without FEATURES, pass through unchanged. Self-contained (the
 cannot rely on the `inference` package): numpy, pickle and the classifiers' own library.
 
 Cascade (streams/core/cascade.py): a request may send CASCADE, per row [mode, events since the
-kept network run]. Mode 0: the TEXT_* inputs are the network's outputs for this very text (as
-without CASCADE). Mode 1: they are kept outputs of an earlier text of the session (same free
-text). Mode 2: there are none: the version's features-only heads (heads["features_only"])
-answer all three heads from FEATURES alone. NETWORK_WANTED (sent where requested) says, per
-row, whether that cheap answer must be replaced by the network's after all, by the version's
-cascade policy (heads["cascade"]): 0 no, 1 in a band, 2 kept outputs too old, 3 the version has
-no policy (or no features-only heads for a mode-2 row), 4 its policy lets no features-only
-answer stand. `wants_network` here is a copy of
+kept network run, kinds_mask]. Mode 0: the TEXT_* inputs are the network's outputs for this
+very text (as without CASCADE). Mode 1: they are kept outputs of an earlier text of the session
+(the same reading). Mode 2: there are none: the version's prototype for the row's kinds of
+event (heads["prototypes"][str(kinds_mask)]: the network's typical outputs) takes their place.
+NETWORK_WANTED (sent where requested) says, per row, whether that cheap answer must be
+replaced by the network's after all, by the version's cascade policy (heads["cascade"]): 0 no,
+1 in a band, 2 kept outputs too old, 3 the version has no policy, 4 its policy lets no typical
+answer stand, 5 it has no prototype for these kinds. `wants_network` here is a copy of
 streams.core.cascade.wants_network (a test holds them equal).
 
 Customer value: a version whose heads/<N>/ holds customer_value.json (BG/NBD and Gamma-Gamma
@@ -44,11 +44,12 @@ VALUE_FILE = "customer_value.json"
 VALUE_CODE_FILE = "customer_value.py"
 VALUE_OUTPUTS = ("P_ALIVE", "EXPECTED_ORDERS", "EXPECTED_VALUE")
 NO_VALUE = -1.0
-MODE_EXACT, MODE_STALE, MODE_FEATURES = 0, 1, 2
-WANTED_NO, WANTED_BAND, WANTED_REFRESH, WANTED_NO_POLICY, WANTED_FEATURES_OFF = 0, 1, 2, 3, 4
+MODE_EXACT, MODE_STALE, MODE_TYPICAL = 0, 1, 2
+WANTED_NO, WANTED_BAND, WANTED_REFRESH, WANTED_NO_POLICY = 0, 1, 2, 3
+WANTED_TYPICAL_OFF, WANTED_UNSEEN = 4, 5
 
 
-def wants_network(policy: dict[str, Any] | None, mode: int, events_since: int, p_strong: float,
+def wants_network(policy: dict[str, Any] | None, mode: int, events_since: int, strength: Any,
                   p_churn: float, intent_type: Any) -> int:
     """Whether a cheap answer asks for the network (a WANTED_* code): a copy of
     streams.core.cascade.wants_network over the policy's JSON form."""
@@ -56,17 +57,20 @@ def wants_network(policy: dict[str, Any] | None, mode: int, events_since: int, p
         return WANTED_NO
     if policy is None:
         return WANTED_NO_POLICY
-    if mode == MODE_FEATURES and not policy.get("features"):
-        return WANTED_FEATURES_OFF
+    if mode == MODE_TYPICAL and not policy.get("typical"):
+        return WANTED_TYPICAL_OFF
     refresh = int(policy.get("refresh_events") or 0)
     if mode == MODE_STALE and refresh and events_since >= refresh:
         return WANTED_REFRESH
-    for band, p in ((policy.get("strength_band"), p_strong), (policy.get("churn_band"), p_churn)):
+    for band, p in ((policy.get("strength_band"), float(strength[0])),
+                    (policy.get("churn_band"), p_churn)):
         if band is not None and float(band[0]) <= p <= float(band[1]):
             return WANTED_BAND
-    top = sorted((float(x) for x in intent_type), reverse=True)
-    if len(top) > 1 and top[0] - top[1] < float(policy.get("intent_margin") or 0.0):
-        return WANTED_BAND
+    for probs, margin in ((intent_type, policy.get("intent_margin")),
+                          (strength, policy.get("strength_margin"))):
+        top = sorted((float(x) for x in probs), reverse=True)
+        if len(top) > 1 and top[0] - top[1] < float(margin or 0.0):
+            return WANTED_BAND
     return WANTED_NO
 
 
@@ -141,17 +145,21 @@ class TritonPythonModel:
             strength, intent_type, churn = strength.copy(), intent_type.copy(), churn.copy()
             for version in np.unique(versions[:, 0]):
                 rows = versions[:, 0] == version
+                heads = self._heads(int(version))
+                unseen = np.zeros(n, dtype=bool)
+                if cascade is not None:  # mode-2 rows read the version's typical outputs
+                    unseen = self._typical(heads, cascade, rows & (modes == MODE_TYPICAL),
+                                           strength, intent_type, churn)
                 value = self._value(int(version))
                 if value is not None:
                     values[rows] = value_rows(value, features[rows])
-                heads = self._heads(int(version))
                 if heads is not None:
                     self._stack(heads, features[rows], strength, intent_type, churn, rows,
                                 values[rows])
-                    self._features_only(heads, features, strength, intent_type, churn,
-                                        rows & (modes == MODE_FEATURES))
                 if cascade is not None:
                     self._check(heads, cascade, rows, strength, intent_type, churn, wanted)
+                    answered = np.isin(wanted[:, 0], (WANTED_NO, WANTED_BAND))
+                    wanted[unseen & rows & answered, 0] = WANTED_UNSEEN
         elif cascade is not None:
             wanted[modes != MODE_EXACT] = WANTED_NO_POLICY
         outputs = [
@@ -167,19 +175,22 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(output_tensors=outputs)
 
     @staticmethod
-    def _features_only(heads: dict[str, Any], features: np.ndarray, strength: np.ndarray,
-                       intent_type: np.ndarray, churn: np.ndarray, rows: np.ndarray) -> None:
-        """Mode-2 rows: the version's features-only heads answer all three heads (x is the
-        stacker's, zeros where the network's outputs would be)."""
-        models = heads.get("features_only")
-        if not models or not rows.any():
-            return
-        x = np.hstack([features[rows], np.zeros((int(rows.sum()), 10))]).astype(np.float64)
-        for name, target in (("strength", strength), ("intent_type", intent_type)):
-            if name in models:
-                target[rows] = _columns(models[name], x, target.shape[1])
-        if "churn" in models:
-            churn[rows, 0] = _columns(models["churn"], x, 2)[:, 1]
+    def _typical(heads: dict[str, Any] | None, cascade: np.ndarray, rows: np.ndarray,
+                 strength: np.ndarray, intent_type: np.ndarray, churn: np.ndarray
+                 ) -> np.ndarray:
+        """Mode-2 rows: the version's prototype for the row's kinds_mask in place of the
+        network's outputs (in place); the rows it has none for (True: unseen)."""
+        prototypes = {} if heads is None else heads.get("prototypes") or {}
+        unseen = np.zeros(len(rows), dtype=bool)
+        for i in np.flatnonzero(rows):
+            found = prototypes.get(str(int(cascade[i, 2])))
+            if found is None:
+                unseen[i] = True
+                continue
+            strength[i] = found["strength"]
+            intent_type[i] = found["intent_type"]
+            churn[i, 0] = found["churn"]
+        return unseen
 
     @staticmethod
     def _check(heads: dict[str, Any] | None, cascade: np.ndarray, rows: np.ndarray,
@@ -187,15 +198,9 @@ class TritonPythonModel:
                wanted: np.ndarray) -> None:
         """NETWORK_WANTED for `rows` (one version's) from the version's cascade policy."""
         policy = None if heads is None else heads.get("cascade")
-        has_features_only = heads is not None and bool(heads.get("features_only"))
         for i in np.flatnonzero(rows):
-            mode = int(cascade[i, 0])
-            if mode == MODE_FEATURES and not has_features_only:
-                wanted[i, 0] = WANTED_NO_POLICY
-                continue
-            wanted[i, 0] = wants_network(policy, mode, int(cascade[i, 1]),
-                                         float(strength[i, 0]), float(churn[i, 0]),
-                                         intent_type[i])
+            wanted[i, 0] = wants_network(policy, int(cascade[i, 0]), int(cascade[i, 1]),
+                                         strength[i], float(churn[i, 0]), intent_type[i])
 
     def _heads(self, version: int) -> dict[str, Any] | None:
         if version not in self.loaded:
@@ -228,23 +233,6 @@ class TritonPythonModel:
                     raise ValueError("this version's churn head reads customer value columns")
                 x = np.hstack([x, values.astype(np.float64)])
             churn[rows, 0] = heads["churn"].predict_proba(x)[:, 1].astype(np.float32)
-
-
-def _columns(model: Any, x: np.ndarray, k: int) -> np.ndarray:
-    """predict_proba with one column per label index (a class missing in training: zeros)."""
-    probs = model.predict_proba(x)
-    classes = getattr(model, "classes_", None)
-    if classes is None and hasattr(model, "steps"):
-        classes = model.steps[-1][1].classes_
-    out = np.zeros((len(x), k), dtype=np.float32)
-    if classes is not None and len(classes) == 1:  # fitted on one class: certain of it
-        out[:, int(classes[0])] = 1.0
-        return out
-    if classes is None:
-        out[:, :probs.shape[1]] = probs
-        return out
-    out[:, np.asarray(classes, dtype=np.int64)] = probs
-    return out
 
 
 def load_value(folder: Path) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """The cascade's decision rule: which scorings run the text network. Pure.
 
 Sessions are built by `absorb`, as the worker builds them, so the routes are checked on the
-sessions the worker will hold: new free text runs the network, a session with none gets the
-features-only heads, and later events that add none reuse the kept outputs (stale) or, for the
-very text the network read, give exactly its answer (exact).
+sessions the worker will hold: new free text or a new kind of event runs the network, a
+session with neither free text nor kept outputs gets the typical outputs for its kinds of
+event, and later events that add nothing new reuse the kept outputs (stale) or, for the very
+text the network read, give exactly its answer (exact).
 """
 
 from __future__ import annotations
@@ -12,20 +13,21 @@ import pytest
 
 from streams.core.cascade import (
     MODE_EXACT,
-    MODE_FEATURES,
     MODE_STALE,
+    MODE_TYPICAL,
     WANTED_BAND,
-    WANTED_FEATURES_OFF,
     WANTED_NO,
     WANTED_NO_POLICY,
     WANTED_REFRESH,
+    WANTED_TYPICAL_OFF,
     CascadePolicy,
     free_text_digest,
     kept_of,
+    kinds_mask,
     route,
     wants_network,
 )
-from streams.core.events import ShopEvent
+from streams.core.events import EVENT_TYPES, ShopEvent
 from streams.core.sessions import (
     KeptNetwork,
     SessionPolicy,
@@ -65,12 +67,14 @@ def route_now(state: UserState, kept: KeptNetwork | None, served: int | None = 3
     return route(session, kept, render(session, SESSION.max_chars), served)
 
 
-def test_a_session_without_free_text_gets_the_features_only_heads():
+def test_a_session_without_free_text_gets_the_typical_outputs_for_its_kinds_of_event():
     state = empty_state()
     send(state, 0)
     send(state, 1)
     chosen = route_now(state, None)
-    assert chosen.name == "features" and chosen.mode == MODE_FEATURES and chosen.served == 3
+    assert chosen.name == "typical" and chosen.served == 3
+    assert chosen.cascade_row == (MODE_TYPICAL, 0, kinds_mask(state["current"]))
+    assert kinds_mask(state["current"]) == 1 << EVENT_TYPES.index("view")
     assert free_text_digest(state["current"]) == ""
 
 
@@ -84,8 +88,8 @@ def test_new_free_text_runs_the_network_and_events_after_it_reuse_its_outputs():
     send(state, 2)
     send(state, 3)
     stale = route_now(state, kept)
-    assert stale.name == "stale" and stale.mode == MODE_STALE and stale.kept == kept
-    assert stale.events_since == 2
+    assert stale.name == "stale" and stale.kept == kept
+    assert stale.cascade_row == (MODE_STALE, 2, 0)
     send(state, 4, "support_message", text="where is my order?")
     assert route_now(state, kept).name == "network"  # a new message: unread free text
 
@@ -109,7 +113,7 @@ def test_free_text_dropped_from_a_bounded_session_changes_what_the_network_would
         send(state, n)
     assert free_text_digest(state["current"]) == ""
     assert route_now(state, kept).name == "network"  # kept outputs of another reading
-    assert route_now(state, None).name == "features"
+    assert route_now(state, None).name == "typical"
 
 
 @pytest.mark.parametrize("change", ["other_version", "unknown_version", "old_kept_outputs"])
@@ -125,33 +129,40 @@ def test_outputs_of_another_version_or_without_what_they_read_are_not_reused(cha
 
 
 POLICY = CascadePolicy(strength_band=(0.5, 0.7), churn_band=(0.4, 0.6), intent_margin=0.2,
-                       refresh_events=4, features=True)
+                       refresh_events=4, typical=True, strength_margin=0.3)
+
+
+def strength(strong: float, medium: float | None = None) -> list[float]:
+    medium = (1 - strong) / 2 if medium is None else medium
+    return [strong, medium, 1 - strong - medium]
 
 
 @pytest.mark.parametrize(("mode", "since", "strong", "churn", "intent", "wanted"), [
-    (MODE_EXACT, 99, 0.6, 0.5, [0.5, 0.5], WANTED_NO),  # the network's own answer
-    (MODE_STALE, 1, 0.9, 0.1, [0.9, 0.1], WANTED_NO),
-    (MODE_STALE, 4, 0.9, 0.1, [0.9, 0.1], WANTED_REFRESH),
-    (MODE_FEATURES, 99, 0.9, 0.1, [0.9, 0.1], WANTED_NO),  # no kept outputs to age
-    (MODE_FEATURES, 0, 0.6, 0.1, [0.9, 0.1], WANTED_BAND),
-    (MODE_STALE, 0, 0.9, 0.5, [0.9, 0.1], WANTED_BAND),
-    (MODE_STALE, 0, 0.9, 0.1, [0.55, 0.45], WANTED_BAND),  # a near tie of intent types
+    (MODE_EXACT, 99, strength(0.6), 0.5, [0.5, 0.5], WANTED_NO),  # the network's own answer
+    (MODE_STALE, 1, strength(0.9), 0.1, [0.9, 0.1], WANTED_NO),
+    (MODE_STALE, 4, strength(0.9), 0.1, [0.9, 0.1], WANTED_REFRESH),
+    (MODE_TYPICAL, 99, strength(0.9), 0.1, [0.9, 0.1], WANTED_NO),  # no kept outputs to age
+    (MODE_TYPICAL, 0, strength(0.6), 0.1, [0.9, 0.1], WANTED_BAND),
+    (MODE_STALE, 0, strength(0.9), 0.5, [0.9, 0.1], WANTED_BAND),
+    (MODE_STALE, 0, strength(0.9), 0.1, [0.55, 0.45], WANTED_BAND),  # intent types near a tie
+    (MODE_STALE, 0, strength(0.1, 0.5), 0.1, [0.9, 0.1], WANTED_BAND),  # medium ~ weak
+    (MODE_STALE, 0, strength(0.1, 0.8), 0.1, [0.9, 0.1], WANTED_NO),
 ])
 def test_a_cheap_answer_asks_for_the_network_by_the_policy(mode, since, strong, churn,
                                                           intent, wanted):
     assert wants_network(POLICY, mode, since, strong, churn, intent) == wanted
 
 
-def test_features_only_answers_stand_only_where_the_policy_lets_them():
+def test_typical_answers_stand_only_where_the_policy_lets_them():
     off = CascadePolicy(refresh_events=4)
-    assert wants_network(off, MODE_FEATURES, 0, 0.9, 0.1, [1.0]) == WANTED_FEATURES_OFF
-    assert wants_network(off, MODE_STALE, 0, 0.9, 0.1, [1.0]) == WANTED_NO
+    assert wants_network(off, MODE_TYPICAL, 0, strength(0.9), 0.1, [1.0]) == WANTED_TYPICAL_OFF
+    assert wants_network(off, MODE_STALE, 0, strength(0.9), 0.1, [1.0]) == WANTED_NO
 
 
 def test_a_version_without_a_policy_sends_every_cheap_answer_to_the_network():
-    assert wants_network(None, MODE_STALE, 0, 0.9, 0.1, [1.0]) == WANTED_NO_POLICY
-    assert wants_network(None, MODE_FEATURES, 0, 0.9, 0.1, [1.0]) == WANTED_NO_POLICY
-    assert wants_network(None, MODE_EXACT, 0, 0.9, 0.1, [1.0]) == WANTED_NO
+    for mode, wanted in ((MODE_STALE, WANTED_NO_POLICY), (MODE_TYPICAL, WANTED_NO_POLICY),
+                         (MODE_EXACT, WANTED_NO)):
+        assert wants_network(None, mode, 0, strength(0.9), 0.1, [1.0]) == wanted
 
 
 def test_the_policy_survives_its_json_form():
@@ -161,8 +172,10 @@ def test_the_policy_survives_its_json_form():
 
 def test_the_stackers_copy_of_the_rule_agrees(stacker_code):
     cases = [(mode, since, strong, churn, intent)
-             for mode in (MODE_EXACT, MODE_STALE, MODE_FEATURES) for since in (0, 3, 4, 9)
-             for strong in (0.1, 0.5, 0.6, 0.7, 0.71) for churn in (0.39, 0.4, 0.6, 0.8)
+             for mode in (MODE_EXACT, MODE_STALE, MODE_TYPICAL) for since in (0, 3, 4, 9)
+             for strong in (strength(0.1), strength(0.5), strength(0.6), strength(0.7),
+                            strength(0.71), strength(0.1, 0.45), strength(0.1, 0.7))
+             for churn in (0.39, 0.4, 0.6, 0.8)
              for intent in ([0.9, 0.1], [0.55, 0.45], [1.0])]
     for policy in (POLICY, CascadePolicy(), CascadePolicy(refresh_events=4), None):
         doc = None if policy is None else policy.to_json()

@@ -16,9 +16,14 @@ import orjson
 import pytest
 
 from inference.client import NetworkOutputs, ScoredText
-from inference.heads import INTENT_TYPE_LABELS, STRENGTH_LABELS
 from streams.core.batching import delivered, plan_batch
-from streams.core.cascade import MODE_FEATURES, CascadePolicy, reading_digest, wants_network
+from streams.core.cascade import (
+    MODE_TYPICAL,
+    CascadePolicy,
+    kinds_mask,
+    reading_digest,
+    wants_network,
+)
 from streams.core.raw_message import RawMessage
 from streams.core.records import IntentScore
 from streams.core.sessions import UserState
@@ -27,15 +32,14 @@ from streams.core.timeunits import DAY_MS, MINUTE_MS
 from streams.worker.scoring import ScoredPlan, ScoringMetrics, keep_outputs, score_plan
 from tests.streams.worker.test_network_reuse import SESSION, T0, TIMERS, network, stack, unit
 
-NO_BAND = CascadePolicy(refresh_events=0, features=True)
-EVERY_ANSWER = CascadePolicy(strength_band=(0.0, 1.0), features=True)
+NO_BAND = CascadePolicy(refresh_events=0, typical=True)
+EVERY_ANSWER = CascadePolicy(strength_band=(0.0, 1.0), typical=True)
 
 
-def features_only(features: Sequence[float], version: int) -> ScoredText:
-    strong = unit("features", list(features))
-    return ScoredText(dict(zip(STRENGTH_LABELS, (strong, 1 - strong, 0.0), strict=True)),
-                      dict(zip(INTENT_TYPE_LABELS, (0, 1.0, 0, 0, 0, 0), strict=True)),
-                      strong / 3, "intent_bert", version)
+def typical(kinds: int, version: int) -> NetworkOutputs:
+    """The version's prototype: the network's typical outputs for these kinds of event."""
+    h = unit("typical", kinds)
+    return NetworkOutputs((h, 1 - h, 0.0), (0, 1.0, 0, 0, 0, 0), h / 3, version)
 
 
 class CascadeScorer:
@@ -61,10 +65,10 @@ class CascadeScorer:
         self.calls.append(("stacker", len(nets)))
         out = []
         for k, (net, row) in enumerate(zip(nets, features, strict=True)):
-            mode, since = (0, 0) if cascade is None else cascade[k]
-            p = features_only(row, net.version) if mode == MODE_FEATURES else stack(net, row)
-            wanted = wants_network(self.policy, mode, since, p.strength["strong"], p.churn,
-                                   list(p.intent_type.values()))
+            mode, since, kinds = (0, 0, 0) if cascade is None else cascade[k]
+            p = stack(typical(kinds, net.version) if mode == MODE_TYPICAL else net, row)
+            wanted = wants_network(self.policy, mode, since, list(p.strength.values()),
+                                   p.churn, list(p.intent_type.values()))
             out.append(ScoredText(p.strength, p.intent_type, p.churn, p.model_name,
                                   p.model_version, None, None, wanted))
         return out
@@ -121,12 +125,13 @@ def whole_ensemble(record: IntentScore) -> tuple[dict, float]:
     return p.strength, p.churn
 
 
-def test_a_session_without_free_text_is_answered_by_the_features_only_heads():
+def test_a_session_without_free_text_is_answered_from_the_typical_outputs_of_its_kinds():
     world = World(CascadeScorer())
     record = world.send(event(0, 0), event(1, 1))
-    assert world.scorer.calls == [("stacker", 1)] and world.routes == [("features", 1)]
+    assert world.scorer.calls == [("stacker", 1)] and world.routes == [("typical", 1)]
     assert record.network is False
-    assert record.strength.probs == features_only(record.features.values, 3).strength
+    views = kinds_mask(world.table["u1"]["current"])
+    assert record.strength.probs == stack(typical(views, 3), record.features.values).strength
 
 
 def test_free_text_runs_the_network_once_and_later_events_reuse_its_outputs():
@@ -155,11 +160,11 @@ def test_a_cheap_answer_in_the_band_gets_the_whole_ensemble_in_a_second_round():
     assert (record.strength.probs, record.churn) == whole_ensemble(record)
 
 
-def test_a_policy_without_features_only_answers_sends_those_rows_on_in_the_one_round():
+def test_a_policy_without_typical_answers_sends_those_rows_on_in_the_one_round():
     world = World(CascadeScorer(CascadePolicy()))
     record = world.send(event(0, 0), event(1, 1))
     assert world.scorer.calls == [("stacker", 1), ("intent", 1)]
-    assert world.routes == [("features_off", 1)] and record.network is True
+    assert world.routes == [("typical_off", 1)] and record.network is True
 
 
 def test_a_version_without_a_policy_runs_the_network_for_every_cheap_answer():
