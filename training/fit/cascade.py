@@ -3,29 +3,36 @@ ensemble needs its text network, and what answering without it costs. Pure: arra
 policy and a card section out.
 
 The worker routes each scoring by `streams.core.cascade.route` and, for a cheap answer (`stale`:
-kept outputs of an earlier text of the session with the same free text; `features`: no free
-text and nothing kept), asks the version's `CascadePolicy` whether the network must run after
-all (`wants_network`). Here the same happens to a split's windows in order (`simulate`), one
-session at a time, keeping per (user, session) the outputs of the last window the network ran
-on, so each window's answer is what the served ensemble would have given it:
+kept outputs of an earlier text of the session with the same reading signature; `features`: no
+free text and nothing kept), asks the version's `CascadePolicy` whether the network must run
+after all (`wants_network`). The reading signature (`reading_digest`, carried by each window as
+`Example.reads`) is a digest of the session's free text and of the sorted set of the kinds of
+event it holds: a window whose events since the kept run are more of the kinds already seen,
+with no new free text, is stale; a new kind (the first add_to_cart, a purchase) or new free text
+runs the network. Here the same happens to a split's windows in order (`simulate`), one session
+at a time, keeping per (user, session) the outputs of the last window the network ran on, so
+each window's answer is what the served ensemble would have given it:
 
 - where the network ran (route `network`, or a cheap answer the policy sent back): the served
   all-network answer (the stacked heads over its own network outputs, the network's intent type);
 - `exact`: the same (the kept outputs were computed from this very text);
 - `stale`: the stacked heads over [FEATURES now, the kept outputs] (intent type the kept one);
 - `features`: the features-only heads (gradient boosting on FEATURES, fitted on the training
-  split) for all three heads.
+  split) for all three heads, where the policy lets them stand (`CascadePolicy.features`); a
+  policy with features=False sends every features row to the network (`WANTED_FEATURES_OFF`).
 
-`fit_cascade` tries a small grid of policies on validation and keeps the one with the lowest
-network share whose per-head macro-F1 and ROC-AUC stay within `BAR` of the all-network answer;
-then measures it on test. No candidate within the bar: no policy (every cheap answer runs the
-network).
+`fit_cascade` tries a small grid of policies (each with features off, and on where every head
+has a features-only model) on validation and keeps the one with the lowest network share whose
+per-head macro-F1 and ROC-AUC stay within `BAR` of the all-network answer; then measures it on
+test. No candidate within the bar: no policy (every cheap answer runs the network). The
+features-only heads are exported only with a policy that lets them stand.
 
 The windows are the split's labelled windows, which training samples per user (at most
 `--heldout-windows-per-user`): where a user's windows are thinned out, a network run the worker
-would have made between two kept windows is missing, so kept outputs look older and more free
-text looks unread than live. Both push the network share up and the cheap answers' quality
-down: the measured share is an upper estimate where windows are sampled. On validation the
+would have made between two kept windows is missing, so kept outputs look older and more
+readings look changed (new free text, a new kind of event) than live. Both push the network
+share up and the cheap answers' quality down: the measured share is an upper estimate where
+windows are sampled. On validation the
 stacked heads are the exported ones, refitted on that very split: the all-network reference and
 the stale answers both come from heads that saw those rows (like for like; test is unseen).
 The bar is two-sided, as asked of it: a cascade better than the all-network answer by more than
@@ -78,12 +85,15 @@ REFRESH_EVENTS = (0, 1, 2, 4, 8)  # 1: no stale answer stands (every kept run is
 @dataclass(frozen=True)
 class CascadeRows:
     """One split's windows as the cascade sees them, in the order the worker scores them:
-    `sessions[i]` is the session key (None: unknown, so the network runs), `network` the
-    network's outputs for the window's own text, `served` the all-network served answer."""
+    `sessions[i]` is the session key (None: unknown, so the network runs), `free_texts` the
+    free text digests ("" where none), `reads` the reading signatures (`reading_digest`),
+    `network` the network's outputs for the window's own text, `served` the all-network served
+    answer."""
 
     sessions: list[tuple[str, str] | None]
     texts: list[str]
     free_texts: list[str]
+    reads: list[str]
     n_events: np.ndarray
     triggers: list[str]
     features: np.ndarray
@@ -210,14 +220,16 @@ class CheapAnswers:
 
 def route_of(rows: CascadeRows, i: int, kept: int | None) -> RouteOf:
     """`streams.core.cascade.route` for window i, given the window whose outputs the session
-    keeps (None: nothing kept) and one served version throughout."""
+    keeps (None: nothing kept) and one served version throughout: exact where the text is the
+    kept run's, stale where the reading signature is, features where nothing is kept and the
+    session holds no free text, else the network."""
     if rows.sessions[i] is None:
         return RouteOf("network")
     if kept is not None and rows.texts[kept] == rows.texts[i]:
         return RouteOf("exact", kept)
-    if kept is not None and rows.free_texts[kept] == rows.free_texts[i]:
+    if kept is not None and rows.reads[kept] == rows.reads[i]:
         return RouteOf("stale", kept, max(0, int(rows.n_events[i] - rows.n_events[kept])))
-    if not rows.free_texts[i]:
+    if kept is None and not rows.free_texts[i]:
         return RouteOf("features")
     return RouteOf("network")
 
@@ -308,11 +320,12 @@ def worst(delta: dict[str, dict[str, float | None]]) -> float:
                default=0.0)
 
 
-def candidates(churn_threshold: float,
-               alerts: AlertPolicy | None = None) -> list[CascadePolicy]:
+def candidates(churn_threshold: float, alerts: AlertPolicy | None = None,
+               features: bool = False) -> list[CascadePolicy]:
     """The policies tried: bands around the intent alert threshold on p(strong), around the
     served churn threshold (alone, or spanning it and the churn alert threshold), an intent
-    margin, a refresh bound."""
+    margin, a refresh bound; features-only answers off, and also on where `features` (every
+    head has a features-only model)."""
     alerts = alerts or AlertPolicy()
     strength = [None] + [_band(alerts.intent_threshold, alerts.intent_threshold, w)
                          for w in STRENGTH_HALF_WIDTHS if w is not None]
@@ -320,8 +333,9 @@ def candidates(churn_threshold: float,
     churn = [None, *(_band(churn_threshold, churn_threshold, w) for w in CHURN_HALF_WIDTHS),
              *(_band(low, high, w) for w in CHURN_HALF_WIDTHS)]
     unique_churn = list(dict.fromkeys(churn))  # the two kinds coincide where the thresholds do
-    return [CascadePolicy(s, c, m, r) for s, c, m, r in
-            itertools.product(strength, unique_churn, INTENT_MARGINS, REFRESH_EVENTS)]
+    switch = (False, True) if features else (False,)
+    return [CascadePolicy(s, c, m, r, f) for f, s, c, m, r in
+            itertools.product(switch, strength, unique_churn, INTENT_MARGINS, REFRESH_EVENTS)]
 
 
 def _band(low: float, high: float, half_width: float) -> tuple[float, float]:
@@ -348,13 +362,15 @@ def worker_order(users: Sequence[str], window_end: Sequence[int]) -> np.ndarray:
 def rows_of(examples: Sequence[Any], features: np.ndarray, network: Probs, heads: Heads,
             value: np.ndarray | None) -> CascadeRows:
     """A split's windows (`training.data.windows.Example`s, in worker order) with the
-    network's outputs for their texts; a window without a session id (built elsewhere than
-    from the worker's sessions) is routed to the network."""
+    network's outputs for their texts; a window without a session id or reading signature
+    (built elsewhere than from the worker's sessions) is routed to the network."""
     network = {h: np.asarray(p, dtype=np.float64) for h, p in network.items()}
     return CascadeRows(
-        sessions=[(x.user_id, x.session_id) if x.session_id else None for x in examples],
+        sessions=[(x.user_id, x.session_id) if x.session_id and x.reads else None
+                  for x in examples],
         texts=[x.text for x in examples],
         free_texts=[x.free_text for x in examples],
+        reads=[x.reads for x in examples],
         n_events=np.asarray([x.n_events for x in examples], dtype=np.int64),
         triggers=[x.trigger for x in examples],
         features=np.asarray(features, dtype=np.float64),
@@ -375,7 +391,8 @@ def choose(answers: CheapAnswers, y: dict[str, np.ndarray],
     tried = within = 0
     closest: tuple[float, float, int] | None = None
     closest_doc: dict[str, Any] = {}
-    for n, policy in enumerate(candidates(churn_threshold)):
+    for n, policy in enumerate(candidates(churn_threshold,
+                                          features=answers.features is not None)):
         run = simulate(rows, policy, answers)
         tried += 1
         delta = deltas(quality(y, run.probs, churn_threshold), reference)
@@ -445,9 +462,10 @@ def _shares(groups: Sequence[str], ran: np.ndarray) -> dict[str, dict[str, float
 
 
 def _reasons(run: CascadeRun) -> dict[str, int]:
-    """Windows on which the network ran, by why: an unread free text (or an unknown session),
-    or the WANTED_* reason of a cheap answer sent back."""
-    out = {"new_free_text": sum(1 for r in run.routes if r == "network")}
+    """Windows on which the network ran, by why: a changed reading (new free text or a new
+    kind of event since the kept run, or an unknown session), or the WANTED_* reason of a
+    cheap answer sent back (features_off: a features row under a policy with features=False)."""
+    out = {"new_reading": sum(1 for r in run.routes if r == "network")}
     for code, reason in WANTED_REASONS.items():
         count = int(((run.wanted == code) & run.ran).sum())
         if reason and count:

@@ -5,6 +5,7 @@ within the bar where the features already tell the labels."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +14,17 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from inference.heads import MODEL_HEADS
-from streams.core.cascade import CascadePolicy, free_text_digest, kept_of, route
+from streams.core.cascade import (
+    MODE_FEATURES,
+    WANTED_FEATURES_OFF,
+    WANTED_NO,
+    CascadePolicy,
+    free_text_digest,
+    kept_of,
+    reading_digest,
+    route,
+    wants_network,
+)
 from streams.core.clock import SilenceSchedule
 from streams.core.features import N_FEATURES
 from streams.core.sessions import render, text_digest
@@ -26,6 +37,7 @@ from training.fit.cascade import (
     CascadeRows,
     CheapAnswers,
     Heads,
+    candidates,
     deltas,
     fit_cascade,
     quality,
@@ -66,6 +78,7 @@ def worker_rows(histories: list[UserHistory]) -> tuple[CascadeRows, list[Any], H
     examples = [SimpleNamespace(user_id=user, session_id=w.session["session_id"],
                                 text=render(w.session, WORKER_POLICY.max_chars),
                                 free_text=free_text_digest(w.session),
+                                reads=reading_digest(w.session),
                                 n_events=w.session["n_events"], trigger=w.trigger)
                 for user, w in zip(users, windows, strict=True)]
     rng = np.random.default_rng(0)
@@ -93,10 +106,12 @@ def test_routes_match_the_workers_route(worker_rows: Any) -> None:
                        "intent_type": [], "churn": 0.0}
             kept[key] = kept_of(outputs, window.session)  # type: ignore[arg-type]
     routes = set(run.routes)
-    # Not vacuous: every route occurs, silence re-scores of an unchanged text are exact, and
-    # an unchanged free text after a network run is stale while a new one runs the network.
+    # Not vacuous: every route occurs, silence re-scores of an unchanged text are exact, an
+    # unchanged reading (free text and kinds of event) after a network run is stale, while a
+    # new kind of event with the free text unchanged runs the network (the old rule, free text
+    # alone, would have called it stale), and nothing kept with no free text is features.
     assert routes == {"exact", "network", "stale", "features"}
-    exact_silence = 0
+    exact_silence = new_kind = 0
     for i in range(1, len(windows)):
         previous = i - 1
         if rows.sessions[i] != rows.sessions[previous] or not run.ran[previous]:
@@ -105,10 +120,44 @@ def test_routes_match_the_workers_route(worker_rows: Any) -> None:
             assert run.routes[i] == "exact", i
             exact_silence += windows[i].trigger == "silence"
         else:
-            same = rows.free_texts[i] == rows.free_texts[previous]
-            assert run.routes[i] == ("stale" if same else "network" if rows.free_texts[i]
-                                     else "features"), i
-    assert exact_silence
+            same = rows.reads[i] == rows.reads[previous]
+            assert run.routes[i] == ("stale" if same else "network"), i
+            new_kind += not same and rows.free_texts[i] == rows.free_texts[previous]
+    assert exact_silence and new_kind
+    for i, name in enumerate(run.routes):
+        if name == "features":  # the session's first network run is yet to come
+            assert not rows.free_texts[i]
+            assert not any(run.ran[j] for j in range(i) if rows.sessions[j] == rows.sessions[i])
+
+
+def test_a_policy_without_features_sends_features_rows_to_the_network(worker_rows: Any) -> None:
+    rows, _, heads = worker_rows
+    answers = CheapAnswers(rows, heads)
+    off = simulate(rows, CascadePolicy(), answers)
+    on = simulate(rows, CascadePolicy(features=True), answers)
+    features_off = np.asarray([r == "features" for r in off.routes])
+    assert features_off.any()
+    assert off.ran[features_off].all()
+    assert (off.wanted[features_off] == WANTED_FEATURES_OFF).all()
+    # With features on (no band), every features answer stands: the features-only heads'.
+    features_on = np.asarray([r == "features" for r in on.routes])
+    assert features_on.sum() > features_off.sum()  # the session's later windows stay cheap
+    assert not on.ran[features_on].any() and (on.wanted[features_on] == WANTED_NO).all()
+    assert answers.features is not None
+    i = int(np.flatnonzero(features_on)[0])
+    for head in HEADS:
+        assert np.array_equal(on.probs[head][i], answers.features[head][i]), head
+    assert wants_network(CascadePolicy(), MODE_FEATURES, 0, 0.5, 0.5, [1.0, 0.0]) \
+        == WANTED_FEATURES_OFF
+
+
+def test_candidates_switch_features_on_only_where_the_heads_exist() -> None:
+    without = candidates(0.5)
+    both = candidates(0.5, features=True)
+    assert not any(p.features for p in without)
+    assert len(both) == 2 * len(without)
+    assert {p for p in both if not p.features} == set(without)
+    assert {replace(p, features=False) for p in both if p.features} == set(without)
 
 
 def test_bands_covering_everything_make_the_cascade_the_whole_ensemble(worker_rows: Any) -> None:
@@ -123,13 +172,14 @@ def test_bands_covering_everything_make_the_cascade_the_whole_ensemble(worker_ro
 def test_examples_carry_what_the_cascade_routes_by(histories: list[UserHistory]) -> None:
     history = histories[0]
     windows = worker_windows(history.events, WORKER_POLICY, TIMERS, history.observed_until)
-    seen = {(w.session["session_id"], w.session["n_events"], free_text_digest(w.session))
-            for w in windows}
+    seen = {(w.session["session_id"], w.session["n_events"], free_text_digest(w.session),
+             reading_digest(w.session)) for w in windows}
     examples = examples_of(history, WORKER_POLICY, prefix_share=0.0, rng=random.Random(0),
                            timers=TIMERS)
     assert examples
-    assert {(x.session_id, x.n_events, x.free_text) for x in examples} <= seen
+    assert {(x.session_id, x.n_events, x.free_text, x.reads) for x in examples} <= seen
     assert any(x.free_text for x in examples) and all(x.session_id for x in examples)
+    assert all(x.reads for x in examples)
 
 
 def synthetic_split(n_users: int, seed: int) -> tuple[list[Any], np.ndarray,
@@ -149,7 +199,7 @@ def synthetic_split(n_users: int, seed: int) -> tuple[list[Any], np.ndarray,
                 rows.append(row)
                 examples.append(SimpleNamespace(
                     user_id=f"u{seed}-{u}", session_id=f"s{s}", text=f"{free} {k}",
-                    free_text=free, n_events=k + 1, trigger="event"))
+                    free_text=free, reads=f"{free}|view", n_events=k + 1, trigger="event"))
     features = np.asarray(rows)
     y = {"strength": np.digitize(features[:, 0], [-0.6, 0.6]),
          "intent_type": np.digitize(features[:, 2], [-1.0, -0.4, 0.0, 0.4, 1.0]),
@@ -183,13 +233,14 @@ def test_fit_cascade_finds_a_cheaper_policy_within_the_bar() -> None:
     fitted = fit_cascade(rows, labels, heads)
     assert fitted.policy is not None
     validation = fitted.card["validation"]
-    # Every cheap answer is right here: the cheapest candidate (no band, no refresh) wins, and
-    # only unread free text runs the network.
+    # Every cheap answer is right here: the cheapest candidate (no band, no refresh, features
+    # answers standing) wins, and only unread free text runs the network.
     unread = validation["by_route"]["network"]["windows"] / validation["windows"]
     assert validation["network_share"] == pytest.approx(unread)
     assert unread < validation["network_share_without_policy"] == 1  # no exact re-scores here
-    assert fitted.policy == CascadePolicy()
+    assert fitted.policy == CascadePolicy(features=True)
     assert CascadePolicy.from_json(fitted.card["policy"]) == fitted.policy
+    assert validation["by_route"]["features"]["network_share"] == 0
     assert fitted.card["test"]["heads"]["strength"]["delta_macro_f1"] == 0
 
     # Features-only intent types fitted on shuffled labels: the features route is wrong, so
@@ -202,6 +253,7 @@ def test_fit_cascade_finds_a_cheaper_policy_within_the_bar() -> None:
             for name in rows}
     refitted = fit_cascade(rows, labels, worse)
     if refitted.policy is not None:
+        assert not refitted.policy.features  # wrong features answers: they are switched off
         threshold = refitted.card["churn_threshold"]
         val = rows["validation"]
         run = simulate(val, refitted.policy, CheapAnswers(val, worse))
