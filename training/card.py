@@ -468,11 +468,19 @@ def _cascade(cascade: dict[str, Any] | None) -> list[str]:
         f"{', '.join(cascade.get('exported') or []) or 'nothing'}.",
         *_closest(search.get("closest") if policy is None else None),
         "",
+        "A stale answer reuses the kept network outputs where the session's reading signature "
+        "(a digest of its free text and of the set of event kinds it holds) is unchanged since "
+        "the kept run: new free text or a new kind of event runs the network. A features-only "
+        "answer (no free text, nothing kept) stands only under a policy with `features` true; "
+        "with it false, features rows run the network.",
+        "",
         f"Network share: test {_num(test['network_share'])} of {test['windows']} windows "
         f"(validation {_num(val['network_share'])}; without a policy, only exact re-scores "
         f"skip it: test {_num(test['network_share_without_policy'])}). By route: "
         + "; ".join(f"{name} {row['windows']} windows, network {_num(row['network_share'])}"
-                    for name, row in test["by_route"].items()) + ".",
+                    for name, row in test["by_route"].items()) + ". Why the network ran: "
+        + (", ".join(f"{why} {count}" for why, count in test.get("why_network", {}).items())
+           or "never") + ".",
         "",
         "| head | cascade macro-F1 | all-network macro-F1 | Δ | cascade ROC-AUC | "
         "all-network ROC-AUC | Δ |",

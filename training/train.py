@@ -405,8 +405,8 @@ def fit_cascade_policy(windows: Windows, evaluation: Evaluation, stack: StackRes
     order the worker scores them, measured on test; its card section goes to
     stack.card["cascade"]. Where a policy was chosen it joins the exported heads as
     "cascade" (its JSON), with "features_only" (head -> model of the stacker's x, zeros for the
-    text) where every head has one: without them the stacker sends features rows to the
-    network."""
+    text) only where the policy lets features-only answers stand (`features`: chosen only where
+    every head has one); a policy with features=False sends features rows to the network."""
     heads = Heads(stack.heads, stack.features_only)
     reads_value = bool(stack.heads.get("churn_reads_customer_value"))
     rows, y, resorted = {}, {}, []
@@ -428,7 +428,7 @@ def fit_cascade_policy(windows: Windows, evaluation: Evaluation, stack: StackRes
     if fitted.policy is not None:
         stack.heads["cascade"] = fitted.policy.to_json()
         exported.append("cascade")
-        if not set(MODEL_HEADS) - set(stack.features_only):
+        if fitted.policy.features and not set(MODEL_HEADS) - set(stack.features_only):
             stack.heads["features_only"] = {h: stack.features_only[h] for h in MODEL_HEADS}
             exported.append("features_only")
     stack.card["cascade"] = {**fitted.card, "exported": exported}

@@ -64,6 +64,9 @@ def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
         assert set(heads) & {"cascade", "features_only"} == set(cascade["exported"])
         if "cascade" in heads:
             assert CascadePolicy.from_json(heads["cascade"]).to_json() == cascade["policy"]
+        # Features-only heads travel only with a policy that lets their answers stand.
+        assert ("features_only" in heads) == bool(cascade["policy"]
+                                                   and cascade["policy"]["features"])
         if "features_only" in heads:
             x = np.zeros((2, N_FEATURES + 10))
             for head in MODEL_HEADS:  # the stacker's x: FEATURES, then zeros for the text
