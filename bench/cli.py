@@ -10,10 +10,14 @@ every available runtime's in-process texts/s on the texts the pipeline scored (a
   (3) events/s through our worker ÷ a bare Faust agent (one table update + one output per
       event, no model): what our windows and coalescing cost over Faust itself
   (4) event→score p99 at 50% of the worker's capacity ÷ the fastest runtime's batch latency
+  cascade: events/s through our worker ÷ the same worker with SCORE_CASCADE=false (the text
+      network on every scored session), same model and traffic; network_share: the share of
+      the drain's scorings that ran the network (streams/core/cascade.py)
 
-The last line is `ratios: pipeline/model=… naive=…x bare_faust=… p99/batch=… runtime=…` (the
-runtime Triton served). Exit 0 when measured, 1 when a measurement failed (a process died or
-timed out), 2 on bad arguments. Progress bars only when stderr is a terminal.
+The last line is `ratios: pipeline/model=… naive=…x bare_faust=… p99/batch=… cascade=…
+network_share=… runtime=…` (the runtime Triton served). Exit 0 when measured, 1 when a
+measurement failed (a process died or timed out), 2 on bad arguments. Progress bars only when
+stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -153,6 +157,8 @@ def run(args: argparse.Namespace, workdir: Path) -> Figures:
         worker, naive, bare = (bench.stage(name) for name in ("worker", "naive", "bare"))
         ours, half_load = measure_worker_and_paced(bench, worker, traffic, paced,
                                                    args.paced_seconds, args.paced_runs)
+        # the cascade's ratio: the same drain with the network on every session
+        all_network = measure_worker(bench, all_network_stage(bench), traffic)
         in_process = measure_in_process(served, bench, ours, half_load,
                                          settings_of(worker).score_max_batch)
         naive_rate = measure_agent(bench, naive, "bench.naive_agent", naive_traffic)
@@ -166,9 +172,16 @@ def run(args: argparse.Namespace, workdir: Path) -> Figures:
                         for scale in args.backlog_scales}
     figures = collect_figures(args, traffic, served, ours=ours, half_load=half_load,
                               in_process=in_process, naive_rate=naive_rate,
-                              bare_rate=bare_rate, ours_tiny=ours_tiny, backlogs=backlogs)
+                              bare_rate=bare_rate, ours_tiny=ours_tiny, backlogs=backlogs,
+                              all_network=all_network)
     report(figures)
     return figures
+
+
+def all_network_stage(bench: Bench) -> Stage:
+    """Our worker with the cascade off: the text network runs for every scored session."""
+    stage = bench.stage("worker-all-network")
+    return Stage(stage.name, {**stage.env, "INTENTSTREAM_SCORE_CASCADE": "false"}, stage.topics)
 
 
 def done_after(coverage: ScoreCoverage, value: bytes) -> bool:
@@ -382,7 +395,8 @@ def where_time_went(before: dict[str, float], after: dict[str, float],
 def collect_figures(args: argparse.Namespace, traffic: Traffic, served: ServedModel, *,
                     ours: Drain, half_load: HalfLoad, in_process: InProcess, naive_rate: float,
                     bare_rate: float, ours_tiny: Drain,
-                    backlogs: dict[int, tuple[float, float]]) -> Figures:
+                    backlogs: dict[int, tuple[float, float]],
+                    all_network: Drain | None = None) -> Figures:
     return Figures(
         events=len(traffic), users=len(traffic.last_event), model=args.model,
         runtime=served.runtime, fastest_runtime=in_process.fastest,
@@ -408,5 +422,6 @@ def collect_figures(args: argparse.Namespace, traffic: Traffic, served: ServedMo
         backlog_events_per_text={str(k): per_text for k, (per_text, _) in backlogs.items()},
         backlog_events_per_session={str(k): per_session
                                     for k, (_, per_session) in backlogs.items()},
+        all_network_events_per_s=None if all_network is None else all_network.events_per_s,
         **scoring_cost(ours.metrics),
     )

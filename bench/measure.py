@@ -270,7 +270,8 @@ def scoring_cost(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     (bench.measure.scrape), by label: the drain's worker starts at zero."""
     wanted = {"intentstream_triton_texts_total": "network_texts_by_trigger",
               "intentstream_stacker_only_scores_total": "stacker_only_by_trigger",
-              "intentstream_triton_requests_total": "triton_requests_by_model"}
+              "intentstream_triton_requests_total": "triton_requests_by_model",
+              "intentstream_cascade_routes_total": "cascade_routes"}
     out: dict[str, dict[str, float]] = {name: {} for name in wanted.values()}
     for sample, value in metrics.items():
         found = _SAMPLE.match(sample)

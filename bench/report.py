@@ -10,6 +10,10 @@ from typing import Any
 
 from inference.model.runtimes import TORCH
 
+# Cascade routes (intentstream_cascade_routes) where the network ran: the network route, and
+# the reasons a cheap answer was sent back to it.
+NETWORK_RAN = ("network", "band", "refresh", "no_policy")
+
 
 @dataclass(frozen=True)
 class Figures:
@@ -59,6 +63,11 @@ class Figures:
     network_texts_by_trigger: dict[str, float] = field(default_factory=dict)
     stacker_only_by_trigger: dict[str, float] = field(default_factory=dict)
     triton_requests_by_model: dict[str, float] = field(default_factory=dict)
+    # the cascade (streams/core/cascade.py): the drain's scorings by route or by the reason a
+    # cheap answer went back to the network (band, refresh, no_policy); and the same drain
+    # with SCORE_CASCADE=false (the network on every session), on the same model and traffic
+    cascade_routes: dict[str, float] = field(default_factory=dict)
+    all_network_events_per_s: float | None = None
 
     @property
     def pipeline_over_model(self) -> float:
@@ -98,21 +107,41 @@ class Figures:
         return (network + self.triton_requests_by_model.get("stacker", 0.0)) / (network + alone)
 
     @property
+    def cascade(self) -> float | None:
+        """Events/s with the cascade ÷ with the network on every session (same drain)."""
+        if not self.all_network_events_per_s:
+            return None
+        return self.worker_events_per_s / self.all_network_events_per_s
+
+    @property
+    def network_share(self) -> float | None:
+        """The share of the drain's scorings that ran the network: the network route, and
+        cheap answers sent back to it."""
+        total = sum(self.cascade_routes.values())
+        if not total:
+            return None
+        return sum(self.cascade_routes.get(name, 0.0) for name in NETWORK_RAN) / total
+
+    @property
     def batching_gain(self) -> float:
         return self.model_texts_per_s / self.model_batch_1_texts_per_s
 
     def as_json(self) -> dict[str, Any]:
         """The measurements, then the derived figures: the keys --json has always written."""
         derived = ("pipeline_over_model", "over_naive", "over_bare_faust", "p99_over_batch",
-                   "p99_over_batch_at_load", "events_per_text", "batching_gain")
+                   "p99_over_batch_at_load", "events_per_text", "batching_gain", "cascade",
+                   "network_share")
         return {**asdict(self), **{name: getattr(self, name) for name in derived}}
 
 
 def ratios_line(figures: Figures) -> str:
     """The last line of a run, the one a script reads."""
+    cascade = "-" if figures.cascade is None else f"{figures.cascade:.2f}"
+    share = "-" if figures.network_share is None else f"{figures.network_share:.2f}"
     return (f"ratios: pipeline/model={figures.pipeline_over_model:.2f} "
             f"naive={figures.over_naive:.0f}x bare_faust={figures.over_bare_faust:.2f} "
-            f"p99/batch={figures.p99_over_batch:.2f} runtime={figures.runtime}")
+            f"p99/batch={figures.p99_over_batch:.2f} cascade={cascade} "
+            f"network_share={share} runtime={figures.runtime}")
 
 
 def forced_note(figures: Figures) -> str:
@@ -147,6 +176,7 @@ def report(figures: Figures) -> None:
         *naive_lines(figures),
         bare_faust_line(figures),
         latency_line(figures),
+        *cascade_lines(figures),
         *silence_lines(figures),
     ]
     print("\n".join(lines))
@@ -211,6 +241,20 @@ def latency_line(figures: Figures) -> str:
             f"vs the {figures.paced_batch}-text batches half load formed "
             f"({figures.paced_batch_latency_s * 1000:.0f} ms) "
             f"-> {figures.p99_over_batch_at_load:.2f}")
+
+
+def cascade_lines(figures: Figures) -> list[str]:
+    """The cascade against the network on every session, and the drain's routes."""
+    if figures.cascade is None or figures.network_share is None:
+        return []
+    routes = figures.cascade_routes
+    total = sum(routes.values())
+    parts = ", ".join(f"{name} {routes[name] / total:.0%}" for name in sorted(routes, key=lambda n:
+                                                                             -routes[n]))
+    return [f"cascade: worker {figures.worker_events_per_s:.0f} events/s vs the network on every "
+            f"session {figures.all_network_events_per_s:.0f} events/s -> {figures.cascade:.2f}; "
+            f"the network ran for {figures.network_share:.0%} of {total:.0f} scorings "
+            f"({parts})"]
 
 
 def silence_lines(figures: Figures) -> list[str]:

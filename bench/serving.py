@@ -19,6 +19,7 @@ from google.protobuf import text_encoding, text_format
 from google.protobuf.message import Message
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInstanceGroup
 
+from bench.cascade_heads import write_cascade_heads
 from bench.measure import BenchError, fastest, runtime_speeds
 from bench.report import say
 from bench.workload import held_out_sessions
@@ -76,6 +77,7 @@ def served_repository(workdir: Path, *, repository: Path | None, model: str,
             runtime = fastest_in_process(repo / INTENT_BERT / str(version) / "artifacts", version)
         force_runtime(repo, version, runtime)
     expose_network_outputs(repo)
+    with_cascade(repo)
     yield repo
 
 
@@ -96,8 +98,18 @@ def tiny_server(workdir: Path) -> Iterator[TritonServer]:
     repo = copy_repository(REPOSITORY_TEMPLATE, workdir / "triton_tiny")
     ensure_model(repo, tiny=True)
     expose_network_outputs(repo)
+    with_cascade(repo)
     with TritonServer(repo, log_path=workdir / "tritonserver-tiny.log") as server:
         yield server
+
+
+def with_cascade(repo: Path) -> None:
+    """The served version's cascade: its network's prototypes and the committed policy
+    (bench/cascade_heads.py), as a version `intentstream train` wrote would have them."""
+    version = repository.versions(repo / INTENT_BERT)[-1]
+    policy = write_cascade_heads(repo, version, repo / INTENT_BERT / str(version) / "artifacts")
+    say(f"cascade for v{version}: prototypes of its network on simulated sessions, policy "
+        f"{policy.to_json()}")
 
 
 def fastest_in_process(artifacts: Path, version: int) -> str:

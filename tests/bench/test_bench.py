@@ -9,7 +9,7 @@ import pytest
 from bench import serving
 from bench.cli import after_outputs, backlog_scales, main
 from bench.measure import BenchError, ModelSpeed, ScoreCoverage
-from bench.report import Figures, runtime_table
+from bench.report import Figures, ratios_line, runtime_table
 from bench.serving import fastest_in_process, force_runtime, read_config
 from bench.workload import position_in_user, shop_traffic
 from inference.model.export import ensure_model
@@ -173,13 +173,28 @@ def test_a_config_without_a_runtime_parameter_is_refused(tmp_path):
 
 def test_the_derived_figures_are_written_after_the_measured_ones():
     measured = {name: 2.0 for name in Figures.__dataclass_fields__}
+    measured["cascade_routes"] = {"network": 1.0}
     figures = Figures(**measured)
     written = figures.as_json()
     assert list(written)[: len(measured)] == list(measured)
     assert written["over_naive"] == figures.worker_events_per_s / figures.naive_events_per_s
     assert list(written)[len(measured):] == [
         "pipeline_over_model", "over_naive", "over_bare_faust", "p99_over_batch",
-        "p99_over_batch_at_load", "events_per_text", "batching_gain"]
+        "p99_over_batch_at_load", "events_per_text", "batching_gain", "cascade",
+        "network_share"]
+
+
+def test_the_cascade_ratio_and_the_network_share_come_from_the_two_drains_and_the_routes():
+    measured = {name: 2.0 for name in Figures.__dataclass_fields__}
+    routes = {"network": 30.0, "band": 10.0, "features": 40.0, "stale": 15.0, "exact": 5.0}
+    figures = Figures(**{**measured, "worker_events_per_s": 600.0,
+                         "all_network_events_per_s": 200.0, "cascade_routes": routes})
+    assert figures.cascade == 3.0 and figures.network_share == 0.4
+    assert "cascade=3.00 network_share=0.40 " in ratios_line(figures)
+    unmeasured = Figures(**{**measured, "all_network_events_per_s": None,
+                            "cascade_routes": {}})
+    assert unmeasured.cascade is None and unmeasured.network_share is None
+    assert "cascade=- network_share=- " in ratios_line(unmeasured)
 
 
 def test_an_agents_drain_ends_at_its_last_output_not_counting_warm_ups():

@@ -19,10 +19,10 @@ def test_a_small_run_prints_the_four_ratios(tmp_path, capsys):
     assert status == 0
     printed = capsys.readouterr().out.strip().splitlines()
     found = re.fullmatch(r"ratios: pipeline/model=([\d.]+) naive=([\d.]+)x "
-                         r"bare_faust=([\d.]+) p99/batch=([\d.]+) runtime=([a-z0-9-]+)",
-                         printed[-1])
+                         r"bare_faust=([\d.]+) p99/batch=([\d.]+) cascade=([\d.]+) "
+                         r"network_share=([\d.]+) runtime=([a-z0-9-]+)", printed[-1])
     assert found, printed[-1]
-    assert all(float(v) > 0 for v in found.groups()[:4])
+    assert all(float(v) > 0 for v in found.groups()[:5])
     figures = json.loads(out.read_text())
     assert figures["events"] == 1500 and figures["worker_scores"] > 0
     assert figures["over_naive"] == pytest.approx(
@@ -33,7 +33,12 @@ def test_a_small_run_prints_the_four_ratios(tmp_path, capsys):
     assert figures["fastest_runtime"] == max(speeds, key=speeds.get)
     assert figures["pipeline_over_model"] == pytest.approx(
         figures["pipeline_scores_per_s"] / max(speeds.values()))
-    assert found.group(5) == figures["runtime"]
+    assert found.group(7) == figures["runtime"]
+    # the cascade: both drains measured, and the routes taken add up to the drain's scorings
+    assert figures["cascade"] == pytest.approx(
+        figures["worker_events_per_s"] / figures["all_network_events_per_s"])
+    routes = figures["cascade_routes"]
+    assert "network" in routes and 0 < figures["network_share"] < 1, routes
     table = next(i for i, line in enumerate(printed) if line.startswith("in-process runtimes"))
     assert table < next(i for i, line in enumerate(printed) if line.startswith("(1)"))
     assert set(figures["backlog_events_per_text"]) == {"1", "2"}
