@@ -470,9 +470,10 @@ def _cascade(cascade: dict[str, Any] | None) -> list[str]:
         "",
         "A stale answer reuses the kept network outputs where the session's reading signature "
         "(a digest of its free text and of the set of event kinds it holds) is unchanged since "
-        "the kept run: new free text or a new kind of event runs the network. A features-only "
-        "answer (no free text, nothing kept) stands only under a policy with `features` true; "
-        "with it false, features rows run the network.",
+        "the kept run: new free text or a new kind of event runs the network. A typical answer "
+        "(no free text, nothing kept: the stacker over the network's mean outputs on "
+        "validation sessions with the same kinds of event) stands only under a policy with "
+        "`typical` true; with it false, those rows run the network.",
         "",
         f"Network share: test {_num(test['network_share'])} of {test['windows']} windows "
         f"(validation {_num(val['network_share'])}; without a policy, only exact re-scores "

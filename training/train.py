@@ -64,7 +64,7 @@ from training.evaluate.metrics import (
 from training.evaluate.metrics import validation_score as baseline_score
 from training.fit import served_value
 from training.fit.baseline import TfidfBaseline, fit_baseline
-from training.fit.cascade import Heads, fit_cascade, worker_order
+from training.fit.cascade import Heads, fit_cascade, prototypes_of, worker_order
 from training.fit.cascade import rows_of as cascade_rows_of
 from training.fit.loop import (
     FitConfig,
@@ -404,10 +404,10 @@ def fit_cascade_policy(windows: Windows, evaluation: Evaluation, stack: StackRes
     """The cascade's policy (training/fit/cascade.py): chosen on the validation windows in the
     order the worker scores them, measured on test; its card section goes to
     stack.card["cascade"]. Where a policy was chosen it joins the exported heads as
-    "cascade" (its JSON), with "features_only" (head -> model of the stacker's x, zeros for the
-    text) only where the policy lets features-only answers stand (`features`: chosen only where
-    every head has one); a policy with features=False sends features rows to the network."""
-    heads = Heads(stack.heads, stack.features_only)
+    "cascade" (its JSON), with "prototypes" (the network's typical outputs per kinds of event,
+    from the validation windows without free text) where the policy lets typical answers
+    stand; a policy with typical=False sends those rows to the network."""
+    heads = Heads(stack.heads)
     reads_value = bool(stack.heads.get("churn_reads_customer_value"))
     rows, y, resorted = {}, {}, []
     for split, network in (("validation", evaluation.validation), ("test", evaluation.test)):
@@ -423,14 +423,15 @@ def fit_cascade_policy(windows: Windows, evaluation: Evaluation, stack: StackRes
             None if matrix is None else matrix[order])
         y[split] = {h: np.asarray(windows.targets[split][h], dtype=np.int64)[order]
                     for h in MODEL_HEADS}
+    heads = Heads(stack.heads, prototypes_of(rows["validation"]))
     fitted = fit_cascade(rows, y, heads, stack.thresholds.get("churn"), resorted)
     exported = []
     if fitted.policy is not None:
         stack.heads["cascade"] = fitted.policy.to_json()
         exported.append("cascade")
-        if fitted.policy.features and not set(MODEL_HEADS) - set(stack.features_only):
-            stack.heads["features_only"] = {h: stack.features_only[h] for h in MODEL_HEADS}
-            exported.append("features_only")
+        if fitted.policy.typical:
+            stack.heads["prototypes"] = heads.prototypes
+            exported.append("prototypes")
     stack.card["cascade"] = {**fitted.card, "exported": exported}
 
 

@@ -8,10 +8,8 @@ import pickle
 import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from inference.heads import MODEL_HEADS
 from inference.model.intent_bert import IntentBert
 from inference.model.tokenizer import load_tokenizer
 from streams.core.cascade import CascadePolicy
@@ -52,7 +50,7 @@ def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
     heads_file = repo / "stacker" / "heads" / "1" / "heads.pkl"
     # the stale file is gone
     cascade = stacking["cascade"]  # the cascade's policy joins the heads where one was chosen
-    assert set(cascade["exported"]) <= {"cascade", "features_only"}
+    assert set(cascade["exported"]) <= {"cascade", "prototypes"}
     assert heads_file.is_file() == bool(stacking["exported_heads"] or value_fitted
                                         or cascade["exported"])
     assert (heads_file.parent / "customer_value.json").is_file() == value_fitted
@@ -60,17 +58,17 @@ def test_train_command_with_the_tiny_model(tmp_path: Path, repo: Path) -> None:
         heads = pickle.loads(heads_file.read_bytes())
         assert heads["n_features"] == N_FEATURES
         assert set(heads) - {"n_features", "feature_schema", "churn_reads_customer_value",
-                             "cascade", "features_only"} == set(stacking["exported_heads"])
-        assert set(heads) & {"cascade", "features_only"} == set(cascade["exported"])
+                             "cascade", "prototypes"} == set(stacking["exported_heads"])
+        assert set(heads) & {"cascade", "prototypes"} == set(cascade["exported"])
         if "cascade" in heads:
             assert CascadePolicy.from_json(heads["cascade"]).to_json() == cascade["policy"]
-        # Features-only heads travel only with a policy that lets their answers stand.
-        assert ("features_only" in heads) == bool(cascade["policy"]
-                                                   and cascade["policy"]["features"])
-        if "features_only" in heads:
-            x = np.zeros((2, N_FEATURES + 10))
-            for head in MODEL_HEADS:  # the stacker's x: FEATURES, then zeros for the text
-                assert heads["features_only"][head].predict_proba(x).shape[0] == 2, head
+        # Prototypes travel only with a policy that lets typical answers stand, in the
+        # stacker's form: str(kinds_mask) -> the network's mean outputs.
+        assert ("prototypes" in heads) == bool(cascade["policy"]
+                                                and cascade["policy"]["typical"])
+        for mask, prototype in heads.get("prototypes", {}).items():
+            assert int(mask) > 0 and len(prototype["strength"]) == 3
+            assert len(prototype["intent_type"]) == 6 and 0 <= prototype["churn"] <= 1
     assert 0 < cascade["test"]["network_share"] <= 1
 
 

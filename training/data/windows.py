@@ -31,7 +31,7 @@ from typing import Any
 
 from inference.heads import INTENT_TYPE_LABELS, MODEL_HEADS, STRENGTH_LABELS
 from streams.core.batching import delivered, scoring_items
-from streams.core.cascade import free_text_digest, reading_digest
+from streams.core.cascade import free_text_digest, kinds_mask, reading_digest
 from streams.core.events import ShopEvent
 from streams.core.labelling import DEFAULT_LABEL_POLICY, LabelPolicy, label_window
 from streams.core.sessions import (
@@ -63,12 +63,14 @@ class Example:
     trigger: str = "session_close"  # event (an open session), session_close or silence
     # What the cascade (streams/core/cascade.py) routes by: the session scored, its free text
     # digest (`free_text_digest`: "" where it holds none; no kept outputs and none of it: the
-    # features route), what the network's reading turns on (`reading_digest`: the free text and
-    # the kinds of event held; unchanged since the kept run: the stale route) and its size then.
+    # typical route, keyed by `kinds_mask`), what the network's reading turns on
+    # (`reading_digest`: the free text and the kinds of event held; unchanged since the kept
+    # run: the stale route) and its size then.
     session_id: str = ""
     free_text: str = ""
     n_events: int = 0
     reads: str = ""
+    kinds: int = 0
 
 
 def validated(doc: dict[str, Any], policy: SessionPolicy) -> ShopEvent:
@@ -218,6 +220,7 @@ def examples_of(
                 free_text=free_text_digest(session),
                 n_events=session["n_events"],
                 reads=reading_digest(session),
+                kinds=kinds_mask(session),
             )
         )
     return out

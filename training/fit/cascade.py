@@ -3,7 +3,7 @@ ensemble needs its text network, and what answering without it costs. Pure: arra
 policy and a card section out.
 
 The worker routes each scoring by `streams.core.cascade.route` and, for a cheap answer (`stale`:
-kept outputs of an earlier text of the session with the same reading signature; `features`: no
+kept outputs of an earlier text of the session with the same reading signature; `typical`: no
 free text and nothing kept), asks the version's `CascadePolicy` whether the network must run
 after all (`wants_network`). The reading signature (`reading_digest`, carried by each window as
 `Example.reads`) is a digest of the session's free text and of the sorted set of the kinds of
@@ -17,15 +17,19 @@ each window's answer is what the served ensemble would have given it:
   all-network answer (the stacked heads over its own network outputs, the network's intent type);
 - `exact`: the same (the kept outputs were computed from this very text);
 - `stale`: the stacked heads over [FEATURES now, the kept outputs] (intent type the kept one);
-- `features`: the features-only heads (gradient boosting on FEATURES, fitted on the training
-  split) for all three heads, where the policy lets them stand (`CascadePolicy.features`); a
-  policy with features=False sends every features row to the network (`WANTED_FEATURES_OFF`).
+- `typical`: the stacked heads over [FEATURES now, the version's prototype for the session's
+  kinds of event] (intent type the prototype's), where the policy lets them stand
+  (`CascadePolicy.typical`; off, or no prototype for these kinds: the network runs). A
+  prototype (`prototypes_of`) is the mean of the network's outputs over the validation
+  windows without free text holding the same kinds of event (`kinds_mask`). Features-only
+  heads (gradient boosting on FEATURES) stood here first: on the simulator they cost strength
+  0.045-0.07 ROC-AUC, which no band brought back; the prototypes, ~0.01 before any band.
 
-`fit_cascade` tries a small grid of policies (each with features off, and on where every head
-has a features-only model) on validation and keeps the one with the lowest network share whose
-per-head macro-F1 and ROC-AUC stay within `BAR` of the all-network answer; then measures it on
-test. No candidate within the bar: no policy (every cheap answer runs the network). The
-features-only heads are exported only with a policy that lets them stand.
+`fit_cascade` tries a small grid of policies (each with typical answers off, and on where there
+are prototypes) on validation and keeps the one with the lowest network share whose per-head
+macro-F1 and ROC-AUC stay within `BAR` of the all-network answer; then measures it on test. No
+candidate within the bar: no policy (every cheap answer runs the network). The prototypes are
+exported only with a policy that lets typical answers stand.
 
 The windows are the split's labelled windows, which training samples per user (at most
 `--heldout-windows-per-user`): where a user's windows are thinned out, a network run the worker
@@ -52,11 +56,13 @@ from threadpoolctl import threadpool_limits
 from inference.heads import MODEL_HEADS, STRENGTH_LABELS
 from streams.core.alerts import AlertPolicy
 from streams.core.cascade import (
-    MODE_FEATURES,
     MODE_STALE,
+    MODE_TYPICAL,
     WANTED_NO,
     WANTED_NO_POLICY,
     WANTED_REASONS,
+    WANTED_TYPICAL_OFF,
+    WANTED_UNSEEN,
     CascadePolicy,
     wants_network,
 )
@@ -68,7 +74,7 @@ from training.evaluate.metrics import (
     ranked_roc_auc,
 )
 from training.fit.baseline import full_columns
-from training.fit.stacking import features_only, stack_inputs
+from training.fit.stacking import stack_inputs
 
 Probs = dict[str, np.ndarray]  # head -> [n, classes] (churn [n, 2])
 HEADS = tuple(MODEL_HEADS)
@@ -76,10 +82,11 @@ STRONG = STRENGTH_LABELS.index("strong")
 BAR = 0.005  # |Δ macro-F1| and |Δ ROC-AUC| per head, cascade vs all-network, on validation
 # The grid: half-widths of the band around the intent alert threshold on p(strong); of the
 # band around the churn threshold(s); the intent-type margin; the refresh bound (0: never).
-STRENGTH_HALF_WIDTHS: tuple[float | None, ...] = (None, 0.05, 0.1, 0.2, 0.3)
-CHURN_HALF_WIDTHS: tuple[float, ...] = (0.02, 0.05, 0.1)
-INTENT_MARGINS = (0.0, 0.05, 0.1, 0.2)
-REFRESH_EVENTS = (0, 1, 2, 4, 8)  # 1: no stale answer stands (every kept run is older)
+STRENGTH_HALF_WIDTHS: tuple[float | None, ...] = (None, 0.1, 0.2)
+CHURN_HALF_WIDTHS: tuple[float, ...] = (0.05,)
+INTENT_MARGINS = (0.0, 0.1)
+STRENGTH_MARGINS = (0.0, 0.1, 0.2, 0.3)  # medium vs weak near a tie asks for the network too
+REFRESH_EVENTS = (0, 1, 2, 4)  # 1: no stale answer stands (every kept run is older)
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ class CascadeRows:
     texts: list[str]
     free_texts: list[str]
     reads: list[str]
+    kinds: np.ndarray  # `kinds_mask` per window
     n_events: np.ndarray
     triggers: list[str]
     features: np.ndarray
@@ -123,15 +131,15 @@ class CascadeRows:
 @dataclass(frozen=True)
 class Heads:
     """What answers a scoring: the stacked heads as exported (`stack.heads`) and the
-    features-only heads (head -> model of the stacker's x with zeros for the text)."""
+    prototypes (str(kinds_mask) -> the network's typical outputs, `prototypes_of`)."""
 
     stacked: dict[str, Any]
-    features_only: dict[str, Any]
+    prototypes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RouteOf:
-    name: str  # exact, network, stale, features
+    name: str  # exact, network, stale, typical
     kept: int | None = None  # the window whose network outputs are read (exact, stale)
     events_since: int = 0
 
@@ -179,14 +187,39 @@ def served_answer(stacked: dict[str, Any], features: np.ndarray, network: Probs,
     return out
 
 
-def features_answer(models: dict[str, Any], features: np.ndarray) -> Probs | None:
-    """The features-only heads' answer for all three heads; None unless every head has one
-    (the route then runs the network, as the stacker does without them)."""
-    if set(HEADS) - set(models):
-        return None
-    # Through float32 first, as FEATURES reach the stacker (stack_inputs does the same).
-    x = features_only(np.asarray(features, dtype=np.float32).astype(np.float64))
-    return {h: full_columns(models[h], x, len(MODEL_HEADS[h])) for h in HEADS}
+def prototypes_of(rows: CascadeRows) -> dict[str, dict[str, Any]]:
+    """str(kinds_mask) -> the mean of the network's outputs over the windows without free text
+    holding those kinds of event, in the stacker's JSON form (heads["prototypes"])."""
+    groups: dict[int, list[int]] = {}
+    for i, (key, free) in enumerate(zip(rows.sessions, rows.free_texts, strict=True)):
+        if key is not None and not free:
+            groups.setdefault(int(rows.kinds[i]), []).append(i)
+    return {str(mask): {"strength": rows.network["strength"][idx].mean(axis=0).tolist(),
+                        "intent_type": rows.network["intent_type"][idx].mean(axis=0).tolist(),
+                        "churn": float(rows.network["churn"][idx, 1].mean())}
+            for mask, idx in sorted(groups.items())}
+
+
+def prototype_rows(rows: CascadeRows) -> dict[str, dict[str, int]]:
+    """str(kinds_mask) -> {"rows": the windows its prototype is the mean of} (for the card)."""
+    counts: dict[str, int] = {}
+    for i, (key, free) in enumerate(zip(rows.sessions, rows.free_texts, strict=True)):
+        if key is not None and not free:
+            counts[str(int(rows.kinds[i]))] = counts.get(str(int(rows.kinds[i])), 0) + 1
+    return {mask: {"rows": n} for mask, n in sorted(counts.items())}
+
+
+def typical_answer(heads: Heads, rows: CascadeRows) -> tuple[Probs, np.ndarray]:
+    """The stacker's answer with each window's prototype in place of the network's outputs,
+    and which windows have a prototype (the others' answers are meaningless)."""
+    known = np.asarray([str(int(k)) in heads.prototypes for k in rows.kinds], dtype=bool)
+    network = {h: np.zeros_like(rows.network[h]) for h in HEADS}
+    for i in np.flatnonzero(known):
+        found = heads.prototypes[str(int(rows.kinds[i]))]
+        network["strength"][i] = found["strength"]
+        network["intent_type"][i] = found["intent_type"]
+        network["churn"][i] = (1 - found["churn"], found["churn"])
+    return served_answer(heads.stacked, rows.features, network, rows.value), known
 
 
 class CheapAnswers:
@@ -195,7 +228,7 @@ class CheapAnswers:
 
     def __init__(self, rows: CascadeRows, heads: Heads) -> None:
         self.rows, self.heads = rows, heads
-        self.features = features_answer(heads.features_only, rows.features)
+        self.typical, self.has_typical = typical_answer(heads, rows)
         self._stale: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     def prepare(self, pairs: Sequence[tuple[int, int]]) -> None:
@@ -221,7 +254,7 @@ class CheapAnswers:
 def route_of(rows: CascadeRows, i: int, kept: int | None) -> RouteOf:
     """`streams.core.cascade.route` for window i, given the window whose outputs the session
     keeps (None: nothing kept) and one served version throughout: exact where the text is the
-    kept run's, stale where the reading signature is, features where nothing is kept and the
+    kept run's, stale where the reading signature is, typical where nothing is kept and the
     session holds no free text, else the network."""
     if rows.sessions[i] is None:
         return RouteOf("network")
@@ -230,7 +263,7 @@ def route_of(rows: CascadeRows, i: int, kept: int | None) -> RouteOf:
     if kept is not None and rows.reads[kept] == rows.reads[i]:
         return RouteOf("stale", kept, max(0, int(rows.n_events[i] - rows.n_events[kept])))
     if kept is None and not rows.free_texts[i]:
-        return RouteOf("features")
+        return RouteOf("typical")
     return RouteOf("network")
 
 
@@ -257,7 +290,7 @@ def simulate(rows: CascadeRows, policy: CascadePolicy | None,
             code = WANTED_NO
             if r.name != "network":
                 cheap = _cheap(answers, i, r)
-                code = WANTED_NO_POLICY if cheap is None else _wanted(policy, r, cheap)
+                code = _unseen(policy) if cheap is None else _wanted(policy, r, cheap)
                 wanted[i] = code
             if r.name == "network" or code != WANTED_NO:
                 ran[i] = True
@@ -270,18 +303,25 @@ def simulate(rows: CascadeRows, policy: CascadePolicy | None,
 
 
 def _cheap(answers: CheapAnswers, i: int, r: RouteOf) -> dict[str, np.ndarray] | None:
-    """The cheap answer of a stale or features route; None for a features route without
-    features-only heads (the stacker then asks for the network: WANTED_NO_POLICY)."""
+    """The cheap answer of a stale or typical route; None for a typical route without a
+    prototype for its kinds of event."""
     if r.name == "stale" and r.kept is not None:
         return answers.stale(i, r.kept)
-    if r.name == "features" and answers.features is not None:
-        return {h: answers.features[h][i] for h in HEADS}
+    if r.name == "typical" and answers.has_typical[i]:
+        return {h: answers.typical[h][i] for h in HEADS}
     return None
 
 
+def _unseen(policy: CascadePolicy | None) -> int:
+    """A typical route without a prototype, as the stacker answers it."""
+    if policy is None:
+        return WANTED_NO_POLICY
+    return WANTED_UNSEEN if policy.typical else WANTED_TYPICAL_OFF
+
+
 def _wanted(policy: CascadePolicy | None, r: RouteOf, cheap: dict[str, np.ndarray]) -> int:
-    mode = MODE_STALE if r.name == "stale" else MODE_FEATURES
-    return wants_network(policy, mode, r.events_since, float(cheap["strength"][STRONG]),
+    mode = MODE_STALE if r.name == "stale" else MODE_TYPICAL
+    return wants_network(policy, mode, r.events_since, [float(p) for p in cheap["strength"]],
                          float(cheap["churn"][1]), [float(p) for p in cheap["intent_type"]])
 
 
@@ -321,11 +361,11 @@ def worst(delta: dict[str, dict[str, float | None]]) -> float:
 
 
 def candidates(churn_threshold: float, alerts: AlertPolicy | None = None,
-               features: bool = False) -> list[CascadePolicy]:
+               typical: bool = False) -> list[CascadePolicy]:
     """The policies tried: bands around the intent alert threshold on p(strong), around the
     served churn threshold (alone, or spanning it and the churn alert threshold), an intent
-    margin, a refresh bound; features-only answers off, and also on where `features` (every
-    head has a features-only model)."""
+    margin, a strength margin, a refresh bound; typical answers off, and also on where
+    `typical` (the version has prototypes)."""
     alerts = alerts or AlertPolicy()
     strength = [None] + [_band(alerts.intent_threshold, alerts.intent_threshold, w)
                          for w in STRENGTH_HALF_WIDTHS if w is not None]
@@ -333,9 +373,10 @@ def candidates(churn_threshold: float, alerts: AlertPolicy | None = None,
     churn = [None, *(_band(churn_threshold, churn_threshold, w) for w in CHURN_HALF_WIDTHS),
              *(_band(low, high, w) for w in CHURN_HALF_WIDTHS)]
     unique_churn = list(dict.fromkeys(churn))  # the two kinds coincide where the thresholds do
-    switch = (False, True) if features else (False,)
-    return [CascadePolicy(s, c, m, r, f) for f, s, c, m, r in
-            itertools.product(switch, strength, unique_churn, INTENT_MARGINS, REFRESH_EVENTS)]
+    switch = (False, True) if typical else (False,)
+    return [CascadePolicy(s, c, m, r, t, sm) for t, s, c, m, r, sm in
+            itertools.product(switch, strength, unique_churn, INTENT_MARGINS, REFRESH_EVENTS,
+                              STRENGTH_MARGINS)]
 
 
 def _band(low: float, high: float, half_width: float) -> tuple[float, float]:
@@ -371,6 +412,7 @@ def rows_of(examples: Sequence[Any], features: np.ndarray, network: Probs, heads
         texts=[x.text for x in examples],
         free_texts=[x.free_text for x in examples],
         reads=[x.reads for x in examples],
+        kinds=np.asarray([getattr(x, "kinds", 0) for x in examples], dtype=np.int64),
         n_events=np.asarray([x.n_events for x in examples], dtype=np.int64),
         triggers=[x.trigger for x in examples],
         features=np.asarray(features, dtype=np.float64),
@@ -392,7 +434,7 @@ def choose(answers: CheapAnswers, y: dict[str, np.ndarray],
     closest: tuple[float, float, int] | None = None
     closest_doc: dict[str, Any] = {}
     for n, policy in enumerate(candidates(churn_threshold,
-                                          features=answers.features is not None)):
+                                          typical=bool(answers.heads.prototypes))):
         run = simulate(rows, policy, answers)
         tried += 1
         delta = deltas(quality(y, run.probs, churn_threshold), reference)
@@ -464,7 +506,7 @@ def _shares(groups: Sequence[str], ran: np.ndarray) -> dict[str, dict[str, float
 def _reasons(run: CascadeRun) -> dict[str, int]:
     """Windows on which the network ran, by why: a changed reading (new free text or a new
     kind of event since the kept run, or an unknown session), or the WANTED_* reason of a
-    cheap answer sent back (features_off: a features row under a policy with features=False)."""
+    cheap answer sent back (typical_off: a typical row under a policy with typical=False)."""
     out = {"new_reading": sum(1 for r in run.routes if r == "network")}
     for code, reason in WANTED_REASONS.items():
         count = int(((run.wanted == code) & run.ran).sum())
@@ -507,7 +549,8 @@ def _fit_cascade(rows: dict[str, CascadeRows], y: dict[str, dict[str, np.ndarray
                 "max_abs_delta_roc_auc": BAR, "versus": "the all-network served answer"},
         "churn_threshold": churn_threshold,
         "search": search,
-        "features_only_heads": sorted(set(HEADS) & set(heads.features_only)),
+        "prototypes": {mask: found["rows"] for mask, found in
+                       prototype_rows(rows["validation"]).items()},
         "windows_sorted": list(sorted_splits),
         "note": "windows sampled per user: the share is an upper estimate (module docstring)",
         "validation": measure(val, y["validation"], policy, churn_threshold),

@@ -275,9 +275,6 @@ class StackResult:
     heads: dict[str, Any]  # head -> fitted classifier to export (only heads that fit)
     thresholds: dict[str, float | None]  # churn's decision threshold, chosen on validation
     test_probs: Probs  # the served model on the test split: stacked heads + text intent_type
-    # head -> the features peer fitted on the training split (`features_model`, every head
-    # with two labels there): the cascade's features-only heads (training/fit/cascade.py)
-    features_only: dict[str, Any] = field(default_factory=dict)
 
 
 def rf_matrix(features: np.ndarray) -> np.ndarray:
@@ -399,7 +396,7 @@ def _fit_stack(
         "skipped": {h: f.skipped for h, f in fits.items() if f.skipped},
         **measured,
     }
-    return StackResult(card, heads, thresholds, test_models["served"], features_only=bases)
+    return StackResult(card, heads, thresholds, test_models["served"])
 
 
 def _fit_head(head: str, head_labels: tuple[str, ...], x: dict[str, np.ndarray],

@@ -1,6 +1,6 @@
 """The cascade's simulation routes each window as the worker's `route` would, answers exactly
 as the whole ensemble where every cheap answer is sent back, and its fit finds a cheaper policy
-within the bar where the features already tell the labels."""
+within the bar where the features already tell the labels and the typical outputs are right."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from sklearn.linear_model import LogisticRegression
 
 from inference.heads import MODEL_HEADS
 from streams.core.cascade import (
-    MODE_FEATURES,
-    WANTED_FEATURES_OFF,
+    MODE_TYPICAL,
     WANTED_NO,
+    WANTED_TYPICAL_OFF,
     CascadePolicy,
     free_text_digest,
     kept_of,
+    kinds_mask,
     reading_digest,
     route,
     wants_network,
@@ -40,6 +41,7 @@ from training.fit.cascade import (
     candidates,
     deltas,
     fit_cascade,
+    prototypes_of,
     quality,
     rows_of,
     simulate,
@@ -59,10 +61,10 @@ def random_probs(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 def fitted_heads(features: np.ndarray, network: dict[str, np.ndarray],
                  y: dict[str, np.ndarray]) -> Heads:
-    """Stacked strength and churn heads over the stacker's x, features-only heads on FEATURES."""
+    """Stacked strength and churn heads over the stacker's x (no prototypes yet)."""
     x = stack_inputs(features, network)
-    stacked = {h: LogisticRegression(max_iter=500).fit(x, y[h]) for h in ("strength", "churn")}
-    return Heads(stacked, {h: features_model(features, y[h], 0) for h in HEADS})
+    return Heads({h: LogisticRegression(max_iter=500).fit(x, y[h])
+                  for h in ("strength", "churn")})
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def worker_rows(histories: list[UserHistory]) -> tuple[CascadeRows, list[Any], H
     examples = [SimpleNamespace(user_id=user, session_id=w.session["session_id"],
                                 text=render(w.session, WORKER_POLICY.max_chars),
                                 free_text=free_text_digest(w.session),
-                                reads=reading_digest(w.session),
+                                reads=reading_digest(w.session), kinds=kinds_mask(w.session),
                                 n_events=w.session["n_events"], trigger=w.trigger)
                 for user, w in zip(users, windows, strict=True)]
     rng = np.random.default_rng(0)
@@ -88,7 +90,8 @@ def worker_rows(histories: list[UserHistory]) -> tuple[CascadeRows, list[Any], H
     heads = fitted_heads(features, network, y)
     assert np.array_equal(worker_order(users, [w.labelled_from for w in windows]),
                           np.arange(len(windows)))  # worker_windows' order is the worker's
-    return rows_of(examples, features, network, heads, None), windows, heads
+    rows = rows_of(examples, features, network, heads, None)
+    return rows, windows, Heads(heads.stacked, prototypes_of(rows))
 
 
 def test_routes_match_the_workers_route(worker_rows: Any) -> None:
@@ -109,8 +112,8 @@ def test_routes_match_the_workers_route(worker_rows: Any) -> None:
     # Not vacuous: every route occurs, silence re-scores of an unchanged text are exact, an
     # unchanged reading (free text and kinds of event) after a network run is stale, while a
     # new kind of event with the free text unchanged runs the network (the old rule, free text
-    # alone, would have called it stale), and nothing kept with no free text is features.
-    assert routes == {"exact", "network", "stale", "features"}
+    # alone, would have called it stale), and nothing kept with no free text is typical.
+    assert routes == {"exact", "network", "stale", "typical"}
     exact_silence = new_kind = 0
     for i in range(1, len(windows)):
         previous = i - 1
@@ -125,39 +128,51 @@ def test_routes_match_the_workers_route(worker_rows: Any) -> None:
             new_kind += not same and rows.free_texts[i] == rows.free_texts[previous]
     assert exact_silence and new_kind
     for i, name in enumerate(run.routes):
-        if name == "features":  # the session's first network run is yet to come
+        if name == "typical":  # the session's first network run is yet to come
             assert not rows.free_texts[i]
             assert not any(run.ran[j] for j in range(i) if rows.sessions[j] == rows.sessions[i])
 
 
-def test_a_policy_without_features_sends_features_rows_to_the_network(worker_rows: Any) -> None:
+def test_a_policy_without_typical_answers_sends_those_rows_to_the_network(
+        worker_rows: Any) -> None:
     rows, _, heads = worker_rows
     answers = CheapAnswers(rows, heads)
     off = simulate(rows, CascadePolicy(), answers)
-    on = simulate(rows, CascadePolicy(features=True), answers)
-    features_off = np.asarray([r == "features" for r in off.routes])
-    assert features_off.any()
-    assert off.ran[features_off].all()
-    assert (off.wanted[features_off] == WANTED_FEATURES_OFF).all()
-    # With features on (no band), every features answer stands: the features-only heads'.
-    features_on = np.asarray([r == "features" for r in on.routes])
-    assert features_on.sum() > features_off.sum()  # the session's later windows stay cheap
-    assert not on.ran[features_on].any() and (on.wanted[features_on] == WANTED_NO).all()
-    assert answers.features is not None
-    i = int(np.flatnonzero(features_on)[0])
+    on = simulate(rows, CascadePolicy(typical=True), answers)
+    typical_off = np.asarray([r == "typical" for r in off.routes])
+    assert typical_off.any()
+    assert off.ran[typical_off].all()
+    assert (off.wanted[typical_off] == WANTED_TYPICAL_OFF).all()
+    # With typical answers on (no band), every one stands: the stacker over the prototype.
+    typical_on = np.asarray([r == "typical" for r in on.routes])
+    assert typical_on.sum() > typical_off.sum()  # the session's later windows stay cheap
+    assert not on.ran[typical_on].any() and (on.wanted[typical_on] == WANTED_NO).all()
+    i = int(np.flatnonzero(typical_on)[0])
     for head in HEADS:
-        assert np.array_equal(on.probs[head][i], answers.features[head][i]), head
-    assert wants_network(CascadePolicy(), MODE_FEATURES, 0, 0.5, 0.5, [1.0, 0.0]) \
-        == WANTED_FEATURES_OFF
+        assert np.array_equal(on.probs[head][i], answers.typical[head][i]), head
+    prototype = heads.prototypes[str(int(rows.kinds[i]))]
+    assert np.allclose(on.probs["intent_type"][i], prototype["intent_type"])  # the network's
+    assert wants_network(CascadePolicy(), MODE_TYPICAL, 0, [0.5, 0.5, 0.0], 0.5, [1.0, 0.0]) \
+        == WANTED_TYPICAL_OFF
 
 
-def test_candidates_switch_features_on_only_where_the_heads_exist() -> None:
+def test_prototypes_are_the_networks_mean_outputs_per_kinds_of_event(worker_rows: Any) -> None:
+    rows, _, heads = worker_rows
+    for mask, prototype in heads.prototypes.items():
+        picked = [i for i in range(len(rows)) if str(int(rows.kinds[i])) == mask
+                  and not rows.free_texts[i] and rows.sessions[i] is not None]
+        assert picked
+        assert np.allclose(prototype["strength"], rows.network["strength"][picked].mean(0))
+        assert prototype["churn"] == pytest.approx(rows.network["churn"][picked, 1].mean())
+
+
+def test_candidates_switch_typical_answers_on_only_where_there_are_prototypes() -> None:
     without = candidates(0.5)
-    both = candidates(0.5, features=True)
-    assert not any(p.features for p in without)
+    both = candidates(0.5, typical=True)
+    assert not any(p.typical for p in without)
     assert len(both) == 2 * len(without)
-    assert {p for p in both if not p.features} == set(without)
-    assert {replace(p, features=False) for p in both if p.features} == set(without)
+    assert {p for p in both if not p.typical} == set(without)
+    assert {replace(p, typical=False) for p in both if p.typical} == set(without)
 
 
 def test_bands_covering_everything_make_the_cascade_the_whole_ensemble(worker_rows: Any) -> None:
@@ -185,21 +200,23 @@ def test_examples_carry_what_the_cascade_routes_by(histories: list[UserHistory])
 def synthetic_split(n_users: int, seed: int) -> tuple[list[Any], np.ndarray,
                                                       dict[str, np.ndarray]]:
     """Users with sessions of several windows: the first reads a new free text, the rest add
-    none (or a session without free text); every label is a function of the FEATURES row,
-    intent type of a column constant over the session."""
+    none (or a session without free text, whose intent type is always the first label: the
+    network's typical one); every label is a function of the FEATURES row, intent type of a
+    column constant over the session."""
     rng = np.random.default_rng(seed)
     examples, rows = [], []
     for u in range(n_users):
         for s in range(3):
-            intent = rng.normal()
             free = f"ft-{seed}-{u}-{s}" if rng.random() < 0.7 else ""
+            intent = rng.normal() if free else -2.0
             for k in range(4):
                 row = rng.normal(size=N_FEATURES)
                 row[2] = intent
                 rows.append(row)
                 examples.append(SimpleNamespace(
                     user_id=f"u{seed}-{u}", session_id=f"s{s}", text=f"{free} {k}",
-                    free_text=free, reads=f"{free}|view", n_events=k + 1, trigger="event"))
+                    free_text=free, reads=f"{free}|view", kinds=1, n_events=k + 1,
+                    trigger="event"))
     features = np.asarray(rows)
     y = {"strength": np.digitize(features[:, 0], [-0.6, 0.6]),
          "intent_type": np.digitize(features[:, 2], [-1.0, -0.4, 0.0, 0.4, 1.0]),
@@ -218,7 +235,7 @@ def test_fit_cascade_finds_a_cheaper_policy_within_the_bar() -> None:
               (("train", 1), ("validation", 2), ("test", 3))}
     y = {name: labels for name, (_, _, labels) in splits.items()}
     fitted_on_train = features_heads(splits["train"][1], y["train"])
-    heads = Heads({h: fitted_on_train[h] for h in ("strength", "churn")}, fitted_on_train)
+    stacked = Heads({h: fitted_on_train[h] for h in ("strength", "churn")})
     rng = np.random.default_rng(4)
 
     def network(name: str) -> dict[str, np.ndarray]:
@@ -227,33 +244,31 @@ def test_fit_cascade_finds_a_cheaper_policy_within_the_bar() -> None:
             np.hstack([splits[name][1], np.zeros((len(y[name]["churn"]), 10))]))
         return probs
 
-    rows = {name: rows_of(splits[name][0], splits[name][1], network(name), heads, None)
+    rows = {name: rows_of(splits[name][0], splits[name][1], network(name), stacked, None)
             for name in ("validation", "test")}
     labels = {n: y[n] for n in rows}
+    heads = Heads(stacked.stacked, prototypes_of(rows["validation"]))
     fitted = fit_cascade(rows, labels, heads)
     assert fitted.policy is not None
     validation = fitted.card["validation"]
-    # Every cheap answer is right here: the cheapest candidate (no band, no refresh, features
+    # Every cheap answer is right here: the cheapest candidate (no band, no refresh, typical
     # answers standing) wins, and only unread free text runs the network.
     unread = validation["by_route"]["network"]["windows"] / validation["windows"]
     assert validation["network_share"] == pytest.approx(unread)
     assert unread < validation["network_share_without_policy"] == 1  # no exact re-scores here
-    assert fitted.policy == CascadePolicy(features=True)
+    assert fitted.policy == CascadePolicy(typical=True)
     assert CascadePolicy.from_json(fitted.card["policy"]) == fitted.policy
-    assert validation["by_route"]["features"]["network_share"] == 0
+    assert validation["by_route"]["typical"]["network_share"] == 0
     assert fitted.card["test"]["heads"]["strength"]["delta_macro_f1"] == 0
 
-    # Features-only intent types fitted on shuffled labels: the features route is wrong, so
+    # A prototype whose intent type is another label: the typical route is wrong, so
     # whatever policy is chosen sends more to the network, and stays within the bar.
-    shuffled = dict(y["train"], intent_type=rng.permutation(y["train"]["intent_type"]))
-    worse = Heads(heads.stacked, {**fitted_on_train, "intent_type": features_heads(
-        splits["train"][1], shuffled)["intent_type"]})
-    rows = {name: rows_of(splits[name][0], splits[name][1],
-                          {h: rows[name].network[h] for h in HEADS}, worse, None)
-            for name in rows}
+    wrong = {mask: {**found, "intent_type": [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}
+             for mask, found in heads.prototypes.items()}
+    worse = Heads(heads.stacked, wrong)
     refitted = fit_cascade(rows, labels, worse)
     if refitted.policy is not None:
-        assert not refitted.policy.features  # wrong features answers: they are switched off
+        assert not refitted.policy.typical  # wrong typical answers: they are switched off
         threshold = refitted.card["churn_threshold"]
         val = rows["validation"]
         run = simulate(val, refitted.policy, CheapAnswers(val, worse))
