@@ -263,26 +263,32 @@ class _Part(dict[int, Prediction]):
         super().__init__()
         self.errors: dict[int, str] = {}
 
+    @classmethod
+    def of(cls, indices: Sequence[int], results: Sequence[Prediction | None],
+           failed: Mapping[int, str]) -> _Part:
+        """An `isolate_rows` answer (rows 0..n-1) keyed by the item indices it scored."""
+        out = cls()
+        for k, i in enumerate(indices):
+            if k in failed:
+                out.errors[i] = failed[k]
+            elif results[k] is not None:
+                out[i] = results[k]  # type: ignore[assignment]
+        return out
+
 
 async def _score_full(scorer: TritonScorer, items: Sequence[ToScore], texts: Sequence[str],
                       indices: list[int], retry_max_s: float, max_attempts: int,
                       observe: ScoringMetrics) -> _Part:
     """The whole ensemble for the items at `indices` (the network runs for each)."""
-    out = _Part()
     if not indices:
-        return out
+        return _Part()
     observe.texts(len(indices))
     for trigger, n in Counter(items[i].trigger for i in indices).items():
         observe.by_trigger(trigger, n)
     results, failed = await score_isolating(
         scorer, [texts[i] for i in indices], retry_max_s, max_attempts, observe,
         features=[items[i].features for i in indices])
-    for k, i in enumerate(indices):
-        if k in failed:
-            out.errors[i] = failed[k]
-        elif results[k] is not None:
-            out[i] = results[k]  # type: ignore[assignment]
-    return out
+    return _Part.of(indices, results, failed)
 
 
 async def _score_cheap(scorer: TritonScorer, items: Sequence[ToScore], routes: Sequence[Route],
@@ -291,21 +297,15 @@ async def _score_cheap(scorer: TritonScorer, items: Sequence[ToScore], routes: S
     """The stacker alone for the items at `indices`: kept network outputs (exact, stale) or
     none (typical: the version's prototype stands in); with the cascade's modes where any
     route is not exact."""
-    out = _Part()
     if not indices:
-        return out
+        return _Part()
     network = [_network_of(routes[i]) for i in indices]
     cascade = ([routes[i].cascade_row for i in indices]
                if any(routes[i].name != "exact" for i in indices) else None)
     results, failed = await stack_isolating(
         scorer, network, [items[i].features for i in indices], retry_max_s, max_attempts,
         observe, cascade=cascade)
-    for k, i in enumerate(indices):
-        if k in failed:
-            out.errors[i] = failed[k]
-        elif results[k] is not None:
-            out[i] = results[k]  # type: ignore[assignment]
-    return out
+    return _Part.of(indices, results, failed)
 
 
 def _count_routes(observe: ScoringMetrics, items: Sequence[ToScore], routes: Sequence[Route],

@@ -30,7 +30,15 @@ from streams.core.sessions import UserState
 from streams.core.silence import plan_timers
 from streams.core.timeunits import DAY_MS, MINUTE_MS
 from streams.worker.scoring import ScoredPlan, ScoringMetrics, keep_outputs, score_plan
-from tests.streams.worker.test_network_reuse import SESSION, T0, TIMERS, network, stack, unit
+from tests.streams.worker.test_network_reuse import (
+    SESSION,
+    T0,
+    TIMERS,
+    Scorer,
+    network,
+    stack,
+    unit,
+)
 
 NO_BAND = CascadePolicy(refresh_events=0, typical=True)
 EVERY_ANSWER = CascadePolicy(strength_band=(0.0, 1.0), typical=True)
@@ -42,21 +50,12 @@ def typical(kinds: int, version: int) -> NetworkOutputs:
     return NetworkOutputs((h, 1 - h, 0.0), (0, 1.0, 0, 0, 0, 0), h / 3, version)
 
 
-class CascadeScorer:
-    def __init__(self, policy: CascadePolicy | None = NO_BAND, version: int = 3) -> None:
-        self.policy = policy
-        self.version = version
-        self.calls: list[tuple[str, int]] = []
+class CascadeScorer(Scorer):
+    """test_network_reuse's stand-in, whose stacker answers the cheap stage too."""
 
-    async def score(self, texts: list[str], features=None) -> list[ScoredText]:
-        self.calls.append(("intent", len(texts)))
-        out = []
-        for text, row in zip(texts, features, strict=True):
-            net = network(text, self.version)
-            p = stack(net, row)
-            out.append(ScoredText(p.strength, p.intent_type, p.churn, p.model_name,
-                                  p.model_version, None, net))
-        return out
+    def __init__(self, policy: CascadePolicy | None = NO_BAND, version: int = 3) -> None:
+        super().__init__(version)
+        self.policy = policy
 
     async def score_stacked(self, nets: Sequence[NetworkOutputs],
                             features: Sequence[Sequence[float]],
@@ -72,9 +71,6 @@ class CascadeScorer:
             out.append(ScoredText(p.strength, p.intent_type, p.churn, p.model_name,
                                   p.model_version, None, None, wanted))
         return out
-
-    async def network_version(self) -> int:
-        return self.version
 
     async def cascades(self) -> bool:
         return True
