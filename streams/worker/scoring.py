@@ -11,13 +11,13 @@ splitting the batch, and a text that still fails after `max_attempts` tries is r
 failed (the worker dead-letters its session as `scoring_failed`) so its partition goes on.
 
 The cascade (streams/core/cascade.py) decides per scoring whether the text network runs: the
-whole ensemble where the session holds free text the served network has not read; else the
-ensemble's last step alone (`TritonScorer.score_stacked`), with the network outputs kept with
-the session or, where there are none, the version's typical outputs; a cheap answer the
-version's policy sends back (a band, a refresh bound) gets the whole ensemble in a second
-round. The network outputs a run returns come back with its record (`ScoredPlan.network`) to
-be kept with the session. Every path retries and narrows down the same way; the record says
-whether the network ran (`network`).
+whole ensemble where the session's reading (its free text, the kinds of event it holds) changed
+since the network last read it; else the ensemble's last step alone
+(`TritonScorer.score_stacked`, sent first), with the network outputs kept with the session or,
+where there are none, the version's typical outputs; a cheap answer the version's policy sends
+back (a band, a refresh bound) joins the one network round. The network outputs a run returns
+come back with its record (`ScoredPlan.network`) to be kept with the session. Every path
+retries and narrows down the same way; the record says whether the network ran (`network`).
 """
 
 from __future__ import annotations
