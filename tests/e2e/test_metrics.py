@@ -136,7 +136,12 @@ def test_metrics_equal_what_went_in_and_came_out_and_logs_carry_ids(stack):
     assert scores and len(scores) == scores_n
     assert value(samples, "intentstream_scores_total", session="closed") == sum(
         s["closed"] for s in scores)
-    assert value(samples, "intentstream_batch_texts_sum") == len(scores)
+    # Each score either ran the network (a text sent to the ensemble) or was the stacker's
+    # alone (the cascade, docs/cascade.md); every one took a route.
+    alone = sum(by_label(samples, "intentstream_stacker_only_scores_total", "trigger").values())
+    assert value(samples, "intentstream_batch_texts_sum") + alone == len(scores)
+    assert sum(by_label(samples, "intentstream_cascade_routes_total", "route").values()) == len(
+        scores)
     assert value(samples, "intentstream_triton_latency_seconds_count") > 0
     assert value(samples, "intentstream_triton_latency_seconds_sum") > 0
     assert value(samples, "intentstream_triton_retries_total") == 0

@@ -292,7 +292,7 @@ def test_scoring_counts_retries_latency_texts_scores_and_alerts(topics):
 
     async def run_steps() -> list:
         scored = await scoring.score_plan(FakeScorer(failures=1), plan, 1200, retry_max_s=1,
-                                          observe=worker.SCORING_METRICS)
+                                          observe=worker.SCORING_METRICS, cascade=False)
         records = scored.records
         await worker.send_scores(plan, messages, records)
         alerts, _ = scoring.decide_alerts(scored.scored, records, lambda user: None, policy)
