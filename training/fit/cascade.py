@@ -412,7 +412,7 @@ def rows_of(examples: Sequence[Any], features: np.ndarray, network: Probs, heads
         texts=[x.text for x in examples],
         free_texts=[x.free_text for x in examples],
         reads=[x.reads for x in examples],
-        kinds=np.asarray([getattr(x, "kinds", 0) for x in examples], dtype=np.int64),
+        kinds=np.asarray([x.kinds for x in examples], dtype=np.int64),
         n_events=np.asarray([x.n_events for x in examples], dtype=np.int64),
         triggers=[x.trigger for x in examples],
         features=np.asarray(features, dtype=np.float64),
